@@ -1,0 +1,127 @@
+"""The composition root: the one place that builds every service, wires them,
+starts them and stops them. Conflicting settings are rejected here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import ArgumentError
+
+from bot.auth import AuthProvider
+from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.context import ContextMiddleware
+from bot.conversation import Conversation, ConversationConfig
+from bot.errors import ConfigError
+from bot.llm.service import ModelService
+from bot.prompts import PromptRegistry
+from bot.settings import Settings
+from bot.storage.db import Database
+from bot.storage.repositories import MessageRepository, UserRepository
+from bot.tasks import TaskTracker
+
+log = logging.getLogger(__name__)
+
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def check_database_url(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a valid SQLAlchemy URL") from None
+    backend, driver = parsed.get_backend_name(), parsed.drivername
+    expected = ASYNC_DRIVERS.get(backend)
+    if expected is None:
+        raise ConfigError(f"DATABASE_URL: unsupported database {backend!r} (use SQLite or PostgreSQL)")
+    if driver != expected:
+        raise ConfigError(f"DATABASE_URL must use the async driver: write '{expected}://...' instead of '{driver}://...'")
+
+
+def check_run_settings(settings: Settings) -> None:
+    missing = settings.missing_for_run()
+    if missing:
+        raise ConfigError(f"missing setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see .env.example)")
+    check_database_url(settings.effective_database_url)
+
+
+class Arium:
+    """Every long-lived service, built once."""
+
+    def __init__(self, settings: Settings, *, models: ModelService | None = None) -> None:
+        check_run_settings(settings)
+        assert settings.telegram_bot_token is not None
+        self.settings = settings
+        self.tasks = TaskTracker()
+        self.db = Database(settings.effective_database_url)
+        self.users = UserRepository(self.db, settings.bot_timezone)
+        self.messages = MessageRepository(self.db)
+        self.auth = AuthProvider(settings.bot_admin_ids)
+        self.prompts = PromptRegistry()
+        self.models = models or ModelService.from_settings(settings)
+        self.conversation = Conversation(
+            messages=self.messages,
+            prompts=self.prompts,
+            models=self.models,
+            config=ConversationConfig(
+                history_tokens=settings.bot_history_tokens,
+                max_answer_tokens=settings.bot_max_answer_tokens,
+            ),
+        )
+        self.telegram = TelegramChannel(
+            TelegramConfig(
+                token=settings.telegram_bot_token.get_secret_value(),
+                api_url=settings.telegram_api_url,
+                max_concurrent_updates=settings.bot_max_concurrent_updates,
+                draft_interval=settings.bot_draft_interval,
+                edit_interval=settings.bot_edit_interval,
+                paste_merge_window=settings.bot_paste_merge_window,
+            ),
+            middleware=ContextMiddleware(self.users, self.auth),
+            conversation=self.conversation,
+            tasks=self.tasks,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        app = self.telegram.application
+        await app.initialize()
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(timeout=10, allowed_updates=["message", "edited_message", "callback_query"])
+        self._started = True
+        log.info("Arium is running as @%s", app.bot.username)
+
+    async def stop(self) -> None:
+        """Stop taking updates, let replies in flight finish (bounded), release everything."""
+        app = self.telegram.application
+        timeout = self.settings.bot_shutdown_timeout
+        if self._started:
+            assert app.updater is not None
+            if app.updater.running:
+                await app.updater.stop()
+            try:
+                await asyncio.wait_for(app.stop(), timeout)
+            except TimeoutError:
+                log.warning("replies still running after %.0f s; stopping anyway", timeout)
+            await self.tasks.drain(timeout=5)
+            await app.shutdown()
+            self._started = False
+        await self.models.aclose()
+        await self.db.dispose()
+
+    async def run_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("stopping: finishing replies in flight")
+        finally:
+            await self.stop()
+        log.info("stopped")

@@ -1,0 +1,260 @@
+"""Adapts Telegram updates to the channel-agnostic conversation."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from telegram import BotCommand, Message, Update
+from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.auth import Role
+from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
+from bot.channels.telegram.streaming import TelegramReplySink
+from bot.context import ContextMiddleware, RequestContext, current_request_id
+from bot.conversation import Conversation
+from bot.i18n import t
+from bot.storage.repositories import UserProfile
+from bot.tasks import TaskTracker
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {
+    "en": [("start", "Greeting"), ("help", "What I can do"), ("new", "Start a fresh conversation")],
+    "ru": [("start", "Приветствие"), ("help", "Что я умею"), ("new", "Начать новый разговор")],
+}
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str
+    api_url: str
+    max_concurrent_updates: int
+    draft_interval: float
+    edit_interval: float
+    paste_merge_window: float
+    max_input_chars: int = 40_000
+    bot_name: str = "Arium"
+    poll_timeout: int = 10
+
+
+class TelegramChannel:
+    def __init__(
+        self,
+        config: TelegramConfig,
+        *,
+        middleware: ContextMiddleware,
+        conversation: Conversation,
+        tasks: TaskTracker,
+    ) -> None:
+        self._config = config
+        self._middleware = middleware
+        self._conversation = conversation
+        self._tasks = tasks
+        self.application = self._build_application()
+
+    # Building -------------------------------------------------------------
+
+    def _build_application(self) -> Application:
+        cfg = self._config
+        processor = ChatOrderedProcessor(cfg.max_concurrent_updates, PasteMerger(cfg.paste_merge_window))
+        app = (
+            ApplicationBuilder()
+            .token(cfg.token)
+            .base_url(f"{cfg.api_url}/bot")
+            .base_file_url(f"{cfg.api_url}/file/bot")
+            .concurrent_updates(processor)
+            # PTB's default pool is one connection: hundreds of chats would queue behind it.
+            .connection_pool_size(cfg.max_concurrent_updates)
+            .pool_timeout(30.0)
+            # No overall cap for replies (that would serialize busy moments to
+            # 30/s); per-group limits and RetryAfter are honored. Bulk sends
+            # (broadcasts) pace themselves.
+            .rate_limiter(AIORateLimiter(overall_max_rate=0, group_max_rate=20, group_time_period=60, max_retries=3))
+            .post_init(self._post_init)
+            .build()
+        )
+        app.add_handler(CommandHandler("start", self._on_start))
+        app.add_handler(CommandHandler("help", self._on_help))
+        app.add_handler(CommandHandler("new", self._on_new))
+        app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
+        app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
+        app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))
+        app.add_handler(
+            MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_unsupported)
+        )
+        app.add_error_handler(self._on_error)
+        return app
+
+    async def _post_init(self, app: Application) -> None:
+        for language, commands in COMMANDS.items():
+            code = None if language == "en" else language
+            try:
+                await app.bot.set_my_commands([BotCommand(c, d) for c, d in commands], language_code=code)
+            except TelegramError as exc:
+                log.warning("could not register the command menu: %s", exc)
+
+    # Handlers -------------------------------------------------------------
+
+    async def _context(self, update: Update) -> RequestContext | None:
+        user, chat, message = update.effective_user, update.effective_chat, update.effective_message
+        if user is None or chat is None or message is None or chat.type == TgChatType.CHANNEL:
+            return None
+        profile = UserProfile(
+            id=user.id,
+            first_name=user.first_name or "",
+            last_name=user.last_name,
+            username=user.username,
+            language=user.language_code,
+        )
+        return await self._middleware.build(
+            profile, chat_id=chat.id, chat_type=chat.type, received_at=message.date
+        )
+
+    async def _gate(self, update: Update) -> RequestContext | None:
+        """The context for a message the bot should act on, else None (and
+        banned users are told once per message they address to the bot)."""
+        ctx = await self._context(update)
+        if ctx is None:
+            return None
+        if ctx.role is Role.BANNED:
+            await self._reply(update, t("banned", ctx.language))
+            return None
+        return ctx
+
+    async def _on_start(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        ctx = await self._gate(update)
+        if ctx:
+            await self._reply(update, t("start", ctx.language, name=ctx.user_name, bot=self._config.bot_name))
+
+    async def _on_help(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        ctx = await self._gate(update)
+        if ctx:
+            await self._reply(update, t("help", ctx.language), html=True)
+
+    async def _on_new(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        ctx = await self._gate(update)
+        if ctx:
+            await self._conversation.new_conversation(ctx, _chat_title(update))
+            await self._reply(update, t("new_conversation", ctx.language))
+
+    async def _on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text:
+            return
+        command = message.text.split()[0]
+        name, _, addressee = command.partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return  # meant for another bot in the group
+        ctx = await self._gate(update)
+        if ctx:
+            await self._reply(update, t("unknown_command", ctx.language, command=name))
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        private = message.chat.type == TgChatType.PRIVATE
+        if not private and not self._addressed(message, context):
+            return  # group chatter not meant for the bot
+        ctx = await self._gate(update)
+        if ctx is None:
+            return
+        text = await self._full_text(message, ctx)
+        text = _strip_mention(text, context.bot.username).strip()
+        if not text:
+            await self._reply(update, t("empty_message", ctx.language))
+            return
+        if len(text) > self._config.max_input_chars:
+            await self._reply(
+                update, t("too_long", ctx.language, length=len(text), limit=self._config.max_input_chars)
+            )
+            return
+        sink = TelegramReplySink(
+            context.bot,
+            message.chat.id,
+            private=private,
+            tasks=self._tasks,
+            preview_interval=self._config.draft_interval if private else self._config.edit_interval,
+            reply_to_message_id=None if private else message.message_id,
+        )
+        await sink.typing()
+        await self._conversation.handle(ctx, text, sink, chat_title=_chat_title(update))
+
+    async def _full_text(self, message: Message, ctx: RequestContext) -> str:
+        processor = self.application.update_processor
+        assert isinstance(processor, ChatOrderedProcessor)
+        return await processor.merger.collect(ctx.chat_id, ctx.user_id, message.message_id, message.text or "")
+
+    async def _on_edited(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        # Deliberately ignored: re-answering an edit would fork the conversation.
+        log.info("ignoring an edited message in chat %s", update.effective_chat.id if update.effective_chat else "?")
+
+    async def _on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        if message.chat.type != TgChatType.PRIVATE and not self._addressed(message, context):
+            return
+        ctx = await self._gate(update)
+        if ctx:
+            await self._reply(update, t("unsupported_media", ctx.language))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("error while handling an update", exc_info=context.error)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            language = update.effective_user.language_code if update.effective_user else None
+            try:
+                await context.bot.send_message(update.effective_chat.id, t("internal_error", language))
+            except TelegramError as exc:
+                log.error("could not report the error to the chat: %s", exc)
+        current_request_id.set("-")
+
+    # Helpers --------------------------------------------------------------
+
+    def _addressed(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> bool:
+        """In groups the bot answers a mention of itself or a reply to its message."""
+        bot = context.bot
+        reply = message.reply_to_message
+        if reply is not None and reply.from_user is not None and reply.from_user.id == bot.id:
+            return True
+        username = (bot.username or "").lower()
+        entities = message.parse_entities() or message.parse_caption_entities()
+        for entity, value in entities.items():
+            if entity.type == MessageEntityType.MENTION and value.lstrip("@").lower() == username:
+                return True
+            if entity.type == MessageEntityType.TEXT_MENTION and entity.user and entity.user.id == bot.id:
+                return True
+        return False
+
+    async def _reply(self, update: Update, text: str, *, html: bool = False) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        try:
+            await message.reply_text(
+                text, parse_mode=ParseMode.HTML if html else None, do_quote=message.chat.type != TgChatType.PRIVATE
+            )
+        except TelegramError as exc:
+            log.error("could not reply in chat %s: %s", message.chat.id, exc)
+
+
+def _strip_mention(text: str, username: str | None) -> str:
+    if not username:
+        return text
+    return re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE)
+
+
+def _chat_title(update: Update) -> str | None:
+    return update.effective_chat.title if update.effective_chat else None

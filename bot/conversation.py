@@ -1,0 +1,151 @@
+"""One chat turn, independent of any channel: recall history, render the
+prompt, stream the model's answer to a ReplySink, persist both sides."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.context import RequestContext
+from bot.errors import ModelError, StreamBrokenError
+from bot.i18n import t
+from bot.llm.service import ModelService
+from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
+from bot.prompts import PromptRegistry, PromptTemplate
+from bot.storage.repositories import MessageRepository, StoredMessage
+
+log = logging.getLogger(__name__)
+
+
+class ReplySink(Protocol):
+    """Where a turn's answer goes; each channel provides one per turn."""
+
+    async def update(self, text: str) -> None:
+        """The answer so far (the channel decides how often to show it)."""
+
+    async def finish(self, text: str) -> None:
+        """The complete answer, to be delivered in full."""
+
+    async def notice(self, text: str) -> None:
+        """A short service message instead of an answer."""
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    text: str
+    status: str  # complete | partial | failed
+    model: str | None = None
+    prompt_version: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    bot_name: str = "Arium"
+    history_tokens: int = 4000
+    max_answer_tokens: int = 1500
+
+
+class Conversation:
+    def __init__(
+        self,
+        *,
+        messages: MessageRepository,
+        prompts: PromptRegistry,
+        models: ModelService,
+        config: ConversationConfig,
+    ) -> None:
+        self._messages = messages
+        self._prompts = prompts
+        self._models = models
+        self._config = config
+
+    async def handle(
+        self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
+    ) -> TurnResult:
+        content = text if ctx.is_private else f"{ctx.user_name}: {text}"
+        start = await self._messages.start_turn(
+            chat_id=ctx.chat_id,
+            chat_type=ctx.chat_type.value,
+            chat_title=chat_title,
+            user_id=ctx.user_id,
+            text=content,
+            tokens=estimate_tokens(content),
+            request_id=ctx.request_id,
+            history_tokens=self._config.history_tokens,
+        )
+        system, template = self._system_prompt(ctx)
+        request = ChatRequest(
+            messages=(system, *_history_messages(start.history), ChatMessage("user", content)),
+            max_tokens=self._config.max_answer_tokens,
+        )
+        result = await self._run_model(ctx, request, sink, template.ref)
+        if result.status != "failed":
+            await self._messages.add_assistant_message(
+                conversation_id=start.conversation_id,
+                chat_id=ctx.chat_id,
+                user_id=ctx.user_id,
+                text=result.text,
+                tokens=estimate_tokens(result.text),
+                status=result.status,
+                request_id=ctx.request_id,
+                model=result.model,
+                prompt_version=result.prompt_version,
+                tokens_in=result.tokens_in,
+                tokens_out=result.tokens_out,
+            )
+        return result
+
+    async def new_conversation(self, ctx: RequestContext, chat_title: str | None = None) -> None:
+        await self._messages.new_conversation(ctx.chat_id, ctx.chat_type.value, chat_title)
+
+    def _system_prompt(self, ctx: RequestContext) -> tuple[ChatMessage, PromptTemplate]:
+        local = ctx.local_now(ctx.received_at)
+        rendered, template = self._prompts.render(
+            "system",
+            {
+                "bot_name": self._config.bot_name,
+                "user_name": ctx.user_name,
+                "language": ctx.language,
+                "local_time": local.strftime("%A, %Y-%m-%d %H:%M"),
+                "timezone": ctx.timezone,
+                "chat_kind": "private chat" if ctx.is_private else "group chat",
+            },
+        )
+        return ChatMessage("system", rendered), template
+
+    async def _run_model(
+        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
+    ) -> TurnResult:
+        shown: list[str] = []
+        try:
+            async for event in self._models.stream(request):
+                if isinstance(event, TextDelta):
+                    shown.append(event.text)
+                    await sink.update("".join(shown))
+                elif isinstance(event, Completion):
+                    answer = event.text or "".join(shown)
+                    await sink.finish(answer)
+                    return TurnResult(
+                        answer,
+                        "complete",
+                        event.model,
+                        prompt_ref,
+                        event.usage.prompt_tokens,
+                        event.usage.completion_tokens,
+                    )
+        except StreamBrokenError as exc:
+            log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
+            partial = f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}"
+            await sink.finish(partial)
+            return TurnResult(exc.partial_text, "partial", None, prompt_ref)
+        except ModelError as exc:
+            log.error("model failed: %s: %s", exc.__class__.__name__, exc)
+        await sink.notice(t("model_failed", ctx.language))
+        return TurnResult("", "failed", None, prompt_ref)
+
+
+def _history_messages(history: list[StoredMessage]) -> list[ChatMessage]:
+    return [ChatMessage("assistant" if m.role == "assistant" else "user", m.content) for m in history]

@@ -1,0 +1,101 @@
+"""`python -m bot doctor`: check every outside dependency and say what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.errors import AriumError
+from bot.settings import Settings
+
+Report = Callable[[str], None]
+CHECK_TIMEOUT = 15.0
+
+
+async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]) -> bool:
+    try:
+        detail = await asyncio.wait_for(probe(), CHECK_TIMEOUT)
+    except TimeoutError:
+        report(f"FAIL {label}: no answer within {CHECK_TIMEOUT:.0f} s")
+        return False
+    except AriumError as exc:
+        report(f"FAIL {label}: {exc}")
+        return False
+    except Exception as exc:  # a doctor reports every failure instead of crashing on it
+        report(f"FAIL {label}: {exc.__class__.__name__}: {exc}")
+        return False
+    report(f"ok   {label}: {detail}")
+    return True
+
+
+async def run_doctor(settings: Settings, report: Report) -> int:
+    ok = True
+    missing = settings.missing_for_run()
+    if missing:
+        report(f"FAIL settings: missing {', '.join(missing)}")
+        ok = False
+    else:
+        report("ok   settings: everything `run` needs is set")
+    ok &= await _check(report, "data dir", lambda: _data_dir(settings.bot_data_dir))
+    ok &= await _check(report, "database", lambda: _database(settings))
+    ok &= await _check(report, "prompts", _prompts)
+    for ref in settings.bot_models:
+        ok &= await _check(report, f"model {ref}", lambda ref=ref: _model(settings, ref))
+    if settings.telegram_bot_token:
+        ok &= await _check(report, "telegram", lambda: _telegram(settings))
+    report("all checks passed" if ok else "some checks failed")
+    return 0 if ok else 1
+
+
+async def _data_dir(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise AriumError(f"{path} is not writable")
+    return f"{path.resolve()} is writable"
+
+
+async def _database(settings: Settings) -> str:
+    from bot.app import check_database_url
+    from bot.storage.db import Database
+
+    check_database_url(settings.effective_database_url)
+    db = Database(settings.effective_database_url)
+    try:
+        await db.ping()
+        pending = await db.pending_migrations()
+    finally:
+        await db.dispose()
+    if pending:
+        return f"reachable; {len(pending)} migration(s) pending, applied at start or by `python -m bot migrate`"
+    return "reachable, schema up to date"
+
+
+async def _prompts() -> str:
+    from bot.prompts import PromptRegistry
+
+    names = PromptRegistry().names()
+    return ", ".join(f"{name} v{max(versions)}" for name, versions in sorted(names.items()))
+
+
+async def _model(settings: Settings, ref: object) -> str:
+    from bot.llm.service import build_provider
+    from bot.settings import ModelRef
+
+    assert isinstance(ref, ModelRef)
+    provider = build_provider(ref, settings)
+    try:
+        models = await provider.list_models()
+    finally:
+        await provider.aclose()
+    if models and ref.model not in models and not ref.model.endswith("-latest"):
+        return f"reachable, but {ref.model!r} is not among the {len(models)} models it lists"
+    return f"reachable at {provider.endpoint}"
+
+
+async def _telegram(settings: Settings) -> str:
+    from bot.channels.telegram.probe import get_me
+
+    assert settings.telegram_bot_token is not None
+    return await get_me(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url)

@@ -1,0 +1,99 @@
+"""Arium's own exceptions. Library errors are translated at the boundary that
+meets them (``raise X(...) from exc``), so callers catch only these classes.
+
+::
+
+    AriumError
+    ├── ConfigError                 a setting is missing, malformed or conflicting
+    ├── StorageError                the database could not do what was asked
+    ├── PromptError
+    │   ├── PromptNotFound          no template with that name (or version)
+    │   └── PromptVariablesError    a render missed declared variables, or a
+    │                               template uses undeclared ones
+    └── ModelError                  a model endpoint failed; carries the endpoint
+        ├── ModelTransientError     connect error, timeout, 5xx: worth a retry
+        │   └── ModelRateLimited    429; ``retry_after`` seconds when the server said
+        ├── ModelAuthError          401/403: the key is wrong; never retried
+        ├── ModelNotFoundError      404: the model or URL does not exist
+        ├── ContextLengthError      the prompt is larger than the model's window
+        ├── ModelBadRequest         the server refused our payload (other 4xx)
+        └── StreamBrokenError       the stream died after tokens were shown
+"""
+
+from __future__ import annotations
+
+
+class AriumError(Exception):
+    """Base of every error Arium raises on purpose."""
+
+
+class ConfigError(AriumError):
+    """A setting is missing, malformed or conflicts with another."""
+
+
+class StorageError(AriumError):
+    """The database could not do what was asked."""
+
+
+class PromptError(AriumError):
+    """A prompt template could not be found or rendered."""
+
+
+class PromptNotFound(PromptError):
+    """No template has the requested name (or version)."""
+
+
+class PromptVariablesError(PromptError):
+    """Variables and template disagree; the message names the variables."""
+
+
+class ModelError(AriumError):
+    """A model endpoint failed. ``endpoint`` names it (never a secret)."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class ModelTransientError(ModelError):
+    """Connect error, timeout or 5xx: the same endpoint may answer on a retry."""
+
+
+class ModelRateLimited(ModelTransientError):
+    """HTTP 429; ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.retry_after = retry_after
+
+
+class ModelAuthError(ModelError):
+    """401/403: the key is missing or wrong."""
+
+
+class ModelNotFoundError(ModelError):
+    """404: the model name or the base URL is wrong."""
+
+
+class ContextLengthError(ModelError):
+    """The prompt does not fit the model's context window."""
+
+
+class ModelBadRequest(ModelError):
+    """The server refused the payload we sent (a 4xx other than the above)."""
+
+
+class StreamBrokenError(ModelError):
+    """The stream failed after some text was already produced."""
+
+    def __init__(self, message: str, *, endpoint: str = "", partial_text: str = "") -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.partial_text = partial_text

@@ -1,0 +1,66 @@
+"""Every user-facing string, in every language we speak, in one place."""
+
+from __future__ import annotations
+
+DEFAULT_LANGUAGE = "en"
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "start": (
+            "Hi, {name}! I'm {bot}, your personal AI assistant.\n"
+            "Just write to me — ask a question, think something through, draft a text.\n"
+            "In groups, mention me or reply to my message.\n\n/help lists what I can do."
+        ),
+        "help": (
+            "<b>What I understand</b>\n"
+            "Just write a message and I'll answer.\n\n"
+            "/start — greeting\n"
+            "/help — this list\n"
+            "/new — start a fresh conversation (I forget the current one)"
+        ),
+        "new_conversation": "Started a fresh conversation. What's on your mind?",
+        "unsupported_media": "I can only read text messages for now. Please describe it in words.",
+        "unknown_command": "I don't know the command {command}. /help lists the ones I understand.",
+        "empty_message": "Your message looks empty. What would you like to ask?",
+        "banned": "Sorry, you can't use this bot.",
+        "model_failed": (
+            "Sorry, the AI is unavailable right now. Your message was saved — please try again in a minute."
+        ),
+        "stream_broken": "[the answer was cut off by a connection problem — ask me to continue]",
+        "internal_error": "Something went wrong on my side. Your message was saved; please try again.",
+        "too_long": "That message is too long for me ({length} characters, limit {limit}). Please shorten it.",
+    },
+    "ru": {
+        "start": (
+            "Привет, {name}! Я {bot}, ваш личный ИИ-ассистент.\n"
+            "Просто напишите мне — задайте вопрос, обсудите идею, попросите составить текст.\n"
+            "В группах упомяните меня или ответьте на моё сообщение.\n\n/help — что я умею."
+        ),
+        "help": (
+            "<b>Что я понимаю</b>\n"
+            "Просто напишите сообщение, и я отвечу.\n\n"
+            "/start — приветствие\n"
+            "/help — этот список\n"
+            "/new — начать новый разговор (текущий я забуду)"
+        ),
+        "new_conversation": "Начали новый разговор. О чём поговорим?",
+        "unsupported_media": "Пока я понимаю только текст. Пожалуйста, опишите это словами.",
+        "unknown_command": "Я не знаю команду {command}. Список команд — /help.",
+        "empty_message": "Сообщение пустое. О чём вы хотели спросить?",
+        "banned": "Извините, вам недоступен этот бот.",
+        "model_failed": (
+            "Извините, ИИ сейчас недоступен. Ваше сообщение сохранено — попробуйте ещё раз через минуту."
+        ),
+        "stream_broken": "[ответ оборвался из-за сбоя связи — попросите меня продолжить]",
+        "internal_error": "У меня что-то пошло не так. Ваше сообщение сохранено, попробуйте ещё раз.",
+        "too_long": "Сообщение слишком длинное ({length} символов, предел {limit}). Сократите его, пожалуйста.",
+    },
+}
+
+
+def t(key: str, language: str | None = None, **values: object) -> str:
+    """The string ``key`` in ``language`` (falling back to English), filled in."""
+    lang = (language or DEFAULT_LANGUAGE).split("-")[0].lower()
+    table = STRINGS.get(lang, STRINGS[DEFAULT_LANGUAGE])
+    template = table.get(key) or STRINGS[DEFAULT_LANGUAGE][key]
+    return template.format(**values) if values else template

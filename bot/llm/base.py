@@ -1,0 +1,117 @@
+"""The Provider seam: one small base class; the chain is a list of these."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from bot.errors import (
+    ContextLengthError,
+    ModelAuthError,
+    ModelBadRequest,
+    ModelError,
+    ModelNotFoundError,
+    ModelRateLimited,
+    ModelTransientError,
+    StreamBrokenError,
+)
+from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta
+
+CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "maximum context",
+    "too large for model",
+    "prompt is too long",
+)
+
+
+class Provider(abc.ABC):
+    """One model at one endpoint, spoken to through its SDK."""
+
+    provider: str  # "mistral" | "openai"
+
+    def __init__(self, model: str, endpoint: str) -> None:
+        self.model = model
+        self.endpoint = endpoint  # a display name for logs and errors; never a secret
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Yield TextDelta pieces, then exactly one Completion. Raises only
+        ModelError: StreamBrokenError once text was produced, else the class
+        the SDK's failure maps to."""
+        produced: list[str] = []
+        try:
+            async for event in self._stream(request):
+                if isinstance(event, TextDelta):
+                    produced.append(event.text)
+                yield event
+        except ModelError:
+            raise
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            if produced:
+                raise StreamBrokenError(
+                    f"{self.endpoint}: stream broke after text: {error}",
+                    endpoint=self.endpoint,
+                    partial_text="".join(produced),
+                ) from exc
+            raise error from exc
+
+    @abc.abstractmethod
+    def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """The SDK call itself; may raise the SDK's own exceptions."""
+
+    @abc.abstractmethod
+    def _translate(self, exc: Exception) -> ModelError | None:
+        """Our error for an SDK/transport exception, or None if it is not one."""
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """The whole answer at once (for internal calls that need no streaming)."""
+        async for event in self.stream(request):
+            if isinstance(event, Completion):
+                return event
+        raise ModelTransientError("stream ended without a completion", endpoint=self.endpoint)
+
+    @abc.abstractmethod
+    async def list_models(self) -> list[str]:
+        """Model ids the endpoint serves; used by `doctor` to check key and URL."""
+
+    async def aclose(self) -> None:
+        """Release HTTP connections."""
+
+
+def classify_status(
+    status: int,
+    message: str,
+    *,
+    endpoint: str,
+    retry_after: float | None = None,
+) -> ModelError:
+    """Map an HTTP error from any provider onto our exception tree."""
+    lowered = message.lower()
+    if status in (401, 403):
+        return ModelAuthError(f"{endpoint}: authentication failed ({status})", endpoint=endpoint, status=status)
+    if status == 404:
+        return ModelNotFoundError(f"{endpoint}: not found ({status}): {message[:200]}", endpoint=endpoint, status=status)
+    if status == 429:
+        return ModelRateLimited(f"{endpoint}: rate limited", endpoint=endpoint, retry_after=retry_after)
+    if any(marker in lowered for marker in CONTEXT_LENGTH_MARKERS):
+        return ContextLengthError(f"{endpoint}: prompt exceeds the context window", endpoint=endpoint, status=status)
+    if status >= 500 or status in (408, 409):
+        return ModelTransientError(f"{endpoint}: server error {status}", endpoint=endpoint, status=status)
+    return ModelBadRequest(f"{endpoint}: request refused ({status}): {message[:300]}", endpoint=endpoint, status=status)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; rare from model APIs, and a backoff covers it

@@ -1,0 +1,120 @@
+"""Mistral's API through the official mistralai SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+from mistralai.client import Mistral, errors as mistral_errors
+
+from bot.errors import ModelError, ModelTransientError
+from bot.llm.base import Provider, classify_status, parse_retry_after
+from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+
+
+class MistralProvider(Provider):
+    provider = "mistral"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        server_url: str | None,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
+        super().__init__(model, endpoint=f"mistral:{model}@{server_url or 'api.mistral.ai'}")
+        # The SDK's default client has a small pool; hundreds of parallel chats
+        # would queue behind it. No RetryConfig: the chain owns retries.
+        async_client = httpx2.AsyncClient(
+            follow_redirects=True,
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        self._async_client = async_client
+        self._client = Mistral(
+            api_key=api_key,
+            server_url=server_url,
+            async_client=async_client,
+            timeout_ms=int(timeout * 1000),
+        )
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.as_wire() for m in request.messages],
+        }
+        if request.tools:
+            kwargs["tools"] = [t.as_openai() for t in request.tools]
+        if request.max_tokens:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        stream = await self._client.chat.stream_async(**kwargs)
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        usage = Usage()
+        finish: str | None = None
+        model = self.model
+        async with stream:
+            async for event in stream:
+                chunk = event.data
+                model = chunk.model or model
+                if chunk.usage:
+                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                for choice in chunk.choices:
+                    finish = choice.finish_reason or finish
+                    piece = _delta_text(choice.delta.content)
+                    if piece:
+                        text.append(piece)
+                        yield TextDelta(piece)
+                    for call in choice.delta.tool_calls or ():
+                        calls.append(_tool_call(call, len(calls)))
+        finish_reason = str(finish) if finish is not None else None
+        yield Completion("".join(text), tuple(calls), usage, finish_reason, model)
+
+    def _translate(self, exc: Exception) -> ModelError | None:
+        if isinstance(exc, mistral_errors.MistralError):
+            return classify_status(
+                exc.status_code,
+                exc.body or exc.message,
+                endpoint=self.endpoint,
+                retry_after=parse_retry_after(exc.headers.get("retry-after")),
+            )
+        if isinstance(exc, (mistral_errors.NoResponseError, httpx2.HTTPError)):
+            return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
+        if isinstance(exc, (json.JSONDecodeError, ValueError)):
+            return ModelTransientError(f"{self.endpoint}: malformed response", endpoint=self.endpoint)
+        return None
+
+    async def list_models(self) -> list[str]:
+        try:
+            response = await self._client.models.list_async()
+            return [m.id for m in (response.data or [])]
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def aclose(self) -> None:
+        await self._async_client.aclose()
+
+
+def _delta_text(content: Any) -> str:
+    """Mistral sends content as a string, or as a list of typed chunks."""
+    if not content:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(part, "text", "") or "" for part in content)
+
+
+def _tool_call(call: Any, position: int) -> ToolCall:
+    arguments = call.function.arguments
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=arguments)

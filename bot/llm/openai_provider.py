@@ -1,0 +1,129 @@
+"""OpenAI-compatible endpoints (OpenAI, OpenRouter, Ollama, vLLM, llama.cpp...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from bot.errors import ModelError, ModelTransientError
+from bot.llm.base import Provider, classify_status, parse_retry_after
+from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+
+
+@dataclass
+class _ToolCallParts:
+    """OpenAI streams a tool call in pieces keyed by index; this gathers them."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class OpenAIProvider(Provider):
+    provider = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
+        super().__init__(model, endpoint=f"openai:{model}@{base_url or 'api.openai.com'}")
+        http_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+        # max_retries=0: the fallback chain owns retries, so they do not multiply.
+        self._client = AsyncOpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.as_wire() for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            kwargs["tools"] = [t.as_openai() for t in request.tools]
+        if request.max_tokens:
+            kwargs["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        stream = await self._client.chat.completions.create(**kwargs)
+        text: list[str] = []
+        calls: dict[int, _ToolCallParts] = {}
+        usage = Usage()
+        finish: str | None = None
+        model = self.model
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage:
+                    usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                for choice in chunk.choices:
+                    finish = choice.finish_reason or finish
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for piece in delta.tool_calls or ():
+                        parts = calls.setdefault(piece.index, _ToolCallParts())
+                        parts.id = piece.id or parts.id
+                        if piece.function:
+                            parts.name = piece.function.name or parts.name
+                            if piece.function.arguments:
+                                parts.arguments.append(piece.function.arguments)
+        tool_calls = tuple(
+            ToolCall(id=p.id or f"call_{i}", name=p.name, arguments="".join(p.arguments) or "{}")
+            for i, p in sorted(calls.items())
+        )
+        yield Completion("".join(text), tool_calls, usage, finish, model)
+
+    def _translate(self, exc: Exception) -> ModelError | None:
+        if isinstance(exc, openai.APIStatusError):
+            return classify_status(
+                exc.status_code,
+                _error_text(exc),
+                endpoint=self.endpoint,
+                retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
+            )
+        if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx.HTTPError)):
+            return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
+        if isinstance(exc, (json.JSONDecodeError, ValueError, KeyError)):
+            return ModelTransientError(f"{self.endpoint}: malformed response", endpoint=self.endpoint)
+        return None
+
+    async def list_models(self) -> list[str]:
+        try:
+            page = await self._client.models.list()
+            return [m.id async for m in page]
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    code = ""
+    if isinstance(body, dict):
+        code = str(body.get("code") or "")
+    return f"{code} {exc.message}".strip()

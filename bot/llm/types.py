@@ -1,0 +1,95 @@
+"""Our own model-facing types; every provider translates to and from these."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model produced it
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+
+    def as_openai(self) -> dict[str, Any]:
+        # Mistral accepts the same function-tool shape.
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def as_wire(self) -> dict[str, Any]:
+        """The chat-completions message dict both providers accept."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name and self.role == "tool":
+            message["name"] = self.name
+        return message
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of a model response: the whole text, tool calls, usage."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    model: str = ""
+
+
+StreamEvent = TextDelta | Completion
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, deliberately generous token estimate for history budgets:
+    about 3 characters per token (English runs ~4, Cyrillic ~2.5), plus the
+    per-message framing that chat formats add."""
+    return math.ceil(len(text) / 3) + 4

@@ -1,0 +1,182 @@
+"""Settings: environment variables, then ``.env``, then an optional TOML file
+named by ``BOT_CONFIG``; earlier sources win. Every name is documented in
+``.env.example``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pytz
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.errors import ConfigError
+
+Provider = Literal["mistral", "openai"]
+PROVIDERS: tuple[str, ...] = ("mistral", "openai")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One entry of BOT_MODELS: which SDK to use and which model to ask for."""
+
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+def parse_models(value: str) -> list[ModelRef]:
+    """Parse ``provider:model,provider:model`` into ModelRefs, naming any bad entry."""
+    refs: list[ModelRef] = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        provider, sep, model = entry.partition(":")
+        provider, model = provider.strip().lower(), model.strip()
+        if not sep or not model or provider not in PROVIDERS:
+            raise ValueError(
+                f"BOT_MODELS entry {entry!r} must look like 'mistral:MODEL' or 'openai:MODEL'"
+            )
+        refs.append(ModelRef(provider, model))
+    if not refs:
+        raise ValueError("BOT_MODELS names no model")
+    return refs
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    bot_models: Annotated[list[ModelRef], NoDecode] = Field(
+        default_factory=lambda: [ModelRef("mistral", "mistral-small-latest")]
+    )
+    mistral_api_key: SecretStr | None = None
+    mistral_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    bot_admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    bot_data_dir: Path = Path("./data")
+    database_url: str | None = None
+    bot_timezone: str = "UTC"
+    embedding_model: str | None = None
+
+    # Beyond the DESIGN.md contract: tuning with safe defaults.
+    bot_log_level: str = "INFO"
+    bot_history_tokens: int = Field(default=4000, ge=200)
+    bot_max_answer_tokens: int = Field(default=1500, ge=16)
+    bot_max_concurrent_updates: int = Field(default=256, ge=1)
+    bot_model_timeout: float = Field(default=120.0, gt=0)
+    bot_draft_interval: float = Field(default=0.6, ge=0)
+    bot_edit_interval: float = Field(default=1.5, ge=0)
+    bot_paste_merge_window: float = Field(default=1.2, ge=0)
+    bot_shutdown_timeout: float = Field(default=30.0, ge=0)
+
+    @field_validator("bot_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_models(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return parse_models(",".join(value))
+        return value
+
+    @field_validator("bot_admin_ids", mode="before")
+    @classmethod
+    def _parse_admin_ids(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return frozenset({value})
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.replace(";", ",").split(",") if p.strip()]
+            try:
+                return frozenset(int(p) for p in parts)
+            except ValueError:
+                raise ValueError("BOT_ADMIN_IDS must be comma-separated numeric Telegram user ids") from None
+        return value
+
+    @field_validator("bot_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        if value not in pytz.all_timezones_set:
+            raise ValueError(f"BOT_TIMEZONE {value!r} is not a known time zone (e.g. Europe/Berlin)")
+        return value
+
+    @field_validator("telegram_api_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml_path = os.environ.get("BOT_CONFIG")
+        if toml_path:
+            if not Path(toml_path).is_file():
+                raise ConfigError(f"BOT_CONFIG names {toml_path!r}, which is not a readable file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    # Derived values -----------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.bot_data_dir.resolve() / 'arium.db'}"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log filters can hide them."""
+        values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key]
+        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+    def missing_for_run(self) -> list[str]:
+        """Names of settings that `run` needs and that are not set."""
+        missing: list[str] = []
+        if not self.telegram_bot_token or not self.telegram_bot_token.get_secret_value():
+            missing.append("TELEGRAM_BOT_TOKEN")
+        providers = {ref.provider for ref in self.bot_models}
+        if "mistral" in providers and not self.mistral_api_key:
+            missing.append("MISTRAL_API_KEY")
+        # A self-hosted OpenAI-compatible server (Ollama, vLLM...) usually needs no key.
+        if "openai" in providers and not self.openai_api_key and not self.openai_base_url:
+            missing.append("OPENAI_API_KEY")
+        return missing
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,110 @@
+"""The async engine, sessions, and migrations applied at start."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from bot.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run while a writer commits; busy_timeout makes a second
+    # writer wait instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def build_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 10})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # Sized for many chats at once; sessions are short, so the pool rarely fills.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class Database:
+    """Owns the engine and hands out one session per unit of work."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = build_engine(url)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction: committed on success, rolled back on error."""
+        async with self._sessions() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except SQLAlchemyError as exc:
+                raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade_to_head)
+
+    async def pending_migrations(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_pending_revisions)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        # migrations/env.py uses this connection instead of making its own.
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+def _pending_revisions(connection: Connection) -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    pending: list[str] = []
+    for rev in script.walk_revisions():
+        if rev.revision in current:
+            break
+        pending.append(rev.revision)
+    return pending if current != set(script.get_heads()) else []

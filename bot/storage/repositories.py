@@ -1,0 +1,270 @@
+"""Repositories: the only code that writes SQL. Each method is one short
+transaction and returns plain dataclasses, never live ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.storage.db import Database
+from bot.storage.models import Base, Chat, Conversation, Message, User, utcnow
+
+# How many recent rows a history query reads before applying the token budget;
+# a budget of a few thousand tokens never needs more.
+HISTORY_ROW_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """What a channel knows about a user when a message arrives."""
+
+    id: int
+    first_name: str = ""
+    last_name: str | None = None
+    username: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    first_name: str
+    username: str | None
+    language: str
+    timezone: str
+    role: str
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    role: str
+    content: str
+    tokens: int
+    status: str
+    user_id: int | None
+    created_at: datetime
+
+
+async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, so two first messages at once do not race."""
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
+class UserRepository:
+    def __init__(self, db: Database, default_timezone: str) -> None:
+        self._db = db
+        self._default_timezone = default_timezone
+
+    async def touch(self, profile: UserProfile, role: str) -> UserRecord:
+        """Create the user on first contact, refresh the profile, record the role."""
+        now = utcnow()
+        async with self._db.session() as s:
+            await _insert_ignore(
+                s,
+                User,
+                {
+                    "id": profile.id,
+                    "first_name": profile.first_name,
+                    "last_name": profile.last_name,
+                    "username": profile.username,
+                    "language": (profile.language or "en")[:16],
+                    "timezone": self._default_timezone,
+                    "role": role,
+                    "created_at": now,
+                    "last_seen_at": now,
+                },
+            )
+            user = (await s.execute(select(User).where(User.id == profile.id))).scalar_one()
+            user.first_name = profile.first_name or user.first_name
+            user.last_name = profile.last_name
+            user.username = profile.username
+            if profile.language:
+                user.language = profile.language[:16]
+            # A ban is kept in the database; the admin role follows configuration.
+            if user.role != "banned" or role == "admin":
+                user.role = role
+            user.last_seen_at = now
+            return _user_record(user)
+
+    async def get(self, user_id: int) -> UserRecord | None:
+        async with self._db.session() as s:
+            user = await s.get(User, user_id)
+            return _user_record(user) if user else None
+
+    async def count(self) -> int:
+        async with self._db.session() as s:
+            return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+def _user_record(user: User) -> UserRecord:
+    return UserRecord(
+        id=user.id,
+        first_name=user.first_name,
+        username=user.username,
+        language=user.language,
+        timezone=user.timezone,
+        role=user.role,
+    )
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    conversation_id: int
+    user_message_id: int
+    history: list[StoredMessage]  # oldest first, excluding the new user message
+
+
+class MessageRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start_turn(
+        self,
+        *,
+        chat_id: int,
+        chat_type: str,
+        chat_title: str | None,
+        user_id: int,
+        text: str,
+        tokens: int,
+        request_id: str,
+        history_tokens: int,
+    ) -> TurnStart:
+        """Record the user's message and return the history before it, in one transaction."""
+        async with self._db.session() as s:
+            conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
+            history = await self._history(s, conversation_id, history_tokens)
+            message = Message(
+                conversation_id=conversation_id,
+                chat_id=chat_id,
+                user_id=user_id,
+                role="user",
+                content=text,
+                tokens=tokens,
+                status="complete",
+                request_id=request_id,
+                created_at=utcnow(),
+            )
+            s.add(message)
+            await s.flush()
+            return TurnStart(conversation_id, message.id, history)
+
+    async def add_assistant_message(
+        self,
+        *,
+        conversation_id: int,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        tokens: int,
+        status: str,
+        request_id: str,
+        model: str | None,
+        prompt_version: str | None,
+        tokens_in: int | None,
+        tokens_out: int | None,
+    ) -> int:
+        async with self._db.session() as s:
+            message = Message(
+                conversation_id=conversation_id,
+                chat_id=chat_id,
+                user_id=user_id,
+                role="assistant",
+                content=text,
+                tokens=tokens,
+                status=status,
+                request_id=request_id,
+                model=model,
+                prompt_version=prompt_version,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                created_at=utcnow(),
+            )
+            s.add(message)
+            await s.flush()
+            return message.id
+
+    async def new_conversation(self, chat_id: int, chat_type: str, chat_title: str | None) -> int:
+        """Start a fresh conversation; the old one stays stored (for export)."""
+        async with self._db.session() as s:
+            await self._ensure_chat(s, chat_id, chat_type, chat_title)
+            return await self._open_conversation(s, chat_id)
+
+    async def history(self, chat_id: int, history_tokens: int) -> list[StoredMessage]:
+        async with self._db.session() as s:
+            chat = await s.get(Chat, chat_id)
+            if chat is None or chat.active_conversation_id is None:
+                return []
+            return await self._history(s, chat.active_conversation_id, history_tokens)
+
+    async def delete_chat_history(self, chat_id: int) -> None:
+        async with self._db.session() as s:
+            await s.execute(delete(Message).where(Message.chat_id == chat_id))
+
+    async def _active_conversation(
+        self, s: AsyncSession, chat_id: int, chat_type: str, chat_title: str | None
+    ) -> int:
+        chat = await self._ensure_chat(s, chat_id, chat_type, chat_title)
+        if chat.active_conversation_id is not None:
+            return chat.active_conversation_id
+        return await self._open_conversation(s, chat_id)
+
+    async def _ensure_chat(
+        self, s: AsyncSession, chat_id: int, chat_type: str, chat_title: str | None
+    ) -> Chat:
+        await _insert_ignore(
+            s, Chat, {"id": chat_id, "type": chat_type, "title": chat_title, "created_at": utcnow()}
+        )
+        chat = (await s.execute(select(Chat).where(Chat.id == chat_id))).scalar_one()
+        if chat_title and chat.title != chat_title:
+            chat.title = chat_title
+        return chat
+
+    async def _open_conversation(self, s: AsyncSession, chat_id: int) -> int:
+        conversation = Conversation(chat_id=chat_id, started_at=utcnow())
+        s.add(conversation)
+        await s.flush()
+        await s.execute(
+            update(Chat).where(Chat.id == chat_id).values(active_conversation_id=conversation.id)
+        )
+        return conversation.id
+
+    async def _history(
+        self, s: AsyncSession, conversation_id: int, history_tokens: int
+    ) -> list[StoredMessage]:
+        rows = (
+            await s.execute(
+                select(Message)
+                .where(Message.conversation_id == conversation_id, Message.status != "failed")
+                .order_by(Message.id.desc())
+                .limit(HISTORY_ROW_LIMIT)
+            )
+        ).scalars()
+        picked: list[StoredMessage] = []
+        used = 0
+        for row in rows:
+            if used + row.tokens > history_tokens:
+                break
+            used += row.tokens
+            picked.append(
+                StoredMessage(
+                    id=row.id,
+                    role=row.role,
+                    content=row.content,
+                    tokens=row.tokens,
+                    status=row.status,
+                    user_id=row.user_id,
+                    created_at=row.created_at,
+                )
+            )
+        picked.reverse()
+        return picked

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.settings import ModelRef, Settings, load_settings, parse_models
+
+
+def make(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_defaults_follow_the_design_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BOT_MODELS", "BOT_TIMEZONE", "TELEGRAM_API_URL", "BOT_DATA_DIR", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make()
+    assert settings.bot_models == [ModelRef("mistral", "mistral-small-latest")]
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.bot_timezone == "UTC"
+    assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.effective_database_url.endswith("data/arium.db")
+
+
+def test_environment_parses_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_MODELS", "mistral:mistral-large-latest, openai:gpt-4o-mini")
+    monkeypatch.setenv("BOT_ADMIN_IDS", "12, 34")
+    settings = make()
+    assert [str(r) for r in settings.bot_models] == ["mistral:mistral-large-latest", "openai:gpt-4o-mini"]
+    assert settings.bot_admin_ids == frozenset({12, 34})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "gpt-4", "anthropic:claude", "mistral:", " , "],
+)
+def test_bad_models_are_named(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_models(value)
+
+
+def test_bad_values_become_one_readable_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_TIMEZONE", "Mars/Olympus")
+    monkeypatch.setenv("BOT_ADMIN_IDS", "12,abc")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None)
+    message = str(info.value)
+    assert "BOT_TIMEZONE" in message and "Mars/Olympus" in message
+    assert "BOT_ADMIN_IDS" in message
+
+
+def test_missing_for_run_names_each_setting() -> None:
+    settings = make(bot_models="mistral:m,openai:gpt")
+    assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN", "MISTRAL_API_KEY", "OPENAI_API_KEY"]
+    local = make(telegram_bot_token="1:x", bot_models="openai:llama3", openai_base_url="http://127.0.0.1:11434/v1")
+    assert local.missing_for_run() == []  # a self-hosted server needs no key
+
+
+def test_toml_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "arium.toml"
+    config.write_text('bot_timezone = "Europe/Berlin"\nbot_models = "openai:gpt-4o"\nbot_admin_ids = [7]\n')
+    monkeypatch.setenv("BOT_CONFIG", str(config))
+    monkeypatch.setenv("BOT_TIMEZONE", "Asia/Tokyo")
+    monkeypatch.delenv("BOT_MODELS", raising=False)
+    monkeypatch.delenv("BOT_ADMIN_IDS", raising=False)
+    settings = make()
+    assert settings.bot_timezone == "Asia/Tokyo"
+    assert settings.bot_models == [ModelRef("openai", "gpt-4o")]
+    assert settings.bot_admin_ids == frozenset({7})
+
+
+def test_missing_toml_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BOT_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="nope.toml"):
+        make()
+
+
+def test_secrets_are_listed_for_redaction() -> None:
+    settings = make(telegram_bot_token="123:SECRET-TOKEN", mistral_api_key="mk-secret")
+    assert set(settings.secrets()) == {"123:SECRET-TOKEN", "mk-secret"}
+    assert "SECRET-TOKEN" not in repr(settings)
