@@ -78,6 +78,7 @@ class Arium:
                 draft_interval=settings.bot_draft_interval,
                 edit_interval=settings.bot_edit_interval,
                 paste_merge_window=settings.bot_paste_merge_window,
+                poll_timeout=settings.bot_poll_timeout,
             ),
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
@@ -90,8 +91,11 @@ class Arium:
         app = self.telegram.application
         await app.initialize()
         await app.start()
+        await self.telegram.register_commands()
         assert app.updater is not None
-        await app.updater.start_polling(timeout=10, allowed_updates=["message", "edited_message", "callback_query"])
+        await app.updater.start_polling(
+            timeout=self.settings.bot_poll_timeout,
+            allowed_updates=["message", "edited_message", "callback_query"])
         self._started = True
         log.info("Arium is running as @%s", app.bot.username)
 

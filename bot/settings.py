@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     bot_edit_interval: float = Field(default=1.5, ge=0)
     bot_paste_merge_window: float = Field(default=1.2, ge=0)
     bot_shutdown_timeout: float = Field(default=30.0, ge=0)
+    bot_poll_timeout: int = Field(default=10, ge=0, le=50)
 
     @field_validator("bot_models", mode="before")
     @classmethod

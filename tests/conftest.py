@@ -47,3 +47,71 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     assert POSTGRES_URL
     await reset_postgres(POSTGRES_URL)
     yield POSTGRES_URL
+
+
+# --- The bot against the protocol fakes ------------------------------------------
+
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bot.app import Arium  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from tests.fakes.model_server import FakeModelServer  # noqa: E402
+from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeModelServer]:
+    async with FakeModelServer() as fake:
+        yield fake
+
+
+def fake_settings(data_dir: Path, tg: FakeTelegram, model: FakeModelServer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "telegram_bot_token": tg.TOKEN,
+        "telegram_api_url": tg.url,
+        "bot_models": "openai:gpt-4o-mini",
+        "openai_api_key": "test-key",
+        "openai_base_url": model.openai_base_url,
+        "mistral_api_key": "test-key",
+        "mistral_base_url": model.mistral_server_url,
+        "bot_data_dir": data_dir,
+        "bot_draft_interval": 0.05,
+        "bot_edit_interval": 0.05,
+        "bot_paste_merge_window": 0.4,
+        "bot_poll_timeout": 1,
+        "bot_model_timeout": 10,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+BotFactory = Callable[..., Awaitable[Arium]]
+
+
+@pytest.fixture
+async def start_bot(
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer
+) -> AsyncIterator[BotFactory]:
+    """Starts the real Application against the fakes; every bot is stopped at teardown."""
+    running: list[Arium] = []
+
+    async def start(**overrides: Any) -> Arium:
+        app = Arium(fake_settings(tmp_path / "data", tg, model, **overrides))
+        await app.start()
+        running.append(app)
+        return app
+
+    yield start
+    for app in reversed(running):
+        await app.stop()
+
+
+async def stop_bot(app: Arium) -> None:
+    await app.stop()

@@ -63,7 +63,7 @@ class MistralProvider(Provider):
             async for event in stream:
                 chunk = event.data
                 model = chunk.model or model
-                if chunk.usage:
+                if getattr(chunk.usage, "prompt_tokens", None) is not None:
                     usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
                 for choice in chunk.choices:
                     finish = choice.finish_reason or finish
@@ -71,7 +71,9 @@ class MistralProvider(Provider):
                     if piece:
                         text.append(piece)
                         yield TextDelta(piece)
-                    for call in choice.delta.tool_calls or ():
+                    tool_calls = choice.delta.tool_calls
+                    # Unset fields come back as an Unset() marker, not None.
+                    for call in tool_calls if isinstance(tool_calls, list) else ():
                         calls.append(_tool_call(call, len(calls)))
         finish_reason = str(finish) if finish is not None else None
         yield Completion("".join(text), tuple(calls), usage, finish_reason, model)
@@ -106,10 +108,10 @@ class MistralProvider(Provider):
 
 def _delta_text(content: Any) -> str:
     """Mistral sends content as a string, or as a list of typed chunks."""
-    if not content:
-        return ""
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        return ""  # None or the SDK's Unset() marker
     return "".join(getattr(part, "text", "") or "" for part in content)
 
 

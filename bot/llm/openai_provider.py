@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -38,9 +38,9 @@ class OpenAIProvider(Provider):
         max_connections: int,
     ) -> None:
         super().__init__(model, endpoint=f"openai:{model}@{base_url or 'api.openai.com'}")
-        http_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        http_client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(timeout, connect=10.0),
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         # max_retries=0: the fallback chain owns retries, so they do not multiply.
         self._client = AsyncOpenAI(
@@ -101,8 +101,9 @@ class OpenAIProvider(Provider):
                 endpoint=self.endpoint,
                 retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
             )
-        if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx.HTTPError)):
+        if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx2.HTTPError)):
             return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
+        # The SDK does not wrap a malformed SSE chunk: json raises straight through.
         if isinstance(exc, (json.JSONDecodeError, ValueError, KeyError)):
             return ModelTransientError(f"{self.endpoint}: malformed response", endpoint=self.endpoint)
         return None

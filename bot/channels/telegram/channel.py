@@ -82,7 +82,6 @@ class TelegramChannel:
             # 30/s); per-group limits and RetryAfter are honored. Bulk sends
             # (broadcasts) pace themselves.
             .rate_limiter(AIORateLimiter(overall_max_rate=0, group_max_rate=20, group_time_period=60, max_retries=3))
-            .post_init(self._post_init)
             .build()
         )
         app.add_handler(CommandHandler("start", self._on_start))
@@ -97,11 +96,14 @@ class TelegramChannel:
         app.add_error_handler(self._on_error)
         return app
 
-    async def _post_init(self, app: Application) -> None:
+    async def register_commands(self) -> None:
+        """The command menu Telegram shows, in each interface language."""
         for language, commands in COMMANDS.items():
             code = None if language == "en" else language
             try:
-                await app.bot.set_my_commands([BotCommand(c, d) for c, d in commands], language_code=code)
+                await self.application.bot.set_my_commands(
+                    [BotCommand(c, d) for c, d in commands], language_code=code
+                )
             except TelegramError as exc:
                 log.warning("could not register the command menu: %s", exc)
 
