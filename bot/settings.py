@@ -61,6 +61,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # `MISTRAL_BASE_URL=` in .env means "not set", not "the empty URL".
+        env_ignore_empty=True,
     )
 
     telegram_bot_token: SecretStr | None = None

@@ -18,7 +18,9 @@ fi
 
 stamp="$venv/.arium-installed$extras"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$want" ]; }
+# A dev install includes everything a runtime install has.
+if up_to_date "$stamp" || { [ -z "$extras" ] && up_to_date "$venv/.arium-installed[dev]"; }; then
     exit 0
 fi
 

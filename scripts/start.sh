@@ -10,11 +10,28 @@ export HF_HUB_OFFLINE=1
 bash scripts/install.sh
 py=".venv/bin/python"
 
-# Reading the settings here also validates them: a bad .env stops us with one clear line.
-data_dir="$("$py" -c 'from bot.settings import load_settings; print(load_settings().bot_data_dir.resolve())' 2>&1)" || {
-    echo "$data_dir" | tail -n 1 >&2
+if [ ! -f .env ] && [ -z "${TELEGRAM_BOT_TOKEN:-}" ]; then
+    cp .env.example .env
+    echo "Created .env from .env.example. Put your TELEGRAM_BOT_TOKEN and model key in it, then run scripts/start.sh again." >&2
     exit 2
-}
+fi
+
+# Check the settings before going to the background: a bad or incomplete
+# configuration stops us here with one clear line instead of in the log.
+data_dir="$("$py" - <<'PY'
+import sys
+from bot.errors import ConfigError
+from bot.settings import load_settings
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"configuration error: {exc}")
+missing = settings.missing_for_run()
+if missing:
+    sys.exit(f"configuration error: missing {', '.join(missing)}; put it in .env (see .env.example)")
+print(settings.bot_data_dir.resolve())
+PY
+)" || exit 2
 mkdir -p "$data_dir/logs"
 pid_file="$data_dir/arium.pid"
 log_file="$data_dir/logs/arium.log"

@@ -279,3 +279,42 @@ async def test_mistral_provider_end_to_end(start_bot: BotFactory, tg: FakeTelegr
     [answer] = await tg.wait_messages(PRIVATE, 1)
     assert answer.text == "Bonjour from Mistral"
     assert model.chat_requests("mistral")
+
+
+async def test_banned_user_never_reaches_the_model(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    from bot.storage.models import User
+
+    app = await start_bot()
+    tg.user_text("hi")
+    await tg.wait_messages(PRIVATE, 1)
+    async with app.db.session() as s:
+        (await s.get(User, PRIVATE)).role = "banned"  # type: ignore[union-attr]
+    tg.user_text("hi again")
+    messages = await tg.wait_messages(PRIVATE, 2)
+    assert "can't use" in messages[1].text
+    assert len(model.chat_requests()) == 1
+
+
+async def test_commands_for_other_bots_are_left_alone(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    await start_bot()
+    tg.user_text("/new@some_other_bot", chat_id=GROUP, user_id=5)
+    tg.user_text("/weather@some_other_bot", chat_id=GROUP, user_id=5)
+    tg.user_text("/new@arium_test_bot", chat_id=GROUP, user_id=5)
+    [answer] = await tg.wait_messages(GROUP, 1)
+    assert "fresh conversation" in answer.text
+    await asyncio.sleep(0.3)
+    assert len(tg.messages(GROUP)) == 1
+
+
+async def test_pastes_of_different_users_are_not_mixed(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    await start_bot(bot_paste_merge_window=0.3)
+    tg.user_text("x" * 3900, chat_id=GROUP, user_id=5)  # not addressed: ignored whole
+    tg.user_text("@arium_test_bot short question", chat_id=GROUP, user_id=6)
+    await tg.wait_messages(GROUP, 1)
+    assert [last_user_text(model)] == ["Ann: short question"]

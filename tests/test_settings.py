@@ -80,3 +80,15 @@ def test_secrets_are_listed_for_redaction() -> None:
     settings = make(telegram_bot_token="123:SECRET-TOKEN", mistral_api_key="mk-secret")
     assert set(settings.secrets()) == {"123:SECRET-TOKEN", "mk-secret"}
     assert "SECRET-TOKEN" not in repr(settings)
+
+
+def test_empty_values_in_env_file_mean_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MISTRAL_BASE_URL", "OPENAI_BASE_URL", "DATABASE_URL", "MISTRAL_API_KEY", "BOT_ADMIN_IDS"):
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text((Path(__file__).resolve().parents[1] / ".env.example").read_text())
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.mistral_base_url is None and settings.openai_base_url is None
+    assert settings.database_url is None and settings.mistral_api_key is None
+    assert settings.bot_admin_ids == frozenset()
+    assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN", "MISTRAL_API_KEY"]

@@ -51,8 +51,32 @@ def render_markdown(markdown: str) -> str:
     return html.escape(markdown, quote=False)
 
 
+class _NestingChecker(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.ok = True
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.ok = False
+
+
+def _well_nested(markup: str) -> bool:
+    checker = _NestingChecker()
+    checker.feed(markup)
+    checker.close()
+    return checker.ok and not checker.stack
+
+
 def _faithful(source: str, rendered: str) -> bool:
     if "PLACEHOLDER" in rendered and "PLACEHOLDER" not in source:
+        return False
+    # Telegram rejects crossed tags, which the converter emits for some odd input.
+    if not _well_nested(rendered):
         return False
     # Markup only removes punctuation and adds tag names, so every letter and
     # digit of the source must still be there (link URLs move into href).

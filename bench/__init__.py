@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): the real bot against the protocol fakes; see BENCHMARKS.md."""

@@ -1,0 +1,148 @@
+"""What every benchmark needs: the fakes and the real bot in this event loop,
+the fake model's response times, percentiles, and one row of the table.
+
+The fakes and their settings come from tests/ by import, so the benchmarks
+run the bot exactly the way the end-to-end tests do."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.app import Arium
+from tests.conftest import fake_settings
+from tests.fakes.model_server import FakeModelServer, Request
+from tests.fakes.telegram_server import Call, FakeTelegram
+
+PROVIDER_MODELS = {"openai": "openai:gpt-4o-mini", "mistral": "mistral:mistral-small-latest"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    bench: str
+    provider: str
+    measure: str
+    value: str
+    budget: str = "-"
+    result: str = "info"
+
+
+@dataclass
+class Rig:
+    tg: FakeTelegram
+    model: FakeModelServer
+    app: Arium
+    clock: ModelClock
+
+
+class ModelClock:
+    """When the fake model finished each response.
+
+    The fake stamps a request's arrival (Request.at) but not the end of its
+    answer, so this wraps the fake's reply coroutine on this one instance
+    (the fake's code is not changed). Model time = arrival -> answer written."""
+
+    def __init__(self, model: FakeModelServer) -> None:
+        self._finished: dict[int, float] = {}
+        original = model._reply  # noqa: SLF001 - the one seam that sees the end of a reply
+
+        async def timed(*args: Any) -> Any:
+            request: Request = args[1]
+            try:
+                return await original(*args)
+            finally:
+                self._finished[id(request)] = time.monotonic()
+
+        model._reply = timed  # type: ignore[method-assign]
+
+    def span(self, request: Request) -> float:
+        """Seconds the fake spent on `request` (0 if it never answered it normally)."""
+        finished = self._finished.get(id(request))
+        return finished - request.at if finished is not None else 0.0
+
+    def finished_at(self, request: Request) -> float | None:
+        return self._finished.get(id(request))
+
+
+@asynccontextmanager
+async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
+    """Fresh fakes, a fresh SQLite file in a temp dir, and the real Arium."""
+    with tempfile.TemporaryDirectory(prefix="arium-bench-") as tmp:
+        async with FakeTelegram() as tg, FakeModelServer() as model:
+            clock = ModelClock(model)
+            settings = fake_settings(
+                Path(tmp) / "data", tg, model, bot_models=PROVIDER_MODELS[provider], **overrides
+            )
+            app = Arium(settings)
+            await app.start()
+            try:
+                yield Rig(tg, model, app, clock)
+            finally:
+                await app.stop()
+
+
+async def until_idle(app: Arium, timeout: float = 10.0) -> None:
+    """Wait until no update is being handled and no background task runs, so
+    the next turn does not queue behind the previous turn's bookkeeping."""
+    processor = app.telegram.application.update_processor
+    deadline = time.monotonic() + timeout
+    while processor.current_concurrent_updates or app.tasks.pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the bot did not become idle")
+        await asyncio.sleep(0.001)
+
+
+async def poll_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Cheap polling for many-chat waits: the fake's wait_for would re-run the
+    check on every request it serves, stealing CPU from the run being measured.
+    Timings come from the fakes' own stamps, so the interval does not matter."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
+
+
+def sent_messages(tg: FakeTelegram) -> list[Call]:
+    """Accepted sendMessage calls, in arrival order."""
+    return [c for c in tg.calls_of("sendMessage") if c.status == 200]
+
+
+def model_request_for(model: FakeModelServer, text: str) -> Request | None:
+    for request in reversed(model.chat_requests()):
+        if request.last_user_text == text:
+            return request
+    return None
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: a reported p99 was really seen)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+async def bounded(work: Awaitable[list[Row]], seconds: float, bench: str, provider: str) -> list[Row]:
+    """A benchmark that hangs becomes a FAIL row instead of hanging the run."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        return [Row(bench, provider, "finished", f"timed out after {seconds:.0f} s", "-", "FAIL")]

@@ -1,0 +1,89 @@
+"""Run the benchmarks and print one markdown table.
+
+    .venv/bin/python -m bench.run                 # everything (about a minute)
+    .venv/bin/python -m bench.run --only P1       # one benchmark
+    .venv/bin/python -m bench.run --profile out.prof   # also cProfile the run
+
+Everything runs in this process and one event loop, against fakes on
+127.0.0.1; the run stops by itself (each benchmark has a time limit)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import platform
+import pstats
+import sys
+import time
+
+from bench.harness import Row, bounded
+from bench.p1_overhead import run_p1
+from bench.p2_burst import run_p2
+
+PROVIDERS = ("openai", "mistral")
+# Per benchmark and provider; the whole run stays well under three minutes.
+LIMIT_SECONDS = {"P1": 60.0, "P2": 30.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("P1", "P2"), help="run one benchmark")
+    parser.add_argument("--turns", type=int, default=200, help="P1 measured turns (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="P1 warm-up turns (default 20)")
+    parser.add_argument("--chats", type=int, default=200, help="P2 simultaneous chats (default 200)")
+    parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the run, write stats to FILE")
+    return parser.parse_args(argv)
+
+
+async def run_all(args: argparse.Namespace) -> list[Row]:
+    providers = [args.provider] if args.provider else list(PROVIDERS)
+    rows: list[Row] = []
+    # Side by side in one run: ratios between rows hold even on a noisy machine.
+    if args.only in (None, "P1"):
+        for provider in providers:
+            rows += await bounded(run_p1(provider, args.turns, args.warmup), LIMIT_SECONDS["P1"], "P1", provider)
+    if args.only in (None, "P2"):
+        for provider in providers:
+            rows += await bounded(run_p2(provider, args.chats), LIMIT_SECONDS["P2"], "P2", provider)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| bench | provider | measure | value | budget | result |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.bench} | {r.provider} | {r.measure} | {r.value} | {r.budget} | {r.result} |" for r in rows]
+    return "\n".join(lines)
+
+
+def header() -> str:
+    return (
+        f"Arium benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The bot's warnings still reach stderr; its per-turn INFO lines would only add noise and CPU.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    rows = asyncio.run(run_all(args))
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+        pstats.Stats(args.profile, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    print(header())
+    print()
+    print(table(rows))
+    print()
+    print("P1: the 10k-memories part of the budget is not measured yet (memory is not built).")
+    return 1 if any(r.result == "FAIL" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

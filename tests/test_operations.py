@@ -1,0 +1,121 @@
+"""The command line and the VPS scripts, run as a person would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.doctor import run_doctor
+from tests.conftest import fake_settings
+from tests.fakes.model_server import FakeModelServer, Reply
+from tests.fakes.telegram_server import FakeTelegram
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """The environment of a fresh shell: no Arium settings but the ones given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TELEGRAM_", "MISTRAL_", "OPENAI_", "DATABASE_"))}
+    env.update({"BOT_DATA_DIR": str(tmp_path / "data"), **values})
+    return env
+
+
+def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,  # no .env there
+        env=clean_env(tmp_path, PYTHONPATH=str(REPO), **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_without_token_exits_with_one_clear_line(tmp_path: Path) -> None:
+    result = cli(tmp_path, "run", MISTRAL_API_KEY="k")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TELEGRAM_BOT_TOKEN" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_run_without_model_key_names_it(tmp_path: Path) -> None:
+    result = cli(tmp_path, "run", TELEGRAM_BOT_TOKEN="1:abc", BOT_MODELS="mistral:mistral-small-latest")
+    assert result.returncode == 2 and "MISTRAL_API_KEY" in result.stderr
+
+
+def test_sync_database_url_is_rejected_with_the_fix(tmp_path: Path) -> None:
+    result = cli(tmp_path, "migrate", DATABASE_URL="postgresql://u@localhost/db")
+    assert result.returncode == 2 and "postgresql+asyncpg://" in result.stderr
+
+
+def test_migrate_alone_creates_the_database(tmp_path: Path) -> None:
+    result = cli(tmp_path, "migrate")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "arium.db").is_file()
+
+
+async def test_doctor_reports_each_check(tmp_path: Path) -> None:
+    async with FakeTelegram() as tg, FakeModelServer() as model:
+        good = fake_settings(tmp_path / "data", tg, model, bot_models="openai:gpt-4o-mini,mistral:mistral-small-latest")
+        lines: list[str] = []
+        assert await run_doctor(good, lines.append) == 0
+        assert any(line.startswith("ok   telegram") and "@arium_test_bot" in line for line in lines)
+        assert sum(line.startswith("ok   model") for line in lines) == 2
+        bad = fake_settings(tmp_path / "data", tg, model, openai_api_key="wrong", telegram_bot_token="1:wrong")
+        lines.clear()
+        assert await run_doctor(bad, lines.append) == 1
+        failures = [line for line in lines if line.startswith("FAIL")]
+        assert any("model openai:gpt-4o-mini" in f and "authentication" in f for f in failures)
+        assert any("telegram" in f for f in failures)
+        assert all("wrong" not in f for f in failures), "doctor must not echo secrets"
+
+
+async def run_script(name: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(REPO / "scripts" / name), *args,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, output.decode()
+
+
+async def test_start_and_stop_scripts_run_the_bot_in_the_background(tmp_path: Path) -> None:
+    async with FakeTelegram() as tg, FakeModelServer() as model:
+        env = clean_env(
+            tmp_path,
+            TELEGRAM_BOT_TOKEN=tg.TOKEN,
+            TELEGRAM_API_URL=tg.url,
+            BOT_MODELS="openai:gpt-4o-mini",
+            OPENAI_API_KEY="test-key",
+            OPENAI_BASE_URL=model.openai_base_url,
+            BOT_POLL_TIMEOUT="1",
+        )
+        code, output = await run_script("start.sh", env)
+        assert code == 0, output
+        assert "Arium started" in output and "arium.log" in output
+        pid = int((tmp_path / "data" / "arium.pid").read_text())
+        try:
+            code, output = await run_script("start.sh", env)
+            assert code == 0 and "already running" in output
+
+            # A reply in flight when the stop arrives is still delivered.
+            model.script(Reply(text="finished despite the stop", delay=1.5))
+            tg.user_text("hello from a real process")
+            await model.wait_requests(1, timeout=30)
+            code, output = await run_script("stop.sh", env)
+            assert code == 0 and "stopped" in output, output
+            assert [m.text for m in tg.messages(1001)] == ["finished despite the stop"]
+            assert not (tmp_path / "data" / "arium.pid").exists()
+            code, output = await run_script("stop.sh", env)
+            assert code == 0 and "not running" in output
+            log = (tmp_path / "data" / "logs" / "arium.log").read_text()
+            assert tg.TOKEN.split(":")[1] not in log
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
