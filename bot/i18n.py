@@ -1,4 +1,6 @@
-"""Every user-facing string, in every language we speak, in one place."""
+"""User-facing strings, in every language we speak. Core strings live here;
+a feature keeps its own table in its package and adds it with
+``add_strings`` at import, so features do not edit one shared file."""
 
 from __future__ import annotations
 
@@ -11,13 +13,10 @@ STRINGS: dict[str, dict[str, str]] = {
             "Just write to me — ask a question, think something through, draft a text.\n"
             "In groups, mention me or reply to my message.\n\n/help lists what I can do."
         ),
-        "help": (
-            "<b>What I understand</b>\n"
-            "Just write a message and I'll answer.\n\n"
-            "/start — greeting\n"
-            "/help — this list\n"
-            "/new — start a fresh conversation (I forget the current one)"
-        ),
+        "help_header": "<b>What I understand</b>\nJust write a message and I'll answer.",
+        "cmd_start": "greeting",
+        "cmd_help": "this list",
+        "cmd_new": "start a fresh conversation (I forget the current one)",
         "new_conversation": "Started a fresh conversation. What's on your mind?",
         "unsupported_media": "I can only read text messages for now. Please describe it in words.",
         "unknown_command": "I don't know the command {command}. /help lists the ones I understand.",
@@ -36,13 +35,10 @@ STRINGS: dict[str, dict[str, str]] = {
             "Просто напишите мне — задайте вопрос, обсудите идею, попросите составить текст.\n"
             "В группах упомяните меня или ответьте на моё сообщение.\n\n/help — что я умею."
         ),
-        "help": (
-            "<b>Что я понимаю</b>\n"
-            "Просто напишите сообщение, и я отвечу.\n\n"
-            "/start — приветствие\n"
-            "/help — этот список\n"
-            "/new — начать новый разговор (текущий я забуду)"
-        ),
+        "help_header": "<b>Что я понимаю</b>\nПросто напишите сообщение, и я отвечу.",
+        "cmd_start": "приветствие",
+        "cmd_help": "этот список",
+        "cmd_new": "начать новый разговор (текущий я забуду)",
         "new_conversation": "Начали новый разговор. О чём поговорим?",
         "unsupported_media": "Пока я понимаю только текст. Пожалуйста, опишите это словами.",
         "unknown_command": "Я не знаю команду {command}. Список команд — /help.",
@@ -56,6 +52,16 @@ STRINGS: dict[str, dict[str, str]] = {
         "too_long": "Сообщение слишком длинное ({length} символов, предел {limit}). Сократите его, пожалуйста.",
     },
 }
+
+
+def add_strings(table: dict[str, dict[str, str]]) -> None:
+    """Add a feature's strings; a key defined twice is a bug, so it fails loudly."""
+    for language, strings in table.items():
+        existing = STRINGS.setdefault(language, {})
+        clashes = sorted(set(existing) & set(strings))
+        if clashes:
+            raise ValueError(f"i18n keys defined twice for {language}: {', '.join(clashes)}")
+        existing.update(strings)
 
 
 def t(key: str, language: str | None = None, **values: object) -> str:

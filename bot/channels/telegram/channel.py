@@ -30,10 +30,16 @@ from bot.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
-COMMANDS = {
-    "en": [("start", "Greeting"), ("help", "What I can do"), ("new", "Start a fresh conversation")],
-    "ru": [("start", "Приветствие"), ("help", "Что я умею"), ("new", "Начать новый разговор")],
-}
+# Commands shown in Telegram's menu and in /help, in this order; each has an
+# i18n key "cmd_<name>" with its one-line description.
+MENU_COMMANDS: list[str] = ["start", "help", "new"]
+MENU_LANGUAGES = ("en", "ru")
+
+
+def help_text(language: str) -> str:
+    lines = [t("help_header", language), ""]
+    lines += [f"/{name} — {t(f'cmd_{name}', language)}" for name in MENU_COMMANDS]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -98,12 +104,11 @@ class TelegramChannel:
 
     async def register_commands(self) -> None:
         """The command menu Telegram shows, in each interface language."""
-        for language, commands in COMMANDS.items():
+        for language in MENU_LANGUAGES:
             code = None if language == "en" else language
+            commands = [BotCommand(name, t(f"cmd_{name}", language)[:256]) for name in MENU_COMMANDS]
             try:
-                await self.application.bot.set_my_commands(
-                    [BotCommand(c, d) for c, d in commands], language_code=code
-                )
+                await self.application.bot.set_my_commands(commands, language_code=code)
             except TelegramError as exc:
                 log.warning("could not register the command menu: %s", exc)
 
@@ -143,7 +148,7 @@ class TelegramChannel:
     async def _on_help(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
         if ctx:
-            await self._reply(update, t("help", ctx.language), html=True)
+            await self._reply(update, help_text(ctx.language), html=True)
 
     async def _on_new(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
