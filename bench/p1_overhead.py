@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
+from bot.llm.types import estimate_tokens
 from bot.storage.models import Message, utcnow
 from bench.harness import (
     Rig,
@@ -49,8 +50,17 @@ class Turn:
         return self.total - self.model
 
 
+# The measured turns are the same size as the stored ones (~50 tokens a side),
+# so the number of history messages per request stays where the seed put it.
+QUESTION = "turn {i}: " + HISTORY_TEXT.format(i="new") + " Which train should I take?"
+ANSWER = (
+    "Take the 7:40 morning train: it is faster door to door than the plane once you count "
+    "the airport transfers, and the station is a short walk from the old town hotels."
+)
+
+
 def instant_reply(request: Request) -> Reply:
-    return Reply(text="Sure: take the morning train, it is faster door to door.")
+    return Reply(text=ANSWER)
 
 
 async def seed_history(rig: Rig, count: int = HISTORY_MESSAGES) -> None:
@@ -64,7 +74,7 @@ async def seed_history(rig: Rig, count: int = HISTORY_MESSAGES) -> None:
             "user_id": CHAT if i % 2 == 0 else None,
             "role": "user" if i % 2 == 0 else "assistant",
             "content": HISTORY_TEXT.format(i=i),
-            "tokens": 50,
+            "tokens": estimate_tokens(HISTORY_TEXT.format(i=i)),
             "status": "complete",
             "created_at": utcnow(),
         }
@@ -75,7 +85,7 @@ async def seed_history(rig: Rig, count: int = HISTORY_MESSAGES) -> None:
 
 
 async def one_turn(rig: Rig, index: int) -> Turn:
-    text = f"turn {index}: which train should I take?"
+    text = QUESTION.format(i=index)
     expected = len(rig.tg.messages(CHAT)) + 1
     injected = time.monotonic()
     rig.tg.user_text(text, chat_id=CHAT)
