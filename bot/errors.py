@@ -6,6 +6,10 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
     AriumError
     ├── ConfigError                 a setting is missing, malformed or conflicting
     ├── StorageError                the database could not do what was asked
+    ├── MemoryStoreError            long-term memory could not do what was asked
+    │   ├── EmbedderUnavailable     the embedding model is still loading, or failed to
+    │   └── IndexFileError          a saved FAISS index is missing, stale or corrupt
+    │                               (recovered by rebuilding from the database)
     ├── PromptError
     │   ├── PromptNotFound          no template with that name (or version)
     │   └── PromptVariablesError    a render missed declared variables, or a
@@ -33,6 +37,18 @@ class ConfigError(AriumError):
 
 class StorageError(AriumError):
     """The database could not do what was asked."""
+
+
+class MemoryStoreError(AriumError):
+    """Long-term memory could not do what was asked."""
+
+
+class EmbedderUnavailable(MemoryStoreError):
+    """The embedding model is not loaded (yet, or it failed to load)."""
+
+
+class IndexFileError(MemoryStoreError):
+    """A saved index file cannot be used; the message says why."""
 
 
 class PromptError(AriumError):

@@ -115,3 +115,14 @@ async def start_bot(
 
 async def stop_bot(app: Arium) -> None:
     await app.stop()
+
+
+# --- Memory: the real embedding model, loaded once per run ---------------------
+
+from bot.memory.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The bundled all-MiniLM-L6-v2, loaded once (a few seconds) and shared."""
+    return SentenceTransformerEmbedder()

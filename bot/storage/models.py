@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -73,6 +73,8 @@ class Conversation(Base):
     chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     summary: Mapped[str | None] = mapped_column(Text)
+    # The last message folded into `summary`; history sent to the model starts after it.
+    summary_until_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Message(Base):
@@ -93,3 +95,26 @@ class Message(Base):
     tokens_in: Mapped[int | None] = mapped_column(Integer)
     tokens_out: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Memory(Base):
+    """One thing remembered about a user. The row is the truth: the embedding is
+    kept here so per-user FAISS indexes (a cache) can be rebuilt without
+    re-encoding. SQLite keeps a full-text copy in ``memories_fts`` by trigger."""
+
+    __tablename__ = "memories"
+    __table_args__ = (Index("ix_memories_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), default="fact")
+    importance: Mapped[int] = mapped_column(Integer, default=3)  # 1 (trivia) .. 5 (asked to remember)
+    source: Mapped[str] = mapped_column(String(16), default="extracted")  # extracted | explicit
+    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalized
+    embedding_model: Mapped[str | None] = mapped_column(String(256))

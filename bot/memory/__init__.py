@@ -1,0 +1,1 @@
+"""Per-user long-term memory: embedder, FAISS indexes, store, extraction."""

