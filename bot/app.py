@@ -12,15 +12,25 @@ from sqlalchemy.exc import ArgumentError
 
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
 from bot.llm.service import ModelService
+from bot.memory.embedder import Embedder, EmbeddingService, SentenceTransformerEmbedder
+from bot.memory.extraction import MemoryWriter
+from bot.memory.repository import MemoryRepository
+from bot.memory.service import MemoryConfig, MemoryService
+from bot.memory.summary import HistorySummarizer, SummaryConfig
+from bot.memory.tools import MemoryTools
+from bot.memory.turn import TurnMemory
 from bot.prompts import PromptRegistry
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.storage.repositories import MessageRepository, UserRepository
+from bot.storage.userdata import UserDataRepository
 from bot.tasks import TaskTracker
+from bot.userdata import core_sections
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,11 @@ def check_run_settings(settings: Settings) -> None:
 class Arium:
     """Every long-lived service, built once."""
 
-    def __init__(self, settings: Settings, *, models: ModelService | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, models: ModelService | None = None, embedder: Embedder | None = None
+    ) -> None:
+        """``embedder``: an already loaded model to use instead of loading
+        EMBEDDING_MODEL (tests share one across many bots)."""
         check_run_settings(settings)
         assert settings.telegram_bot_token is not None
         self.settings = settings
@@ -61,6 +75,17 @@ class Arium:
         self.auth = AuthProvider(settings.bot_admin_ids)
         self.prompts = PromptRegistry()
         self.models = models or ModelService.from_settings(settings)
+        self.memory = self._build_memory(settings, embedder)
+        self.memory_tools = MemoryTools(self.memory)  # registered as model tools by the tool registry
+        self.userdata = core_sections(UserDataRepository(self.db), self.memory)
+        summarizer = (
+            HistorySummarizer(
+                self.messages, self.models, self.prompts, self.tasks,
+                SummaryConfig(history_tokens=settings.bot_history_tokens),
+            )
+            if settings.bot_history_summary
+            else None
+        )
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -69,6 +94,13 @@ class Arium:
                 history_tokens=settings.bot_history_tokens,
                 max_answer_tokens=settings.bot_max_answer_tokens,
             ),
+            memory=TurnMemory(
+                self.memory,
+                MemoryWriter(self.memory, self.models, self.prompts),
+                self.tasks,
+                extraction=settings.bot_memory_extraction,
+            ),
+            summarizer=summarizer,
         )
         self.telegram = TelegramChannel(
             TelegramConfig(
@@ -83,11 +115,30 @@ class Arium:
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
             tasks=self.tasks,
+            memory_commands=MemoryCommands(self.memory, self.userdata),
         )
         self._started = False
 
+    def _build_memory(self, settings: Settings, embedder: Embedder | None) -> MemoryService:
+        def load() -> Embedder:
+            return embedder or SentenceTransformerEmbedder(settings.embedding_model)
+
+        return MemoryService(
+            MemoryRepository(self.db),
+            EmbeddingService(load, self.tasks),
+            self.tasks,
+            MemoryConfig(
+                index_dir=settings.bot_data_dir / "memory",
+                max_per_user=settings.bot_memory_max_per_user,
+                recall_k=settings.bot_memory_recall_k,
+                cache_vectors=settings.bot_memory_cache_vectors,
+                ephemeral_days=settings.bot_memory_ephemeral_days,
+            ),
+        )
+
     async def start(self) -> None:
         await self.db.migrate()
+        self.memory.start()  # the embedder loads in the background; replies do not wait for it
         app = self.telegram.application
         await app.initialize()
         await app.start()
@@ -114,6 +165,7 @@ class Arium:
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False
+        await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()
         await self.db.dispose()
 

@@ -1,8 +1,10 @@
-"""One chat turn, independent of any channel: recall history, render the
-prompt, stream the model's answer to a ReplySink, persist both sides."""
+"""One chat turn, independent of any channel: recall history and memories,
+render the prompt, stream the model's answer to a ReplySink, persist both
+sides, then let memory learn from the turn in the background."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,8 +14,14 @@ from bot.errors import ModelError, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
+from bot.memory.records import Hit
+from bot.memory.summary import HistorySummarizer
+from bot.memory.turn import TurnMemory, memory_lines
 from bot.prompts import PromptRegistry, PromptTemplate
-from bot.storage.repositories import MessageRepository, StoredMessage
+from bot.storage.repositories import MessageRepository, StoredMessage, TurnStart
+
+NO_MEMORIES = "(nothing relevant remembered)"
+NO_SUMMARY = "(none: the messages that follow are the whole conversation)"
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +64,40 @@ class Conversation:
         prompts: PromptRegistry,
         models: ModelService,
         config: ConversationConfig,
+        memory: TurnMemory | None = None,
+        summarizer: HistorySummarizer | None = None,
     ) -> None:
         self._messages = messages
         self._prompts = prompts
         self._models = models
         self._config = config
+        self._memory = memory
+        self._summarizer = summarizer
 
     async def handle(
         self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
     ) -> TurnResult:
         content = text if ctx.is_private else f"{ctx.user_name}: {text}"
-        start = await self._messages.start_turn(
-            chat_id=ctx.chat_id,
-            chat_type=ctx.chat_type.value,
-            chat_title=chat_title,
-            user_id=ctx.user_id,
-            text=content,
-            tokens=estimate_tokens(content),
-            request_id=ctx.request_id,
-            history_tokens=self._config.history_tokens,
+        # Recall runs beside the history query; both only read.
+        start, hits = await asyncio.gather(
+            self._messages.start_turn(
+                chat_id=ctx.chat_id,
+                chat_type=ctx.chat_type.value,
+                chat_title=chat_title,
+                user_id=ctx.user_id,
+                text=content,
+                tokens=estimate_tokens(content),
+                request_id=ctx.request_id,
+                history_tokens=self._config.history_tokens,
+            ),
+            self._memory.recall(ctx, text) if self._memory else _no_hits(),
         )
-        system, template = self._system_prompt(ctx)
+        history, summary = await self._fold_if_needed(start)
+        system, template = self._system_prompt(
+            ctx, memories=memory_lines(hits) or NO_MEMORIES, summary=summary or NO_SUMMARY
+        )
         request = ChatRequest(
-            messages=(system, *_history_messages(start.history), ChatMessage("user", content)),
+            messages=(system, *_history_messages(history), ChatMessage("user", content)),
             max_tokens=self._config.max_answer_tokens,
         )
         result = await self._run_model(ctx, request, sink, template.ref)
@@ -96,12 +115,31 @@ class Conversation:
                 tokens_in=result.tokens_in,
                 tokens_out=result.tokens_out,
             )
+            self._after_turn(ctx, text, start, result)
         return result
+
+    async def _fold_if_needed(self, start: TurnStart) -> tuple[list[StoredMessage], str | None]:
+        """History and summary for this turn; if messages would fall out of the
+        window unsummarized, fold them into the summary first."""
+        if not (start.overflow and self._summarizer and await self._summarizer.fold_now(start.conversation_id)):
+            return start.history, start.summary
+        window = await self._messages.window(
+            start.conversation_id, self._config.history_tokens, before_id=start.user_message_id
+        )
+        return window.history, window.summary
+
+    def _after_turn(self, ctx: RequestContext, text: str, start: TurnStart, result: TurnResult) -> None:
+        if self._summarizer:
+            self._summarizer.after_turn(start.conversation_id, start.unsummarized_tokens + estimate_tokens(result.text))
+        if self._memory and result.status == "complete":
+            self._memory.after_turn(ctx, text, result.text, start.user_message_id, start.history)
 
     async def new_conversation(self, ctx: RequestContext, chat_title: str | None = None) -> None:
         await self._messages.new_conversation(ctx.chat_id, ctx.chat_type.value, chat_title)
 
-    def _system_prompt(self, ctx: RequestContext) -> tuple[ChatMessage, PromptTemplate]:
+    def _system_prompt(
+        self, ctx: RequestContext, *, memories: str = NO_MEMORIES, summary: str = NO_SUMMARY
+    ) -> tuple[ChatMessage, PromptTemplate]:
         local = ctx.local_now(ctx.received_at)
         rendered, template = self._prompts.render(
             "system",
@@ -112,6 +150,8 @@ class Conversation:
                 "local_time": local.strftime("%A, %Y-%m-%d %H:%M"),
                 "timezone": ctx.timezone,
                 "chat_kind": "private chat" if ctx.is_private else "group chat",
+                "memories": memories,
+                "summary": summary,
             },
         )
         return ChatMessage("system", rendered), template
@@ -145,6 +185,10 @@ class Conversation:
             log.error("model failed: %s: %s", exc.__class__.__name__, exc)
         await sink.notice(t("model_failed", ctx.language))
         return TurnResult("", "failed", None, prompt_ref)
+
+
+async def _no_hits() -> list[Hit]:
+    return []
 
 
 def _history_messages(history: list[StoredMessage]) -> list[ChatMessage]:

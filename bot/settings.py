@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     bot_paste_merge_window: float = Field(default=1.2, ge=0)
     bot_shutdown_timeout: float = Field(default=30.0, ge=0)
     bot_poll_timeout: int = Field(default=10, ge=0, le=50)
+    # Long-term memory and history summaries.
+    bot_memory_max_per_user: int = Field(default=10_000, ge=1)
+    bot_memory_recall_k: int = Field(default=5, ge=0, le=50)
+    bot_memory_extraction: bool = True
+    bot_memory_ephemeral_days: int = Field(default=7, ge=1, le=365)
+    bot_memory_cache_vectors: int = Field(default=500_000, ge=1)
+    bot_history_summary: bool = True
 
     @field_validator("bot_models", mode="before")
     @classmethod

@@ -55,6 +55,7 @@ from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from bot.app import Arium  # noqa: E402
+from bot.memory.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from tests.fakes.model_server import FakeModelServer  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
@@ -87,6 +88,8 @@ def fake_settings(data_dir: Path, tg: FakeTelegram, model: FakeModelServer, **ov
         "bot_paste_merge_window": 0.4,
         "bot_poll_timeout": 1,
         "bot_model_timeout": 10,
+        # Extraction is one more model request per turn; tests of it turn it on.
+        "bot_memory_extraction": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -95,15 +98,21 @@ def fake_settings(data_dir: Path, tg: FakeTelegram, model: FakeModelServer, **ov
 BotFactory = Callable[..., Awaitable[Arium]]
 
 
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The bundled all-MiniLM-L6-v2, loaded once per run (a few seconds) and shared."""
+    return SentenceTransformerEmbedder()
+
+
 @pytest.fixture
 async def start_bot(
-    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder
 ) -> AsyncIterator[BotFactory]:
     """Starts the real Application against the fakes; every bot is stopped at teardown."""
     running: list[Arium] = []
 
     async def start(**overrides: Any) -> Arium:
-        app = Arium(fake_settings(tmp_path / "data", tg, model, **overrides))
+        app = Arium(fake_settings(tmp_path / "data", tg, model, **overrides), embedder=embedder)
         await app.start()
         running.append(app)
         return app
@@ -115,14 +124,3 @@ async def start_bot(
 
 async def stop_bot(app: Arium) -> None:
     await app.stop()
-
-
-# --- Memory: the real embedding model, loaded once per run ---------------------
-
-from bot.memory.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """The bundled all-MiniLM-L6-v2, loaded once (a few seconds) and shared."""
-    return SentenceTransformerEmbedder()

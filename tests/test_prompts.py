@@ -12,22 +12,46 @@ def write(folder: Path, name: str, body: str) -> None:
     (folder / name).write_text(body, encoding="utf-8")
 
 
-def test_shipped_system_prompt_renders_every_variable() -> None:
+SYSTEM_VARIABLES: dict[str, object] = {
+    "bot_name": "Arium",
+    "user_name": "Ann",
+    "language": "ru",
+    "local_time": "Monday, 2026-11-23 09:00",
+    "timezone": "Europe/Moscow",
+    "chat_kind": "private chat",
+}
+
+
+def test_shipped_system_prompt_v1_renders_every_variable() -> None:
+    text = PromptRegistry().get("system", 1).render(SYSTEM_VARIABLES)
+    assert "Ann" in text and "Europe/Moscow" in text and "2026-11-23 09:00" in text
+    assert "$" not in text
+
+
+def test_active_system_prompt_carries_memories_and_summary() -> None:
     registry = PromptRegistry()
     text, template = registry.render(
         "system",
-        {
-            "bot_name": "Arium",
-            "user_name": "Ann",
-            "language": "ru",
-            "local_time": "Monday, 2026-11-23 09:00",
-            "timezone": "Europe/Moscow",
-            "chat_kind": "private chat",
-        },
+        {**SYSTEM_VARIABLES, "memories": "- Works as a nurse", "summary": "They planned a trip to Rome."},
     )
+    assert template.ref == "system@2"
     assert "Ann" in text and "Europe/Moscow" in text and "2026-11-23 09:00" in text
+    assert "- Works as a nurse" in text and "They planned a trip to Rome." in text
     assert "$" not in text
-    assert template.ref == "system@1"
+
+
+@pytest.mark.parametrize(
+    ("name", "variables"),
+    [
+        ("memory_extract", {"user_name": "Ann", "today": "2026-11-21", "exchange": "Ann: I moved to Paris"}),
+        ("memory_update", {"user_name": "Ann", "memories": "M1: Lives in Berlin", "facts": "F1: Lives in Paris"}),
+        ("history_summary", {"previous_summary": "(none yet)", "messages": "User: hi"}),
+    ],
+)
+def test_memory_prompts_render(name: str, variables: dict[str, object]) -> None:
+    text, _ = PromptRegistry().render(name, variables)
+    assert all(str(value) in text for value in variables.values())
+    assert "$" not in text
 
 
 def test_missing_variables_fail_loudly_naming_them(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from bot.errors import ConfigError
 from bot.llm.base import Provider
-from bot.llm.types import ChatRequest, StreamEvent
+from bot.llm.types import ChatRequest, Completion, StreamEvent
 from bot.settings import ModelRef, Settings
 
 
@@ -52,6 +52,11 @@ class ModelService:
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         return self.providers[0].stream(request)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """The whole answer at once, for internal calls (memory extraction,
+        summaries) that show nothing while the model writes."""
+        return await self.providers[0].complete(request)
 
     async def aclose(self) -> None:
         for provider in self.providers:

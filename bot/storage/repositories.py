@@ -117,10 +117,25 @@ def _user_record(user: User) -> UserRecord:
 
 
 @dataclass(frozen=True)
+class HistoryWindow:
+    """What a turn sends of its conversation: the running summary of older
+    turns, then the newest messages after it that fit the token budget."""
+
+    history: list[StoredMessage]  # oldest first
+    summary: str | None = None
+    # Unsummarized messages were left out for the budget: time to fold them.
+    overflow: bool = False
+    unsummarized_tokens: int = 0
+
+
+@dataclass(frozen=True)
 class TurnStart:
     conversation_id: int
     user_message_id: int
     history: list[StoredMessage]  # oldest first, excluding the new user message
+    summary: str | None = None
+    overflow: bool = False
+    unsummarized_tokens: int = 0
 
 
 class MessageRepository:
@@ -142,7 +157,7 @@ class MessageRepository:
         """Record the user's message and return the history before it, in one transaction."""
         async with self._db.session() as s:
             conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
-            history = await self._history(s, conversation_id, history_tokens)
+            window = await self._window(s, conversation_id, history_tokens)
             message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
@@ -156,7 +171,14 @@ class MessageRepository:
             )
             s.add(message)
             await s.flush()
-            return TurnStart(conversation_id, message.id, history)
+            return TurnStart(
+                conversation_id,
+                message.id,
+                window.history,
+                window.summary,
+                window.overflow,
+                window.unsummarized_tokens + tokens,
+            )
 
     async def add_assistant_message(
         self,
@@ -204,7 +226,47 @@ class MessageRepository:
             chat = await s.get(Chat, chat_id)
             if chat is None or chat.active_conversation_id is None:
                 return []
-            return await self._history(s, chat.active_conversation_id, history_tokens)
+            return (await self._window(s, chat.active_conversation_id, history_tokens)).history
+
+    async def window(self, conversation_id: int, history_tokens: int, before_id: int | None = None) -> HistoryWindow:
+        """The summary and the budgeted history of a conversation (messages
+        before ``before_id`` only, when given)."""
+        async with self._db.session() as s:
+            return await self._window(s, conversation_id, history_tokens, before_id)
+
+    async def summary_state(self, conversation_id: int) -> tuple[str | None, int | None]:
+        """(running summary, id of the last message folded into it)."""
+        async with self._db.session() as s:
+            conversation = await s.get(Conversation, conversation_id)
+            if conversation is None:
+                return None, None
+            return conversation.summary, conversation.summary_until_id
+
+    async def unsummarized(self, conversation_id: int, after_id: int | None, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` newest messages after ``after_id``, oldest first."""
+        async with self._db.session() as s:
+            query = select(Message).where(Message.conversation_id == conversation_id, Message.status != "failed")
+            if after_id is not None:
+                query = query.where(Message.id > after_id)
+            rows = (await s.execute(query.order_by(Message.id.desc()).limit(limit))).scalars()
+            return [_stored(row) for row in reversed(list(rows))]
+
+    async def save_summary(
+        self, conversation_id: int, summary: str, until_id: int, expected_until_id: int | None
+    ) -> bool:
+        """Store a new summary if nobody folded meanwhile (compare-and-set)."""
+        async with self._db.session() as s:
+            result = await s.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation_id,
+                    Conversation.summary_until_id.is_(None)
+                    if expected_until_id is None
+                    else Conversation.summary_until_id == expected_until_id,
+                )
+                .values(summary=summary, summary_until_id=until_id)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def delete_chat_history(self, chat_id: int) -> None:
         async with self._db.session() as s:
@@ -238,33 +300,39 @@ class MessageRepository:
         )
         return conversation.id
 
-    async def _history(
-        self, s: AsyncSession, conversation_id: int, history_tokens: int
-    ) -> list[StoredMessage]:
-        rows = (
-            await s.execute(
-                select(Message)
-                .where(Message.conversation_id == conversation_id, Message.status != "failed")
-                .order_by(Message.id.desc())
-                .limit(HISTORY_ROW_LIMIT)
-            )
-        ).scalars()
+    async def _window(
+        self, s: AsyncSession, conversation_id: int, history_tokens: int, before_id: int | None = None
+    ) -> HistoryWindow:
+        conversation = await s.get(Conversation, conversation_id)
+        summary = conversation.summary if conversation else None
+        until_id = conversation.summary_until_id if conversation else None
+        query = select(Message).where(Message.conversation_id == conversation_id, Message.status != "failed")
+        if until_id is not None:
+            query = query.where(Message.id > until_id)
+        if before_id is not None:
+            query = query.where(Message.id < before_id)
+        rows = list((await s.execute(query.order_by(Message.id.desc()).limit(HISTORY_ROW_LIMIT))).scalars())
         picked: list[StoredMessage] = []
         used = 0
+        overflow = False
         for row in rows:
             if used + row.tokens > history_tokens:
+                overflow = True
                 break
             used += row.tokens
-            picked.append(
-                StoredMessage(
-                    id=row.id,
-                    role=row.role,
-                    content=row.content,
-                    tokens=row.tokens,
-                    status=row.status,
-                    user_id=row.user_id,
-                    created_at=row.created_at,
-                )
-            )
+            picked.append(_stored(row))
         picked.reverse()
-        return picked
+        unsummarized = sum(row.tokens for row in rows)
+        return HistoryWindow(picked, summary, overflow or len(rows) == HISTORY_ROW_LIMIT, unsummarized)
+
+
+def _stored(row: Message) -> StoredMessage:
+    return StoredMessage(
+        id=row.id,
+        role=row.role,
+        content=row.content,
+        tokens=row.tokens,
+        status=row.status,
+        user_id=row.user_id,
+        created_at=row.created_at,
+    )

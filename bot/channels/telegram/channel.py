@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from telegram.ext import (
 )
 
 from bot.auth import Role
+from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import ContextMiddleware, RequestContext, current_request_id
@@ -32,13 +34,14 @@ log = logging.getLogger(__name__)
 
 # Commands shown in Telegram's menu and in /help, in this order; each has an
 # i18n key "cmd_<name>" with its one-line description.
-MENU_COMMANDS: list[str] = ["start", "help", "new"]
+MENU_COMMANDS: list[str] = ["start", "help", "new", "memory", "forget", "export", "deleteme"]
 MENU_LANGUAGES = ("en", "ru")
 
 
 def help_text(language: str) -> str:
     lines = [t("help_header", language), ""]
-    lines += [f"/{name} — {t(f'cmd_{name}', language)}" for name in MENU_COMMANDS]
+    # /help is sent as HTML: a description may contain "<" ("/forget <words>").
+    lines += [f"/{name} — {html.escape(t(f'cmd_{name}', language), quote=False)}" for name in MENU_COMMANDS]
     return "\n".join(lines)
 
 
@@ -63,11 +66,13 @@ class TelegramChannel:
         middleware: ContextMiddleware,
         conversation: Conversation,
         tasks: TaskTracker,
+        memory_commands: MemoryCommands | None = None,
     ) -> None:
         self._config = config
         self._middleware = middleware
         self._conversation = conversation
         self._tasks = tasks
+        self._memory_commands = memory_commands
         self.application = self._build_application()
 
     # Building -------------------------------------------------------------
@@ -93,6 +98,8 @@ class TelegramChannel:
         app.add_handler(CommandHandler("start", self._on_start))
         app.add_handler(CommandHandler("help", self._on_help))
         app.add_handler(CommandHandler("new", self._on_new))
+        if self._memory_commands is not None:
+            self._memory_commands.install(app, self._gate)
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))

@@ -1,0 +1,93 @@
+"""SQL for a user's own data outside memory: their profile and the chat
+history they took part in, read for /export and erased for /deleteme."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+
+from bot.storage.db import Database
+from bot.storage.models import Chat, Conversation, Message, User
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+class UserDataRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def profile(self, user_id: int) -> dict[str, Any] | None:
+        async with self._db.session() as s:
+            user = await s.get(User, user_id)
+            if user is None:
+                return None
+            return {
+                "id": user.id,
+                "first_name": user.first_name,
+                "last_name": user.last_name,
+                "username": user.username,
+                "language": user.language,
+                "timezone": user.timezone,
+                "role": user.role,
+                "created_at": _iso(user.created_at),
+                "last_seen_at": _iso(user.last_seen_at),
+            }
+
+    async def delete_profile(self, user_id: int) -> int:
+        async with self._db.session() as s:
+            result = await s.execute(delete(User).where(User.id == user_id))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def history(self, user_id: int) -> dict[str, Any]:
+        """Messages the user wrote or that answered them, and the summaries of
+        their private chat (whose id is their user id in Telegram)."""
+        async with self._db.session() as s:
+            rows = (
+                await s.execute(
+                    select(Message).where(_theirs(user_id)).order_by(Message.chat_id, Message.id)
+                )
+            ).scalars()
+            messages = [
+                {
+                    "chat_id": m.chat_id,
+                    "conversation_id": m.conversation_id,
+                    "role": m.role,
+                    "text": m.content,
+                    "status": m.status,
+                    "model": m.model,
+                    "created_at": _iso(m.created_at),
+                }
+                for m in rows
+            ]
+            summaries = [
+                {"conversation_id": c.id, "started_at": _iso(c.started_at), "summary": c.summary}
+                for c in (
+                    await s.execute(
+                        select(Conversation)
+                        .where(Conversation.chat_id == user_id, Conversation.summary.is_not(None))
+                        .order_by(Conversation.id)
+                    )
+                ).scalars()
+            ]
+            return {"messages": messages, "conversation_summaries": summaries}
+
+    async def delete_history(self, user_id: int) -> int:
+        async with self._db.session() as s:
+            # Group summaries may retell what they wrote: those go too.
+            spoke_in = select(Message.conversation_id).where(Message.user_id == user_id).distinct()
+            await s.execute(
+                update(Conversation)
+                .where(Conversation.id.in_(spoke_in), Conversation.chat_id != user_id)
+                .values(summary=None)
+            )
+            result = await s.execute(delete(Message).where(_theirs(user_id)))
+            await s.execute(delete(Chat).where(Chat.id == user_id))  # conversations cascade
+            await s.execute(delete(Conversation).where(Conversation.chat_id == user_id))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _theirs(user_id: int) -> Any:
+    return or_(Message.user_id == user_id, Message.chat_id == user_id)
