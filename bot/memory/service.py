@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class MemoryService:
         hits = await self.search(user_id, query, self.config.recall_k, wait=self.config.recall_wait)
         if hits:
             ids = [hit.memory.id for hit in hits]
-            self._tasks.spawn(self.repository.touch(user_id, ids), "memory-touch")
+            self._spawn(self.repository.touch(user_id, ids), "memory-touch")
         return hits
 
     async def nearest(self, user_id: int, text: str, vector: np.ndarray | None, k: int) -> list[Hit]:
@@ -270,6 +270,13 @@ class MemoryService:
 
     # Index plumbing -------------------------------------------------------
 
+    def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T] | None:
+        """Tracked background work, or None once shutdown has begun."""
+        try:
+            return self._tasks.spawn(coro, name)
+        except RuntimeError:
+            return None
+
     def _lock(self, user_id: int) -> asyncio.Lock:
         lock = self._locks.get(user_id)
         if lock is None:
@@ -302,7 +309,9 @@ class MemoryService:
             return entry
         task = self._loads.get(user_id)
         if task is None:
-            task = self._tasks.spawn(self._load(user_id), f"memory-index-load:{user_id}")
+            task = self._spawn(self._load(user_id), f"memory-index-load:{user_id}")
+            if task is None:  # shutting down: load in this caller
+                return await self._load(user_id)
             self._loads[user_id] = task
             task.add_done_callback(lambda _: self._loads.pop(user_id, None))
         try:
@@ -319,7 +328,7 @@ class MemoryService:
             entry = await self._load_and_reconcile(user_id)
             for evicted_user, evicted in self._cache.put(user_id, entry):
                 if evicted.unsaved_changes:
-                    self._tasks.spawn(self._save(evicted_user, evicted), f"memory-index-save:{evicted_user}")
+                    self._spawn(self._save(evicted_user, evicted), f"memory-index-save:{evicted_user}")
         if entry.unsaved_changes:
             await self._save(user_id, entry)
         return entry
@@ -399,7 +408,8 @@ class MemoryService:
             entry.unsaved_changes += len(remove) + len(upsert)
             due = entry.index.size <= SMALL_INDEX or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
         if due:
-            self._tasks.spawn(self._save(user_id, entry), f"memory-index-save:{user_id}")
+            # At shutdown the spawn is refused, and close() saves it instead.
+            self._spawn(self._save(user_id, entry), f"memory-index-save:{user_id}")
 
     async def _save(self, user_id: int, entry: CachedIndex) -> None:
         async with self._lock(user_id):

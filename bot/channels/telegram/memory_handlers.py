@@ -202,7 +202,7 @@ class MemoryCommands:
             return None, text, markup
         if action == "del":
             memory_id, _, page = argument.partition(":")
-            deleted = await self._memory.delete(ctx.user_id, [int(memory_id, 36)])
+            deleted = await self._memory.delete(ctx.user_id, unpack_ids(memory_id)[:1])
             text, markup = await self._render_page(ctx, int(page or 0))
             return t("mem_deleted" if deleted else "mem_already_gone", language), text, markup
         if action == "fgt":

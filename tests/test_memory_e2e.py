@@ -1,0 +1,432 @@
+"""Memory end to end: the real bot against the fake Telegram and model
+servers, the real embedder, FAISS and SQLite. The fake model tells the
+bot's request kinds apart by the prompts' opening lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bot.app import Arium
+from bot.memory.embedder import Embedder
+from bot.memory.records import NewMemory
+from bot.storage.repositories import UserProfile
+from tests.conftest import BotFactory, fake_settings
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
+from tests.fakes.telegram_server import FakeTelegram, SentMessage
+
+ANN, BOB = 1001, 1002
+GROUP = -100555
+T = TypeVar("T")
+
+
+def kind_of(request: Request) -> str:
+    first = str(request.messages[0].get("content", "")) if request.messages else ""
+    if first.startswith("You keep the long-term memory") and "The exchange:" in first:
+        return "extract"
+    if first.startswith("You keep the long-term memory"):
+        return "update"
+    if first.startswith("You keep the running summary"):
+        return "summary"
+    return "chat"
+
+
+def requests_of(model: FakeModelServer, kind: str) -> list[Request]:
+    return [r for r in model.chat_requests() if kind_of(r) == kind]
+
+
+def system_prompt(request: Request) -> str:
+    return str(request.messages[0]["content"])
+
+
+def facts(*items: str | dict[str, Any]) -> Reply:
+    listed = [{"text": i, "kind": "fact", "importance": 3} if isinstance(i, str) else i for i in items]
+    return Reply(text=json.dumps({"facts": listed}))
+
+
+class Brain:
+    """The fake model's behaviour per request kind; chat echoes by default."""
+
+    def __init__(self) -> None:
+        self.extract: Callable[[Request], Step] = lambda r: facts()
+        self.update: Callable[[Request], Step] = lambda r: Reply(text='{"decisions": []}')
+        self.summary: Callable[[Request], Step] = lambda r: Reply(text="They talked about trips.")
+        self.chat: Callable[[Request], Step] = lambda r: Reply(text=f"echo: {r.last_user_text}")
+
+    def __call__(self, request: Request) -> Step:
+        return getattr(self, kind_of(request))(request)
+
+
+async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fetch()
+        if check(value):
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"condition not reached; last value {value!r}"
+        await asyncio.sleep(0.02)
+
+
+async def settle(app: Arium, model: FakeModelServer, requests: int) -> None:
+    """The model has seen ``requests`` requests and the background work they
+    started (extraction, index saves) has finished."""
+    await model.wait_requests(requests)
+
+    async def pending() -> int:
+        return app.tasks.pending
+
+    await eventually(pending, lambda n: n == 0)
+
+
+async def texts(app: Arium, user_id: int) -> list[str]:
+    items, _ = await app.memory.page(user_id, 0, 100)
+    return sorted(m.text for m in items)
+
+
+async def seed(app: Arium, user_id: int, *items: str) -> list[int]:
+    await app.users.touch(UserProfile(user_id, "X"), "user")
+    return [r.id for r in await app.memory.add(user_id, [NewMemory(text) for text in items])]
+
+
+# --- Writing: extraction after the reply -----------------------------------------
+
+
+async def test_a_move_updates_the_city_instead_of_keeping_both(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts(
+        {"text": "Lives in Paris", "kind": "profile", "importance": 4}
+        if "Paris" in system_prompt(r)
+        else {"text": "Lives in Berlin", "kind": "profile", "importance": 4}
+    )
+    brain.update = lambda r: Reply(
+        text=json.dumps({"decisions": [{"fact": "F1", "action": "update", "memory": "M1", "text": "Lives in Paris"}]})
+    )
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True)
+
+    tg.user_text("Hi! I live in Berlin, by the way.")
+    await tg.wait_messages(ANN, 1)
+    assert await eventually(lambda: texts(app, ANN), lambda v: v == ["Lives in Berlin"])
+
+    tg.user_text("Big news: I moved from Berlin to Paris last month.")
+    await tg.wait_messages(ANN, 2)
+    await settle(app, model, 5)  # chat, extract, chat, extract, update
+    assert await texts(app, ANN) == ["Lives in Paris"], "updated in place, not duplicated"
+    [update] = requests_of(model, "update")
+    assert "M1: Lives in Berlin" in system_prompt(update) and "F1: Lives in Paris" in system_prompt(update)
+
+    tg.user_text("Where do I live?")
+    await tg.wait_messages(ANN, 3)
+    assert "- Lives in Paris" in system_prompt(requests_of(model, "chat")[-1])
+
+
+async def test_extraction_runs_after_the_reply_and_skips_small_talk(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts("Has a daughter, Lisa, aged seven")
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True)
+    tg.user_text("My daughter Lisa turned seven today!")
+    await tg.wait_messages(ANN, 1)
+    await settle(app, model, 2)
+    [extract] = requests_of(model, "extract")
+    sent = tg.calls_of("sendMessage")[-1]
+    assert sent.at < extract.at, "the reply goes out before extraction starts"
+    assert "My daughter Lisa turned seven today!" in system_prompt(extract)
+    assert await texts(app, ANN) == ["Has a daughter, Lisa, aged seven"]
+
+    tg.user_text("thanks!")
+    await tg.wait_messages(ANN, 2)
+    tg.user_text("My son Tom is three")
+    await tg.wait_messages(ANN, 3)
+    await settle(app, model, 5)  # chat, extract, chat (no extract for "thanks!"), chat, extract
+    assert [kind_of(r) for r in model.chat_requests()] == ["chat", "extract", "chat", "chat", "extract"]
+
+
+async def test_extraction_failure_never_affects_the_reply(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    answers: list[Step] = [
+        Reply(text="Sure! Here are the facts: [not json at all"),
+        Reply(text='{"facts": "oops"}'),
+        Reply(text='{"facts": [42, null, {"kind": "profile"}, {"text": ""}]}'),
+        Fault(500),
+        Reply(text="", delay=0.0),
+    ]
+    brain = Brain()
+    brain.extract = lambda r: answers.pop(0)
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True)
+    for i in range(5):
+        tg.user_text(f"Message number {i}: I collect vintage stamps from Norway")
+        [*_, answer] = await tg.wait_messages(ANN, i + 1)
+        assert answer.text == f"echo: Message number {i}: I collect vintage stamps from Norway"
+        await settle(app, model, 2 * (i + 1))
+    assert len(requests_of(model, "extract")) == 5
+    assert await texts(app, ANN) == []
+
+
+async def test_memories_are_never_learned_or_recalled_in_groups(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts("Works as a nurse")
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True)
+    await seed(app, 5, "Has a secret diagnosis")
+    tg.user_text("@arium_test_bot I work as a nurse. Any diagnosis tips?", chat_id=GROUP, user_id=5)
+    await tg.wait_messages(GROUP, 1)
+    await settle(app, model, 1)
+    assert requests_of(model, "extract") == []
+    assert "secret diagnosis" not in system_prompt(requests_of(model, "chat")[-1])
+
+
+# --- Recall ------------------------------------------------------------------------
+
+
+async def test_recall_puts_relevant_memories_into_the_system_prompt(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    await seed(app, ANN, "Works as a nurse at the city hospital", "Allergic to peanuts", "Сестра Катя живёт в Казани")
+    await seed(app, BOB, "Works as a pilot")
+    tg.user_text("Can you suggest a snack? Remember my allergy.")
+    await tg.wait_messages(ANN, 1)
+    prompt = system_prompt(model.chat_requests()[-1])
+    assert "- Allergic to peanuts" in prompt and "pilot" not in prompt
+    tg.user_text("Как дела у сестры в Казани?", language_code="ru")
+    await tg.wait_messages(ANN, 2)
+    assert "- Сестра Катя живёт в Казани" in system_prompt(model.chat_requests()[-1])
+    tg.user_text("ok")
+    await tg.wait_messages(ANN, 3)
+    assert "(nothing relevant remembered)" in system_prompt(model.chat_requests()[-1])
+
+
+async def test_the_bot_answers_before_the_embedder_is_loaded(
+    tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released = threading.Event()
+
+    def slow_model(name: str | None) -> Embedder:
+        released.wait(30)
+        return embedder
+
+    monkeypatch.setattr("bot.app.SentenceTransformerEmbedder", slow_model)
+    app = Arium(fake_settings(tmp_path / "data", tg, model))
+    await app.start()
+    try:
+        await seed(app, ANN, "Allergic to peanuts")
+        assert not app.memory.embeddings.ready
+        tg.user_text("what about my peanut allergy?")
+        [answer] = await tg.wait_messages(ANN, 1)
+        assert answer.text.startswith("echo:")
+        assert "- Allergic to peanuts" in system_prompt(model.chat_requests()[-1]), "keyword recall works meanwhile"
+        assert not app.memory.embeddings.ready
+    finally:
+        released.set()
+        await app.stop()
+
+
+# --- Commands ----------------------------------------------------------------------
+
+
+def buttons(message: SentMessage) -> list[tuple[str, str]]:
+    markup = message.reply_markup or {}
+    return [(b["text"], b["callback_data"]) for row in markup.get("inline_keyboard", []) for b in row]
+
+
+def button(message: SentMessage, label: str) -> str:
+    return next(data for text, data in buttons(message) if text == label)
+
+
+async def test_memory_list_pages_and_deletes_with_buttons(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    await seed(app, ANN, *[f"Fact number {i}" for i in range(10)])
+    tg.user_text("/memory")
+    [listing] = await tg.wait_messages(ANN, 1)
+    assert "(10), page 1 of 2" in listing.text and "Fact number 9" in listing.text
+    assert [t for t, _ in buttons(listing)] == [f"🗑 {n}" for n in range(1, 9)] + ["▶"]
+
+    tg.callback_query(button(listing, "▶"), message_id=listing.message_id)
+    await tg.wait_for(lambda: "page 2 of 2" in tg.messages(ANN)[0].text)
+    page_two = tg.messages(ANN)[0]
+    assert "Fact number 0" in page_two.text and "Fact number 9" not in page_two.text
+
+    tg.callback_query(button(page_two, "🗑 2"), message_id=listing.message_id)
+    await tg.wait_for(lambda: "(9)" in tg.messages(ANN)[0].text)
+    assert "Fact number 0" not in await texts(app, ANN)
+    answered = tg.calls_of("answerCallbackQuery")[-1]
+    assert answered.params.get("text") == "Forgotten."
+    assert len(tg.messages(ANN)) == 1, "the list is edited in place"
+
+
+async def test_forget_words_confirms_then_deletes_only_matches(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    await seed(app, ANN, "Lives in Berlin", "Works in Berlin at a bakery", "Likes jazz")
+    tg.user_text("/forget")
+    [usage] = await tg.wait_messages(ANN, 1)
+    assert "/forget Berlin" in usage.text
+    tg.user_text("/forget zebra")
+    [_, none] = await tg.wait_messages(ANN, 2)
+    assert "nothing was deleted" in none.text
+
+    tg.user_text("/forget Berlin")
+    [*_, confirm] = await tg.wait_messages(ANN, 3)
+    assert "Forget these 2?" in confirm.text and "Likes jazz" not in confirm.text
+    tg.callback_query(button(confirm, "No, keep"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: tg.messages(ANN)[-1].text.startswith("Cancelled"))
+    assert len(await texts(app, ANN)) == 3
+
+    tg.user_text("/forget Berlin")
+    [*_, confirm] = await tg.wait_messages(ANN, 4)
+    tg.callback_query(button(confirm, "Yes, forget"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: tg.messages(ANN)[-1].text == "Forgotten: 2.")
+    assert await texts(app, ANN) == ["Likes jazz"]
+
+
+async def test_forget_all_after_confirmation(start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer) -> None:
+    app = await start_bot()
+    tg.user_text("/forget all")
+    [empty] = await tg.wait_messages(ANN, 1)
+    assert "don't remember anything" in empty.text
+    await seed(app, ANN, "Likes jazz", "Has a cat")
+    await seed(app, BOB, "Has a dog")
+    tg.user_text("/forget all")
+    [_, confirm] = await tg.wait_messages(ANN, 2)
+    assert "all 2 things" in confirm.text
+    tg.callback_query(button(confirm, "Yes, forget"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: "forgot everything" in tg.messages(ANN)[-1].text)
+    assert await texts(app, ANN) == []
+    assert await texts(app, BOB) == ["Has a dog"]
+
+
+async def test_bad_buttons_get_a_friendly_answer_and_change_nothing(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    await seed(app, ANN, "Likes jazz")
+    tg.user_text("/memory")
+    [listing] = await tg.wait_messages(ANN, 1)
+    for data in ("mem:", "mem:del:", "mem:del:zz!:0", "mem:fgt:", "mem:fgt:,,", "mem:page:x", "mem:explode", "mem:del:-5:0"):
+        tg.callback_query(data, message_id=listing.message_id)
+    await tg.wait_for(lambda: len([c for c in tg.calls_of("answerCallbackQuery") if c.status == 200]) == 8)
+    assert {c.params.get("text") for c in tg.calls_of("answerCallbackQuery")} == {
+        "This button is no longer valid. Run the command again."
+    }
+    assert await texts(app, ANN) == ["Likes jazz"]
+
+
+async def test_user_b_can_never_reach_user_a_memories(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    [secret] = await seed(app, ANN, "Hides the spare key under the red flowerpot")
+    tg.user_text("/memory", chat_id=BOB)
+    [listing] = await tg.wait_messages(BOB, 1)
+    assert "don't remember anything" in listing.text
+    tg.user_text("/forget flowerpot", chat_id=BOB)
+    await tg.wait_messages(BOB, 2)
+    assert "nothing was deleted" in tg.messages(BOB)[-1].text
+    # A forged button naming Ann's memory, pressed by Bob in his chat.
+    from bot.channels.telegram.memory_handlers import _base36
+
+    tg.callback_query(f"mem:del:{_base36(secret)}:0", chat_id=BOB, message_id=listing.message_id)
+    tg.callback_query(f"mem:fgt:{_base36(secret)}", chat_id=BOB, message_id=listing.message_id)
+    await tg.wait_for(lambda: len([c for c in tg.calls_of("answerCallbackQuery") if c.status == 200]) == 2)
+    tg.user_text("where is the spare key?", chat_id=BOB)
+    await tg.wait_messages(BOB, 3)
+    assert "flowerpot" not in system_prompt(model.chat_requests()[-1])
+    tg.user_text("/export", chat_id=BOB)
+    await tg.wait_for(lambda: any(m.document for m in tg.messages(BOB)))
+    export = next(m for m in tg.messages(BOB) if m.document)
+    assert export.file is not None and b"flowerpot" not in export.file.data
+    assert await texts(app, ANN) == ["Hides the spare key under the red flowerpot"]
+
+
+async def test_export_sends_profile_memories_and_history_as_json(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    tg.user_text("Hello there, I love hiking")
+    await tg.wait_messages(ANN, 1)
+    await seed(app, ANN, "Loves hiking")
+    tg.user_text("/export")
+    await tg.wait_for(lambda: any(m.document for m in tg.messages(ANN)))
+    sent = next(m for m in tg.messages(ANN) if m.document)
+    assert sent.document and sent.document["file_name"].endswith(".json") and sent.file is not None
+    document = json.loads(sent.file.data)
+    assert document["format"] == "arium-export/1" and document["user_id"] == ANN
+    assert document["profile"]["first_name"] == "Ann"
+    assert [m["text"] for m in document["memories"]] == ["Loves hiking"]
+    assert [(m["role"], m["text"]) for m in document["history"]["messages"]] == [
+        ("user", "Hello there, I love hiking"),
+        ("assistant", "echo: Hello there, I love hiking"),
+    ]
+    assert "embedding" not in json.dumps(document)
+    assert "Your data" in sent.text
+
+
+async def test_deleteme_erases_everything_after_confirmation(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot()
+    tg.user_text("I love hiking in the Alps")
+    await tg.wait_messages(ANN, 1)
+    await seed(app, ANN, "Loves hiking in the Alps")
+    await seed(app, BOB, "Loves sailing")
+    index_file = app.settings.bot_data_dir / "memory" / f"{ANN}.faiss"
+    await eventually(lambda: _async(index_file.exists()), bool)
+
+    tg.user_text("/deleteme")
+    [*_, confirm] = await tg.wait_messages(ANN, 2)
+    tg.callback_query(button(confirm, "No, keep"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: tg.messages(ANN)[-1].text.startswith("Cancelled"))
+    assert await texts(app, ANN) == ["Loves hiking in the Alps"]
+
+    tg.user_text("/deleteme")
+    [*_, confirm] = await tg.wait_messages(ANN, 3)
+    tg.callback_query(button(confirm, "Yes, erase everything"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: tg.messages(ANN)[-1].text.startswith("Done: everything"))
+    assert "1 memories, 2 messages" in tg.messages(ANN)[-1].text
+    assert await texts(app, ANN) == []
+    assert await app.users.get(ANN) is None
+    assert await app.messages.history(ANN, 10_000) == []
+    assert not index_file.exists()
+    assert await texts(app, BOB) == ["Loves sailing"]
+
+
+async def test_memory_commands_in_a_group_point_to_the_private_chat(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    await start_bot()
+    for command in ("/memory", "/forget all", "/export", "/deleteme"):
+        tg.user_text(command, chat_id=GROUP, user_id=5)
+    messages = await tg.wait_messages(GROUP, 4)
+    assert all("private chat" in m.text for m in messages)
+    assert not any(m.document for m in messages)
+
+
+async def test_help_lists_the_memory_commands(start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer) -> None:
+    await start_bot()
+    tg.user_text("/help")
+    [help_message] = await tg.wait_messages(ANN, 1)
+    for command in ("/memory", "/forget", "/export", "/deleteme"):
+        assert command in help_message.text
+    assert "/forget <words>" in help_message.text
+
+
+async def _async(value: T) -> T:
+    return value
