@@ -73,7 +73,7 @@ class VectorIndex:
         return faiss.serialize_index(self._index).tobytes()
 
     @classmethod
-    def deserialize(cls, payload: bytes, dim: int) -> VectorIndex:
+    def deserialize(cls, payload: bytes | memoryview, dim: int) -> VectorIndex:
         index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
         if not isinstance(index, faiss.IndexIDMap) or index.d != dim:
             raise IndexFileError("not an IndexIDMap of the expected dimension")
@@ -126,7 +126,7 @@ def load_index(path: Path, model: str, dim: int) -> tuple[VectorIndex, datetime]
         raise IndexFileError(f"bad header: {exc}") from None
     if header.model != model or header.dim != dim:
         raise IndexFileError(f"built with {header.model} ({header.dim} dims)")
-    payload = data[line_end + 1 :]
+    payload = memoryview(data)[line_end + 1 :]  # no copy of a file that can be 150 MB
     if line_end < 0 or zlib.crc32(payload) != header.crc32:
         raise IndexFileError("checksum mismatch (corrupt or truncated)")
     try:

@@ -246,14 +246,18 @@ class MemoryRepository:
 
     async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
         """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""
+        # embedding and embedding_model are always written together.
         async with self._db.session() as s:
             rows = await s.execute(
-                select(Memory.id, Memory.embedding_model).where(Memory.user_id == user_id)
+                select(Memory.id, Memory.embedding_model == model).where(Memory.user_id == user_id)
             )
             ready: set[int] = set()
             pending: list[int] = []
-            for memory_id, embedded_with in rows:
-                (ready.add(memory_id) if embedded_with == model else pending.append(memory_id))
+            for memory_id, current in rows:
+                if current:
+                    ready.add(memory_id)
+                else:
+                    pending.append(memory_id)
             return ready, pending
 
     async def changed_since(self, user_id: int, since: datetime) -> list[int]:
@@ -298,16 +302,26 @@ class MemoryRepository:
         )
 
     async def _fts5(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
-        # bm25 weights: the text column counts, the owner column does not. The
-        # join re-checks the owner against the table of record.
+        # Rank inside the full-text index first (bm25 weights: the text column
+        # counts, the owner column does not), then re-check the few best against
+        # the table of record: owner and expiry. Joining every match before
+        # ranking costs a row lookup per match, thousands for common words.
         rows = await s.execute(
             text(
-                "SELECT m.id FROM memories_fts f JOIN memories m ON m.id = f.rowid "
-                "WHERE memories_fts MATCH :match AND m.user_id = :user "
-                "AND (m.expires_at IS NULL OR m.expires_at > :now) "
-                "ORDER BY bm25(memories_fts, 1.0, 0.0), m.id DESC LIMIT :limit"
+                "SELECT m.id FROM ("
+                "  SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts"
+                "  WHERE memories_fts MATCH :match ORDER BY score LIMIT :inner"
+                ") f JOIN memories m ON m.id = f.rowid "
+                "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
+                "ORDER BY f.score, m.id DESC LIMIT :limit"
             ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {"match": keyword.fts5_match(user_id, terms), "user": user_id, "now": utcnow(), "limit": limit},
+            {
+                "match": keyword.fts5_match(user_id, terms),
+                "user": user_id,
+                "now": utcnow(),
+                "inner": limit * 2,
+                "limit": limit,
+            },
         )
         return [int(r[0]) for r in rows]
 
