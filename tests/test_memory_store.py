@@ -212,3 +212,35 @@ async def test_memories_stored_before_the_model_loaded_are_indexed_later(
     assert await cold.embeddings.wait_ready(30)
     assert texts(await cold.search(ANN, "What is my job?", 3)) == ["I work as a nurse at the city hospital"]
     await cold.close()
+
+
+async def test_index_cache_is_bounded_and_evicted_indexes_come_back_from_their_files(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    memory = await build_service(db, embedder, tmp_path / "m", cache_vectors=5)
+    try:
+        await remember(memory, ANN, *FACTS)
+        await remember(memory, BOB, "I like football", "My team is Arsenal")
+        assert texts(await memory.search(ANN, "What is my job?", 1)) == ["I work as a nurse at the city hospital"]
+        assert texts(await memory.search(BOB, "which club do I support", 1)) == ["My team is Arsenal"]
+        assert memory._cache.total_vectors <= 5 and ANN not in memory._cache  # noqa: SLF001
+        await remember(memory, ANN, "I play the violin")  # written while Ann's index is out of the cache
+        assert texts(await memory.search(ANN, "What is my job?", 1)) == ["I work as a nurse at the city hospital"]
+        assert texts(await memory.search(ANN, "musical instrument", 1)) == ["I play the violin"]
+        assert BOB not in memory._cache  # noqa: SLF001
+    finally:
+        await memory.close()
+
+
+async def test_concurrent_writes_and_searches_of_one_user_stay_consistent(memory: MemoryService) -> None:
+    import asyncio
+
+    facts = [f"Fact number {i} about hobby {i}" for i in range(30)]
+    await asyncio.gather(
+        *(remember(memory, ANN, fact) for fact in facts),
+        *(memory.search(ANN, f"hobby {i}", 3) for i in range(30)),
+    )
+    assert await memory.count(ANN) == 30
+    ids = {r.id for r in (await memory.page(ANN, 0, 100))[0]}
+    entry = memory._cache.get(ANN)  # noqa: SLF001
+    assert entry is not None and entry.index.ids() == ids
