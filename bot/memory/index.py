@@ -146,11 +146,13 @@ class CachedIndex:
 
 class IndexCache:
     """Loaded indexes, least recently used first out once the total number of
-    vectors passes ``max_vectors`` (the newest always stays). The caller saves
-    evicted entries that have unsaved changes."""
+    vectors passes ``max_vectors`` or the number of indexes passes
+    ``max_entries`` (many users with few memories); the newest always stays.
+    The caller saves evicted entries that have unsaved changes."""
 
-    def __init__(self, max_vectors: int) -> None:
+    def __init__(self, max_vectors: int, max_entries: int = 10_000) -> None:
         self._max_vectors = max_vectors
+        self._max_entries = max_entries
         self._entries: OrderedDict[int, CachedIndex] = OrderedDict()
 
     def get(self, user_id: int) -> CachedIndex | None:
@@ -167,7 +169,9 @@ class IndexCache:
 
     def shrink(self) -> list[tuple[int, CachedIndex]]:
         evicted: list[tuple[int, CachedIndex]] = []
-        while len(self._entries) > 1 and self.total_vectors > self._max_vectors:
+        while len(self._entries) > 1 and (
+            len(self._entries) > self._max_entries or self.total_vectors > self._max_vectors
+        ):
             user_id, entry = self._entries.popitem(last=False)
             evicted.append((user_id, entry))
         return evicted

@@ -1,0 +1,121 @@
+"""Small pure parts of memory: keyword terms, model-answer parsing, the index
+file format and the LRU bound."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.errors import IndexFileError
+from bot.memory import keyword
+from bot.memory.extraction import ExtractionFailed, parse_decisions, parse_facts
+from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
+
+NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
+
+
+def test_query_terms_drop_function_words_and_cut_endings() -> None:
+    assert keyword.query_terms("Where does my sister live?") == ["sist*", "liv*"]
+    assert keyword.query_terms("Где живёт моя сестра?") == ["живе*", "сест*"]
+    assert keyword.query_terms("thanks, that's all!") == []
+    assert keyword.query_terms("born in 2019") == ["bor*", "2019"]
+
+
+@pytest.mark.parametrize("hostile", ['" OR owner:u2 OR "', "text:(a) NOT b*", "'); DROP TABLE memories; --", "NEAR(a b)"])
+def test_query_syntax_cannot_leak_into_the_match_expression(hostile: str) -> None:
+    match = keyword.fts5_match(7, keyword.query_terms(hostile))
+    assert match.startswith('owner:"u7" AND text:(')
+    inner = match.removeprefix('owner:"u7" AND text:(').removesuffix(")")
+    for term in inner.split(" OR "):
+        assert term.startswith('"') and term.rstrip("*").endswith('"') and term.count('"') == 2
+    assert all(c.isalnum() or c in "':* |" for c in keyword.tsquery(keyword.query_terms(hostile)))
+
+
+def test_facts_parse_leniently_and_skip_junk() -> None:
+    answer = 'Here you go:\n```json\n{"facts": [{"text": "  Lives   in Paris ", "kind": "PROFILE", "importance": 9},' \
+        ' {"text": ""}, 42, "Likes tea", {"text": "lives in paris"},' \
+        ' {"text": "In Rome this week", "kind": "ephemeral", "expires_in_days": "3"}]}\n```'
+    facts = parse_facts(answer, NOW, 7)
+    assert [(f.text, f.kind, f.importance) for f in facts] == [
+        ("Lives in Paris", "profile", 5),
+        ("Likes tea", "fact", 3),
+        ("In Rome this week", "ephemeral", 3),
+    ]
+    assert facts[2].expires_at == datetime(2026, 11, 24, tzinfo=timezone.utc)
+    assert parse_facts('{"facts": []}', NOW, 7) == []
+
+
+@pytest.mark.parametrize("garbage", ["", "no json here", "[1, 2]", '{"facts": "x"}', '{"facts": [', "{'facts': []}"])
+def test_unusable_extraction_answers_fail_cleanly(garbage: str) -> None:
+    with pytest.raises(ExtractionFailed):
+        parse_facts(garbage, NOW, 7)
+
+
+def test_decisions_parse_and_ignore_unknown_actions() -> None:
+    decisions = parse_decisions(
+        '{"decisions": [{"fact": "f1", "action": "UPDATE", "memory": "m2", "text": "Lives in Paris"},'
+        ' {"fact": "F2", "action": "explode"}, {"fact": "F3", "action": "none"}, "junk"]}'
+    )
+    assert set(decisions) == {"F1", "F3"}
+    assert (decisions["F1"].action, decisions["F1"].memory_label, decisions["F1"].text) == ("update", "M2", "Lives in Paris")
+
+
+def _index(count: int, dim: int = 8) -> VectorIndex:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(dim)
+    index.upsert(range(1, count + 1), vectors)
+    return index
+
+
+def test_index_file_round_trip_and_every_kind_of_damage(tmp_path: Path) -> None:
+    path = tmp_path / "5.faiss"
+    index = _index(20)
+    save_index(path, index, "model-a", NOW)
+    loaded, snapshot = load_index(path, "model-a", 8)
+    assert loaded.ids() == set(range(1, 21)) and snapshot == NOW
+    query = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    assert loaded.search(query, 3) == index.search(query, 3)
+    assert not list(tmp_path.glob(".5.faiss.*")), "no temp file is left behind"
+
+    with pytest.raises(IndexFileError, match="built with"):
+        load_index(path, "model-b", 8)
+    data = path.read_bytes()
+    for damaged, reason in [
+        (data[:-10], "checksum"),
+        (data.replace(b'"dim": 8', b'"dim": 9'), "built with"),
+        (b"garbage", "not an index file"),
+        (data[:20], "bad header|checksum"),
+    ]:
+        path.write_bytes(damaged)
+        with pytest.raises(IndexFileError, match=reason):
+            load_index(path, "model-a", 8)
+    path.unlink()
+    with pytest.raises(IndexFileError, match="missing"):
+        load_index(path, "model-a", 8)
+
+
+def test_upsert_replaces_instead_of_duplicating() -> None:
+    index = _index(3)
+    index.upsert([2], np.ones((1, 8), dtype=np.float32) / np.sqrt(8))
+    assert index.size == 3
+    assert index.search(np.ones(8, dtype=np.float32) / np.sqrt(8), 1)[0][0] == 2
+    assert index.remove([2, 99]) == 1 and index.ids() == {1, 3}
+
+
+def test_cache_evicts_least_recently_used_by_vectors_and_by_count() -> None:
+    cache = IndexCache(max_vectors=10, max_entries=3)
+    cache.put(1, CachedIndex(_index(6)))
+    cache.put(2, CachedIndex(_index(3)))
+    cache.get(1)  # 1 is now the most recently used
+    evicted = cache.put(3, CachedIndex(_index(4)))
+    assert [user for user, _ in evicted] == [2], "the least recently used goes first, and only as needed"
+    assert 3 in cache and cache.total_vectors <= 10
+    many = IndexCache(max_vectors=10**6, max_entries=3)
+    for user in range(5):
+        many.put(user, CachedIndex(VectorIndex(8)))
+    assert [user for user, _ in many.items()] == [2, 3, 4]
