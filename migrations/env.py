@@ -9,7 +9,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from bot.storage.models import Base
+from bot.storage.models import Base, include_in_autogenerate
 
 target_metadata = Base.metadata
 
@@ -18,6 +18,7 @@ def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=include_in_autogenerate,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

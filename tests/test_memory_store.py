@@ -244,3 +244,43 @@ async def test_concurrent_writes_and_searches_of_one_user_stay_consistent(memory
     ids = {r.id for r in (await memory.page(ANN, 0, 100))[0]}
     entry = memory._cache.get(ANN)  # noqa: SLF001
     assert entry is not None and entry.index.ids() == ids
+
+
+async def test_memory_migration_downgrades_and_upgrades_cleanly(database_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from bot.storage.db import alembic_config
+
+    database = Database(database_url)
+    try:
+        await database.migrate()
+        async with database.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0001"))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert "memories" not in tables and not any(t.startswith("memories_fts") for t in tables)
+        await database.migrate()
+        assert await database.pending_migrations() == []
+    finally:
+        await database.dispose()
+
+
+async def test_the_schema_matches_the_models_so_autogenerate_stays_quiet(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bot.storage.models import Base, include_in_autogenerate
+
+    database = Database(database_url)
+    try:
+        await database.migrate()
+        async with database.engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"include_name": include_in_autogenerate}),
+                    Base.metadata,
+                )
+            )
+        assert diff == []
+    finally:
+        await database.dispose()

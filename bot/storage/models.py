@@ -82,7 +82,7 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"))
     chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     role: Mapped[str] = mapped_column(String(16))  # user | assistant
@@ -111,10 +111,22 @@ class Memory(Base):
     kind: Mapped[str] = mapped_column(String(16), default="fact")
     importance: Mapped[int] = mapped_column(Integer, default=3)  # 1 (trivia) .. 5 (asked to remember)
     source: Mapped[str] = mapped_column(String(16), default="extracted")  # extracted | explicit
-    source_message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    source_message_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalized
     embedding_model: Mapped[str | None] = mapped_column(String(256))
+
+
+# Made by migrations, not by the ORM (keyword search for memories: SQLite's
+# FTS5 table with its shadow tables, PostgreSQL's expression index).
+MIGRATION_ONLY_NAMES = ("memories_fts", "ix_memories_text_tsv")
+
+
+def include_in_autogenerate(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's include_name hook: autogenerate must not propose dropping those."""
+    return not (name and name.startswith(MIGRATION_ONLY_NAMES))

@@ -76,9 +76,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
+    # The table first: its triggers name memories_fts, and SQLite checks every
+    # trigger when batch mode renames a table below.
+    op.drop_table("memories")
+    if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE IF EXISTS memories_fts")
     with op.batch_alter_table("conversations") as batch:
         batch.drop_column("summary_until_id")
-    op.drop_table("memories")
