@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
