@@ -24,6 +24,7 @@ import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,7 +81,9 @@ async def seed_user(db: Database, user_id: int, count: int, model: str, dim: int
     rng = random.Random(SEED + user_id)
     vocabulary = pseudo_words(5000, rng)
     vectors = unit_vectors(count, dim, np.random.default_rng(SEED + user_id))
-    now = utcnow()
+    # Old memories, as a real user's mostly are (an index load re-reads rows
+    # changed in the minute before its file was saved).
+    now = utcnow() - timedelta(days=30)
     chunk = 5000
     for start in range(0, count, chunk):
         rows = [

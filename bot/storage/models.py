@@ -103,7 +103,13 @@ class Memory(Base):
     re-encoding. SQLite keeps a full-text copy in ``memories_fts`` by trigger."""
 
     __tablename__ = "memories"
-    __table_args__ = (Index("ix_memories_user_id_id", "user_id", "id"),)
+    # The two narrow indexes let an index load check a user's rows without
+    # reading them: each row carries a ~1.5 KB embedding.
+    __table_args__ = (
+        Index("ix_memories_user_id_id", "user_id", "id"),
+        Index("ix_memories_user_id_embedding_model", "user_id", "embedding_model"),
+        Index("ix_memories_user_id_updated_at", "user_id", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

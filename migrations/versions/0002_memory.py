@@ -64,6 +64,8 @@ def upgrade() -> None:
         sa.Column("embedding_model", sa.String(256)),
     )
     op.create_index("ix_memories_user_id_id", "memories", ["user_id", "id"])
+    op.create_index("ix_memories_user_id_embedding_model", "memories", ["user_id", "embedding_model"])
+    op.create_index("ix_memories_user_id_updated_at", "memories", ["user_id", "updated_at"])
     op.create_index("ix_memories_expires_at", "memories", ["expires_at"])
     op.add_column("conversations", sa.Column("summary_until_id", sa.BigInteger()))
 
