@@ -430,3 +430,21 @@ async def test_help_lists_the_memory_commands(start_bot: BotFactory, tg: FakeTel
 
 async def _async(value: T) -> T:
     return value
+
+
+async def test_a_broken_embedding_model_leaves_keyword_memory_working(
+    tg: FakeTelegram, model: FakeModelServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = Arium(fake_settings(tmp_path / "data", tg, model, embedding_model=str(tmp_path / "no-such-model")))
+    await app.start()
+    try:
+        assert not await app.memory.embeddings.wait_ready(30)
+        assert app.memory.embeddings.failed
+        await seed(app, ANN, "Allergic to peanuts")
+        tg.user_text("any peanut ideas?")
+        [answer] = await tg.wait_messages(ANN, 1)
+        assert answer.text == "echo: any peanut ideas?"
+        assert "- Allergic to peanuts" in system_prompt(model.chat_requests()[-1])
+        assert "keyword search only" in caplog.text
+    finally:
+        await app.stop()
