@@ -10,6 +10,7 @@ import signal
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.context import ContextMiddleware
@@ -61,6 +62,8 @@ class Arium:
         self.auth = AuthProvider(settings.bot_admin_ids)
         self.prompts = PromptRegistry()
         self.models = models or ModelService.from_settings(settings)
+        self.alerts = AdminAlerts(self.tasks)
+        self.models.observe(self.alerts)
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -79,11 +82,13 @@ class Arium:
                 edit_interval=settings.bot_edit_interval,
                 paste_merge_window=settings.bot_paste_merge_window,
                 poll_timeout=settings.bot_poll_timeout,
+                admin_ids=settings.bot_admin_ids,
             ),
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
             tasks=self.tasks,
         )
+        self.alerts.connect(self.telegram.send_to_admins)
         self._started = False
 
     async def start(self) -> None:

@@ -4,11 +4,12 @@ prompt, stream the model's answer to a ReplySink, persist both sides."""
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.context import RequestContext
-from bot.errors import ModelError, StreamBrokenError
+from bot.errors import ModelError, ModelUnavailable, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
@@ -119,32 +120,40 @@ class Conversation:
     async def _run_model(
         self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
     ) -> TurnResult:
-        shown: list[str] = []
         try:
-            async for event in self._models.stream(request):
-                if isinstance(event, TextDelta):
-                    shown.append(event.text)
-                    await sink.update("".join(shown))
-                elif isinstance(event, Completion):
-                    answer = event.text or "".join(shown)
-                    await sink.finish(answer)
-                    return TurnResult(
-                        answer,
-                        "complete",
-                        event.model,
-                        prompt_ref,
-                        event.usage.prompt_tokens,
-                        event.usage.completion_tokens,
-                    )
+            completion, streamed = await self._stream_answer(request, sink)
         except StreamBrokenError as exc:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
-            partial = f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}"
-            await sink.finish(partial)
+            await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
             return TurnResult(exc.partial_text, "partial", None, prompt_ref)
         except ModelError as exc:
             log.error("model failed: %s: %s", exc.__class__.__name__, exc)
-        await sink.notice(t("model_failed", ctx.language))
-        return TurnResult("", "failed", None, prompt_ref)
+            await sink.notice(t("model_failed", ctx.language))
+            return TurnResult("", "failed", None, prompt_ref)
+        answer = completion.text or streamed
+        await sink.finish(answer)
+        return TurnResult(
+            answer,
+            "complete",
+            completion.endpoint or completion.model,
+            prompt_ref,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+        )
+
+    async def _stream_answer(self, request: ChatRequest, sink: ReplySink) -> tuple[Completion, str]:
+        """Show the answer as it streams; return the Completion and the text shown."""
+        shown: list[str] = []
+        # aclosing: leaving the loop at the Completion closes the stream now,
+        # not whenever the generator happens to be collected.
+        async with aclosing(self._models.stream(request)) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    shown.append(event.text)
+                    await sink.update("".join(shown))
+                else:
+                    return event, "".join(shown)
+        raise ModelUnavailable("the model stream ended without an answer", failures=[])
 
 
 def _history_messages(history: list[StoredMessage]) -> list[ChatMessage]:

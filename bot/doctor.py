@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.errors import AriumError
-from bot.settings import Settings
+from bot.settings import EndpointSettings, Settings
 
 Report = Callable[[str], None]
 CHECK_TIMEOUT = 15.0
@@ -41,8 +41,10 @@ async def run_doctor(settings: Settings, report: Report) -> int:
     ok &= await _check(report, "data dir", lambda: _data_dir(settings.bot_data_dir))
     ok &= await _check(report, "database", lambda: _database(settings))
     ok &= await _check(report, "prompts", _prompts)
-    for ref in settings.bot_models:
-        ok &= await _check(report, f"model {ref}", lambda ref=ref: _model(settings, ref))
+    for tier in settings.tiers():
+        for endpoint in tier.endpoints:
+            label = f"model {endpoint.provider}:{endpoint.model}"
+            ok &= await _check(report, label, lambda e=endpoint: _model(settings, e))
     if settings.telegram_bot_token:
         ok &= await _check(report, "telegram", lambda: _telegram(settings))
     report("all checks passed" if ok else "some checks failed")
@@ -79,18 +81,16 @@ async def _prompts() -> str:
     return ", ".join(f"{name} v{max(versions)}" for name, versions in sorted(names.items()))
 
 
-async def _model(settings: Settings, ref: object) -> str:
+async def _model(settings: Settings, endpoint: EndpointSettings) -> str:
     from bot.llm.service import build_provider
-    from bot.settings import ModelRef
 
-    assert isinstance(ref, ModelRef)
-    provider = build_provider(ref, settings)
+    provider = build_provider(endpoint, settings)
     try:
         models = await provider.list_models()
     finally:
         await provider.aclose()
-    if models and ref.model not in models and not ref.model.endswith("-latest"):
-        return f"reachable, but {ref.model!r} is not among the {len(models)} models it lists"
+    if models and endpoint.model not in models and not endpoint.model.endswith("-latest"):
+        return f"reachable, but {endpoint.model!r} is not among the {len(models)} models it lists"
     return f"reachable at {provider.endpoint}"
 
 
