@@ -47,6 +47,7 @@ async def run_doctor(settings: Settings, report: Report) -> int:
             ok &= await _check(report, label, lambda e=endpoint: _model(settings, e))
     if settings.telegram_bot_token:
         ok &= await _check(report, "telegram", lambda: _telegram(settings))
+    _report_running_bot(settings, report)
     report("all checks passed" if ok else "some checks failed")
     return 0 if ok else 1
 
@@ -99,3 +100,22 @@ async def _telegram(settings: Settings) -> str:
 
     assert settings.telegram_bot_token is not None
     return await get_me(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url)
+
+
+def _report_running_bot(settings: Settings, report: Report) -> None:
+    """Live model health from the running bot's status file, if it runs."""
+    from bot.status import read_status
+
+    status = read_status(settings.bot_data_dir)
+    if status is None:
+        report("info running bot: none (no fresh status file)")
+        return
+    report(f"info running bot: pid {status.get('pid')}, version {status.get('version')}")
+    for model in status.get("models", []):
+        errors = ", ".join(f"{k} {v}" for k, v in (model.get("errors") or {}).items()) or "none"
+        latency = model.get("latency_p50")
+        timing = f", p50 {latency * 1000:.0f} ms" if isinstance(latency, (int, float)) else ""
+        report(
+            f"info   {model.get('tier')} {model.get('model')}: breaker {model.get('breaker')}, "
+            f"{model.get('requests')} requests{timing}, errors: {errors}"
+        )

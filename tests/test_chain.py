@@ -254,7 +254,9 @@ async def test_connection_refused_fails_over(backup: FakeModelServer) -> None:
     finally:
         await close_all(fallback)
     assert text == "second endpoint"
-    assert fallback.endpoints[0].snapshot()["errors"] == {"ModelConnectError": 1}
+    stats = fallback.endpoints[0].snapshot()
+    assert stats["errors"] == {"ModelConnectError": 1}
+    assert stats["retries"] == 1, "a refused connection is retried once, then the next tier answers"
 
 
 async def test_context_length_trims_old_history_and_retries(server: FakeModelServer) -> None:

@@ -27,6 +27,7 @@ from tenacity import (
 from bot.errors import (
     ContextLengthError,
     ModelAuthError,
+    ModelConnectError,
     ModelError,
     ModelNotFoundError,
     ModelRateLimited,
@@ -286,6 +287,8 @@ class FallbackChain:
             if endpoint.breaker.state is BreakerState.OPEN:
                 return True
             error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, ModelConnectError) and state.attempt_number >= 2:
+                return True  # refused twice: the server is down, not busy; move on
             return (
                 isinstance(error, ModelRateLimited)
                 and error.retry_after is not None
