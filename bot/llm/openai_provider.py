@@ -54,7 +54,12 @@ class OpenAIProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.as_wire() for m in request.messages],
+            # Our messages are already in wire format. Passed as `messages`, the
+            # SDK re-walks each one against its type definitions (~0.3 ms per
+            # message here: 30 ms for an 80-message history); extra_body is
+            # merged into the request JSON as is, giving the same body.
+            "messages": [],
+            "extra_body": {"messages": [m.as_wire() for m in request.messages]},
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -4,7 +4,8 @@ transaction and returns plain dataclasses, never live ORM objects."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -35,10 +36,12 @@ class UserProfile:
 class UserRecord:
     id: int
     first_name: str
+    last_name: str | None
     username: str | None
     language: str
     timezone: str
     role: str
+    last_seen_at: datetime
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,26 @@ async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[
     await session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
+# How stale last_seen_at may get before a message rewrites it: a write per
+# message would only say what a write per minute says.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+
 class UserRepository:
     def __init__(self, db: Database, default_timezone: str) -> None:
         self._db = db
         self._default_timezone = default_timezone
+
+    async def visit(self, profile: UserProfile, decide_role: Callable[[str | None], str]) -> UserRecord:
+        """The user as stored, created on first contact and refreshed when the
+        profile, the role or last-seen changed. ``decide_role`` maps the stored
+        role (None for a new user) to the effective one. The common case is one
+        read and no write."""
+        current = await self.get(profile.id)
+        role = decide_role(current.role if current else None)
+        if current is None or _stale(current, profile, role):
+            return await self.touch(profile, role)
+        return current
 
     async def touch(self, profile: UserProfile, role: str) -> UserRecord:
         """Create the user on first contact, refresh the profile, record the role."""
@@ -96,23 +115,39 @@ class UserRepository:
             return _user_record(user)
 
     async def get(self, user_id: int) -> UserRecord | None:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             user = await s.get(User, user_id)
             return _user_record(user) if user else None
 
     async def count(self) -> int:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+def _stale(current: UserRecord, profile: UserProfile, role: str) -> bool:
+    if utcnow() - current.last_seen_at >= LAST_SEEN_RESOLUTION:
+        return True
+    if current.role != role and not (current.role == "banned" and role != "admin"):
+        return True
+    language = (profile.language or current.language)[:16]
+    return (
+        (profile.first_name or current.first_name) != current.first_name
+        or profile.username != current.username
+        or profile.last_name != current.last_name
+        or language != current.language
+    )
 
 
 def _user_record(user: User) -> UserRecord:
     return UserRecord(
         id=user.id,
         first_name=user.first_name,
+        last_name=user.last_name,
         username=user.username,
         language=user.language,
         timezone=user.timezone,
         role=user.role,
+        last_seen_at=user.last_seen_at,
     )
 
 
@@ -139,10 +174,17 @@ class MessageRepository:
         request_id: str,
         history_tokens: int,
     ) -> TurnStart:
-        """Record the user's message and return the history before it, in one transaction."""
+        """Record the user's message and return the history before it. The
+        history is read before the write transaction, so the write lock is
+        held only for the insert."""
+        async with self._db.reading() as s:
+            chat = await s.get(Chat, chat_id)
+            conversation_id = chat.active_conversation_id if chat else None
+            retitle = chat is not None and bool(chat_title) and chat.title != chat_title
+            history = await self._history(s, conversation_id, history_tokens) if conversation_id else []
         async with self._db.session() as s:
-            conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
-            history = await self._history(s, conversation_id, history_tokens)
+            if conversation_id is None or retitle:
+                conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
             message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
@@ -200,7 +242,7 @@ class MessageRepository:
             return await self._open_conversation(s, chat_id)
 
     async def history(self, chat_id: int, history_tokens: int) -> list[StoredMessage]:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             chat = await s.get(Chat, chat_id)
             if chat is None or chat.active_conversation_id is None:
                 return []

@@ -197,7 +197,7 @@ class TelegramChannel:
             preview_interval=self._config.draft_interval if private else self._config.edit_interval,
             reply_to_message_id=None if private else message.message_id,
         )
-        await sink.typing()
+        sink.start_typing()
         await self._conversation.handle(ctx, text, sink, chat_title=_chat_title(update))
 
     async def _full_text(self, message: Message, ctx: RequestContext) -> str:
