@@ -14,6 +14,7 @@ from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
 from bot.prompts import PromptRegistry, PromptTemplate
 from bot.storage.repositories import MessageRepository, StoredMessage
+from bot.tools.manager import ToolCallManager, ToolsRunning
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class ReplySink(Protocol):
 
     async def notice(self, text: str) -> None:
         """A short service message instead of an answer."""
+
+    async def progress(self, hint: str) -> None:
+        """A short status while tools run ("checking the time…"); the answer replaces it."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,13 @@ class Conversation:
         prompts: PromptRegistry,
         models: ModelService,
         config: ConversationConfig,
+        tools: ToolCallManager | None = None,
     ) -> None:
         self._messages = messages
         self._prompts = prompts
         self._models = models
         self._config = config
+        self._tools = tools
 
     async def handle(
         self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
@@ -120,11 +126,15 @@ class Conversation:
         self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
     ) -> TurnResult:
         shown: list[str] = []
+        events = self._tools.stream(ctx, request) if self._tools else self._models.stream(request)
         try:
-            async for event in self._models.stream(request):
+            async for event in events:
                 if isinstance(event, TextDelta):
                     shown.append(event.text)
                     await sink.update("".join(shown))
+                elif isinstance(event, ToolsRunning):
+                    shown.clear()  # the next round writes the answer afresh
+                    await sink.progress(event.hint)
                 elif isinstance(event, Completion):
                     answer = event.text or "".join(shown)
                     await sink.finish(answer)

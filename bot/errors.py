@@ -18,6 +18,8 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
         ├── ContextLengthError      the prompt is larger than the model's window
         ├── ModelBadRequest         the server refused our payload (other 4xx)
         └── StreamBrokenError       the stream died after tokens were shown
+    ToolError                       a tool refuses or fails in a way the model may
+                                    be told (bad path, over quota, unknown zone)
 """
 
 from __future__ import annotations
@@ -97,3 +99,8 @@ class StreamBrokenError(ModelError):
     def __init__(self, message: str, *, endpoint: str = "", partial_text: str = "") -> None:
         super().__init__(message, endpoint=endpoint)
         self.partial_text = partial_text
+
+
+class ToolError(AriumError):
+    """A tool cannot do what the model asked; the message is shown to the model
+    as the tool's result, so it must say what to change and leak nothing."""

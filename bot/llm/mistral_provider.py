@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +13,7 @@ from mistralai.client import Mistral, errors as mistral_errors
 
 from bot.errors import ModelError, ModelTransientError
 from bot.llm.base import Provider, classify_status, parse_retry_after
-from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
 
 
 class MistralProvider(Provider):
@@ -45,10 +47,12 @@ class MistralProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.as_wire() for m in request.messages],
+            "messages": [_wire_message(m) for m in request.messages],
         }
         if request.tools:
             kwargs["tools"] = [t.as_openai() for t in request.tools]
+            if request.tool_choice:
+                kwargs["tool_choice"] = request.tool_choice
         if request.max_tokens:
             kwargs["max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -120,3 +124,29 @@ def _tool_call(call: Any, position: int) -> ToolCall:
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
     return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=arguments)
+
+
+_MISTRAL_CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def mistral_call_id(call_id: str) -> str:
+    """Mistral accepts only 9 alphanumerics as a tool call id; ids minted by
+    another provider (``call_...``) are mapped to a stable 9-character digest,
+    the same for the assistant's call and the tool's answer."""
+    if _MISTRAL_CALL_ID.match(call_id):
+        return call_id
+    return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """Mistral's rules: an assistant message carries content or tool_calls but
+    not both (a preamble before a tool call is dropped; the answer comes after
+    the results anyway), and call ids are 9 alphanumerics."""
+    wire = message.as_wire()
+    if message.tool_calls:
+        wire["content"] = ""
+        for call in wire["tool_calls"]:
+            call["id"] = mistral_call_id(call["id"])
+    if message.tool_call_id:
+        wire["tool_call_id"] = mistral_call_id(message.tool_call_id)
+    return wire
