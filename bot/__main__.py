@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,11 @@ def _run(settings: Settings) -> int:
     configure_logging(settings.bot_log_level, settings.secrets())
     app = Arium(settings)
     asyncio.run(app.run_until_signal())
+    if app.stuck_tools:
+        # A hung tool thread cannot be stopped, and the interpreter would wait
+        # for it forever at exit; everything else is closed, so leave now.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
