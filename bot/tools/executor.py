@@ -198,6 +198,8 @@ class ToolExecutor:
             future.cancel()  # succeeds only while still queued: then it never runs
             log.warning("tool %s timed out after %.1f s; its thread is left to finish", name, limit)
             return _outcome(ToolStatus.TIMEOUT, f"the tool did not answer within {limit:g} s", started)
+        if waiter.cancelled():  # dropped from the queue by shutdown before it ran
+            return _outcome(ToolStatus.BUSY, "the assistant is shutting down; try again later", started)
         try:
             value = waiter.result()
         except Exception as exc:
