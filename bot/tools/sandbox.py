@@ -91,7 +91,7 @@ def split_path(path: str, *, allow_root: bool = False) -> tuple[str, ...]:
         _check_name(part)
     if len(parts) > MAX_DEPTH:
         raise SandboxError(f"folders may be nested at most {MAX_DEPTH} deep")
-    if not parts and not allow_root:
+    if not allow_root and (not parts or text.endswith("/")):
         raise SandboxError("name a file, like notes/todo.md")
     return parts
 
