@@ -27,13 +27,26 @@ def write_file(ctx: RequestContext, files: FileSandbox, path: str, content: str)
     return f"{action} {written.path} ({human_size(written.size)}); {_usage_line(files, written.usage.bytes)}"
 
 
-def read_file(ctx: RequestContext, files: FileSandbox, path: str) -> str:
+# One read returns at most this much, so a long document is read in pieces
+# instead of being cut off by the result budget.
+READ_CHUNK = 5000
+
+
+def read_file(ctx: RequestContext, files: FileSandbox, path: str, start: int = 0) -> str:
     """Read a text file from the user's private files (including documents they sent).
+    Long files come in pieces; the end of a piece says where the next one starts.
 
     Args:
         path: the file's path as list_files shows it
+        start: the character to start from (0 for the beginning)
     """
-    return files.read(ctx.user_id, path)
+    text = files.read(ctx.user_id, path)
+    begin = max(0, start)
+    piece = text[begin : begin + READ_CHUNK]
+    rest = len(text) - begin - len(piece)
+    if rest > 0:
+        piece += f"\n[{rest} more characters; call read_file with start={begin + len(piece)} to continue]"
+    return piece
 
 
 def list_files(ctx: RequestContext, files: FileSandbox, path: str = ".") -> str:

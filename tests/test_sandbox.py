@@ -255,3 +255,15 @@ def test_the_file_tools_speak_to_the_model(space: tuple[FileSandbox, Path]) -> N
     assert file_tools.read_file(ctx, sandbox, "todo.md") == "- tea"
     assert file_tools.list_files(ctx, sandbox).splitlines()[0] == "todo.md (5 B)"
     assert file_tools.delete_file(ctx, sandbox, "todo.md") == "deleted the file todo.md"
+
+
+def test_long_files_are_read_in_pieces(space: tuple[FileSandbox, Path]) -> None:
+    sandbox, _ = space
+    roomy = FileSandbox(sandbox.root, SandboxLimits(max_bytes=100_000, max_entries=10, max_file_bytes=20_000))
+    ctx = make_ctx(user_id=11)
+    text = "".join(f"{i:05d}\n" for i in range(1500))  # 9,000 characters
+    file_tools.write_file(ctx, roomy, "long.txt", text)
+    first = file_tools.read_file(ctx, roomy, "long.txt")
+    assert first.startswith(text[:5000]) and first.endswith("call read_file with start=5000 to continue]")
+    assert file_tools.read_file(ctx, roomy, "long.txt", start=5000) == text[5000:]
+    assert file_tools.read_file(ctx, roomy, "long.txt", start=99_999) == ""

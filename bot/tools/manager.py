@@ -119,9 +119,17 @@ class ToolCallManager:
         for key, call in zip(keys, calls):
             if key not in results and key not in fresh:
                 fresh[key] = call
-        outcomes = await asyncio.gather(*(self._run_one(ctx, call) for call in fresh.values()))
+        outcomes = await asyncio.gather(*(self._answer(ctx, call) for call in fresh.values()))
         results.update(zip(fresh, outcomes))
         return [self._fit(results[key].content) for key in keys]
+
+    async def _answer(self, ctx: RequestContext, call: ToolCall) -> ToolOutcome:
+        """Every call id must get a result, whatever goes wrong on our side."""
+        try:
+            return await self._run_one(ctx, call)
+        except Exception:
+            log.exception("tool call %s could not be run", call.name)
+            return ToolOutcome(ToolStatus.ERROR, error_content("error", "the tool could not be run"))
 
     async def _run_one(self, ctx: RequestContext, call: ToolCall) -> ToolOutcome:
         tool = self._registry.get(call.name)
