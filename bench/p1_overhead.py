@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
-from bot.llm.types import estimate_tokens
-from bot.storage.models import Message, utcnow
 from bench.harness import (
     Rig,
     Row,
@@ -25,13 +23,15 @@ from bench.harness import (
     until_idle,
     verdict,
 )
+from bot.llm.types import estimate_tokens
+from bot.storage.models import Message, utcnow
 from tests.fakes.model_server import Reply, Request
 
 CHAT = 5001
 HISTORY_MESSAGES = 1_000
 P50_BUDGET, P99_BUDGET = 0.020, 0.060
-# A few sentences each (~50 tokens), so the default 4,000-token history budget
-# is full and each model request carries ~80 past messages, as a long chat would.
+# A few sentences each (~60 estimated tokens), so the default 4,000-token history
+# budget is full and each model request carries ~60 past messages, as a long chat would.
 HISTORY_TEXT = (
     "This is stored message {i} of a long conversation about planning a trip, "
     "comparing train and plane tickets, hotels near the old town, and what to pack."
@@ -50,7 +50,7 @@ class Turn:
         return self.total - self.model
 
 
-# The measured turns are the same size as the stored ones (~50 tokens a side),
+# The measured turns are the same size as the stored ones (~60 tokens a side),
 # so the number of history messages per request stays where the seed put it.
 QUESTION = "turn {i}: " + HISTORY_TEXT.format(i="new") + " Which train should I take?"
 ANSWER = (
@@ -91,6 +91,8 @@ async def one_turn(rig: Rig, index: int) -> Turn:
     rig.tg.user_text(text, chat_id=CHAT)
     await rig.tg.wait_messages(CHAT, expected)
     final = [c for c in sent_messages(rig.tg) if c.params.get("chat_id") == CHAT][-1]
+    # A fast error notice must not pass for a fast turn.
+    assert "7:40" in str(final.params.get("text")), f"turn {index} was not answered: {final.params.get('text')!r}"
     request = model_request_for(rig.model, text)
     assert request is not None, f"the model never saw turn {index}"
     finished = rig.clock.finished_at(request) or request.at

@@ -25,7 +25,7 @@ from bench.p2_burst import run_p2
 
 PROVIDERS = ("openai", "mistral")
 # Per benchmark and provider; the whole run stays well under three minutes.
-LIMIT_SECONDS = {"P1": 60.0, "P2": 30.0}
+LIMIT_SECONDS = {"P1": 45.0, "P2": 40.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

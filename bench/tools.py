@@ -22,7 +22,6 @@ from bench.harness import percentile
 from bot.auth import Role
 from bot.context import ChatType, RequestContext
 from bot.llm.openai_provider import OpenAIProvider
-from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion
 from bot.tools.executor import ToolExecutor
 from bot.tools.manager import ToolCallManager, ToolLoopConfig
@@ -84,7 +83,7 @@ async def one_turn(model: FakeModelServer, workers: int) -> float:
         return f"item {item}"
 
     registry.register(slow_lookup)
-    models = ModelService([OpenAIProvider("gpt-4o-mini", api_key="test-key", base_url=model.openai_base_url, timeout=10, max_connections=4)])
+    models = OpenAIProvider("gpt-4o-mini", api_key="test-key", base_url=model.openai_base_url, timeout=10, max_connections=4)
     manager = ToolCallManager(models=models, registry=registry, executor=pool, events=None, config=ToolLoopConfig())
     model.script(
         Reply(tool_calls=[ToolCallSpec("slow_lookup", {"item": i}) for i in range(CALLS_PER_TURN)]),

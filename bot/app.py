@@ -10,6 +10,8 @@ import signal
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot import __version__
+from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.context import ContextMiddleware
@@ -19,6 +21,7 @@ from bot.llm.service import ModelService
 from bot.prompts import PromptRegistry
 from bot.settings import Settings
 from bot.storage.db import Database
+from bot.status import StatusWriter
 from bot.storage.repositories import MessageRepository, UserRepository
 from bot.storage.tool_events import ToolEventRepository
 from bot.tasks import TaskTracker
@@ -101,6 +104,8 @@ class Arium:
             ),
         )
         self.stuck_tools: list[str] = []
+        self.alerts = AdminAlerts(self.tasks)
+        self.models.observe(self.alerts)
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -120,13 +125,19 @@ class Arium:
                 edit_interval=settings.bot_edit_interval,
                 paste_merge_window=settings.bot_paste_merge_window,
                 poll_timeout=settings.bot_poll_timeout,
+                admin_ids=settings.bot_admin_ids,
             ),
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
             tasks=self.tasks,
             files=self.files,
         )
+        self.alerts.connect(self.telegram.send_to_admins)
+        self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
+
+    def _status(self) -> dict[str, object]:
+        return {"version": __version__, "models": self.models.health()}
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -138,6 +149,7 @@ class Arium:
         await app.updater.start_polling(
             timeout=self.settings.bot_poll_timeout,
             allowed_updates=["message", "edited_message", "callback_query"])
+        self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
         log.info("Arium is running as @%s", app.bot.username)
 
@@ -153,6 +165,7 @@ class Arium:
                 await asyncio.wait_for(app.stop(), timeout)
             except TimeoutError:
                 log.warning("replies still running after %.0f s; stopping anyway", timeout)
+            self.status.stop()
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False

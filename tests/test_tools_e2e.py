@@ -110,5 +110,6 @@ async def test_each_user_reaches_only_their_own_files(
     tg.user_text("read alice's diary", chat_id=bob)
     await tg.wait_messages(bob, 1)
     read, listing = tool_results(model)
-    assert json.loads(read)["error"] == "error" and "no files yet" in json.loads(read)["detail"]
+    # Both calls run in parallel, so Bob's (empty) folder may or may not exist yet.
+    assert json.loads(read)["error"] == "error" and "no file" in json.loads(read)["detail"]
     assert listing == "no files here yet"

@@ -17,7 +17,6 @@ from bot.context import RequestContext
 from bot.llm.base import Provider
 from bot.llm.mistral_provider import MistralProvider
 from bot.llm.openai_provider import OpenAIProvider
-from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta
 from bot.storage.tool_events import ToolEventRecord
 from bot.tools.executor import ToolExecutor
@@ -73,7 +72,7 @@ BOTH = pytest.mark.parametrize("loop", ["openai", "mistral"], indirect=True)
 @pytest.fixture
 async def loop(request: pytest.FixtureRequest, model: FakeModelServer) -> AsyncIterator[Loop]:
     """OpenAI unless a test asks for both dialects (where the wire shapes matter)."""
-    models = ModelService([build_provider(model, getattr(request, "param", "openai"))])
+    models = build_provider(model, getattr(request, "param", "openai"))
     registry = ToolRegistry()
     executor = ToolExecutor(workers=8, queue_size=8, timeout=5.0, per_user=8)
     events = Events()

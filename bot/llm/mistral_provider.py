@@ -11,8 +11,8 @@ from typing import Any
 import httpx2
 from mistralai.client import Mistral, errors as mistral_errors
 
-from bot.errors import ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, parse_retry_after
+from bot.errors import ModelConnectError, ModelError, ModelTransientError
+from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
 from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
 
 
@@ -27,13 +27,14 @@ class MistralProvider(Provider):
         server_url: str | None,
         timeout: float,
         max_connections: int,
+        connect_timeout: float = 10.0,
     ) -> None:
-        super().__init__(model, endpoint=f"mistral:{model}@{server_url or 'api.mistral.ai'}")
+        super().__init__(model, endpoint=f"mistral:{model}@{display_url(server_url, 'api.mistral.ai')}")
         # The SDK's default client has a small pool; hundreds of parallel chats
         # would queue behind it. No RetryConfig: the chain owns retries.
         async_client = httpx2.AsyncClient(
             follow_redirects=True,
-            timeout=httpx2.Timeout(timeout, connect=10.0),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         self._async_client = async_client
@@ -90,6 +91,8 @@ class MistralProvider(Provider):
                 endpoint=self.endpoint,
                 retry_after=parse_retry_after(exc.headers.get("retry-after")),
             )
+        if isinstance(exc, httpx2.ConnectError):
+            return ModelConnectError(f"{self.endpoint}: cannot connect", endpoint=self.endpoint)
         if isinstance(exc, (mistral_errors.NoResponseError, httpx2.HTTPError)):
             return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
         if isinstance(exc, (json.JSONDecodeError, ValueError)):

@@ -11,8 +11,8 @@ import httpx2
 import openai
 from openai import AsyncOpenAI
 
-from bot.errors import ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, parse_retry_after
+from bot.errors import ModelConnectError, ModelError, ModelTransientError
+from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
 from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
 
 
@@ -36,10 +36,11 @@ class OpenAIProvider(Provider):
         base_url: str | None,
         timeout: float,
         max_connections: int,
+        connect_timeout: float = 10.0,
     ) -> None:
-        super().__init__(model, endpoint=f"openai:{model}@{base_url or 'api.openai.com'}")
+        super().__init__(model, endpoint=f"openai:{model}@{display_url(base_url, 'api.openai.com')}")
         http_client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, connect=10.0),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         # max_retries=0: the fallback chain owns retries, so they do not multiply.
@@ -103,6 +104,8 @@ class OpenAIProvider(Provider):
                 endpoint=self.endpoint,
                 retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
             )
+        if isinstance(exc, openai.APIConnectionError) and _never_connected(exc):
+            return ModelConnectError(f"{self.endpoint}: cannot connect", endpoint=self.endpoint)
         if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx2.HTTPError)):
             return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
         # The SDK does not wrap a malformed SSE chunk: json raises straight through.
@@ -130,6 +133,16 @@ def _error_text(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         code = str(body.get("code") or "")
     return f"{code} {exc.message}".strip()
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the SDK's connection error wraps a failure to connect at all."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, httpx2.ConnectError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _wire_message(message: ChatMessage) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     model: str = ""
+    endpoint: str = ""  # "tier/provider:model" that answered, set by the chain
 
 
 StreamEvent = TextDelta | Completion

@@ -17,7 +17,6 @@ from typing import Protocol
 
 from bot.context import RequestContext
 from bot.i18n import t
-from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, ToolCall, Usage
 from bot.storage.tool_events import ToolEventRecord
 from bot.tools.executor import ToolExecutor, ToolOutcome, ToolStatus, error_content
@@ -35,6 +34,12 @@ class ToolsRunning:
 
     hint: str
     tools: tuple[str, ...]
+
+
+class StreamingModel(Protocol):
+    """The ModelService (the fallback chain), or a single Provider in tests and benchmarks."""
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
 
 
 class ToolEventSink(Protocol):
@@ -55,7 +60,7 @@ class ToolCallManager:
     def __init__(
         self,
         *,
-        models: ModelService,
+        models: StreamingModel,
         registry: ToolRegistry,
         executor: ToolExecutor,
         events: ToolEventSink | None,

@@ -55,6 +55,7 @@ class TelegramConfig:
     max_input_chars: int = 40_000
     bot_name: str = "Arium"
     poll_timeout: int = 10
+    admin_ids: frozenset[int] = frozenset()
 
 
 class TelegramChannel:
@@ -240,6 +241,14 @@ class TelegramChannel:
             except TelegramError as exc:
                 log.error("could not report the error to the chat: %s", exc)
         current_request_id.set("-")
+
+    async def send_to_admins(self, text: str) -> None:
+        """A service message to every admin's private chat (alerts)."""
+        for admin_id in sorted(self._config.admin_ids):
+            try:
+                await self.application.bot.send_message(admin_id, text)
+            except TelegramError as exc:
+                log.warning("could not alert admin %s: %s", admin_id, exc)
 
     # Helpers --------------------------------------------------------------
 
