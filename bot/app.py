@@ -23,7 +23,14 @@ from bot.settings import Settings
 from bot.storage.db import Database
 from bot.status import StatusWriter
 from bot.storage.repositories import MessageRepository, UserRepository
+from bot.storage.tool_events import ToolEventRepository
 from bot.tasks import TaskTracker
+from bot.tools.events import ToolEventRecorder
+from bot.tools.executor import ToolExecutor
+from bot.tools.manager import ToolCallManager, ToolLoopConfig
+from bot.tools.plugins import PLUGIN_PACKAGES, load_plugins
+from bot.tools.registry import ToolRegistry
+from bot.tools.sandbox import FileSandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,13 @@ def check_run_settings(settings: Settings) -> None:
 class Arium:
     """Every long-lived service, built once."""
 
-    def __init__(self, settings: Settings, *, models: ModelService | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        models: ModelService | None = None,
+        plugin_packages: tuple[str, ...] = PLUGIN_PACKAGES,
+    ) -> None:
         check_run_settings(settings)
         assert settings.telegram_bot_token is not None
         self.settings = settings
@@ -64,6 +77,33 @@ class Arium:
         self.auth = AuthProvider(settings.bot_admin_ids)
         self.prompts = PromptRegistry()
         self.models = models or ModelService.from_settings(settings)
+        self.files = FileSandbox(
+            settings.bot_data_dir.resolve() / "files",
+            SandboxLimits(
+                max_bytes=int(settings.bot_files_quota_mb * 1024 * 1024),
+                max_entries=settings.bot_files_max_entries,
+                max_file_bytes=settings.bot_files_max_file_kb * 1024,
+            ),
+        )
+        self.tool_registry = ToolRegistry({FileSandbox: self.files}, disabled=settings.bot_tools_disabled)
+        self.plugins = load_plugins(self.tool_registry, plugin_packages)
+        self.tool_executor = ToolExecutor(
+            workers=settings.bot_tool_workers,
+            queue_size=settings.bot_tool_queue,
+            timeout=settings.bot_tool_timeout,
+            per_user=settings.bot_tool_user_concurrency,
+        )
+        self.tool_events = ToolEventRecorder(ToolEventRepository(self.db), self.tasks)
+        self.tools = ToolCallManager(
+            models=self.models,
+            registry=self.tool_registry,
+            executor=self.tool_executor,
+            events=self.tool_events,
+            config=ToolLoopConfig(
+                max_rounds=settings.bot_tool_max_rounds, result_chars=settings.bot_tool_result_chars
+            ),
+        )
+        self.stuck_tools: list[str] = []
         self.alerts = AdminAlerts(self.tasks)
         self.models.observe(self.alerts)
         self.conversation = Conversation(
@@ -74,6 +114,7 @@ class Arium:
                 history_tokens=settings.bot_history_tokens,
                 max_answer_tokens=settings.bot_max_answer_tokens,
             ),
+            tools=self.tools,
         )
         self.telegram = TelegramChannel(
             TelegramConfig(
@@ -89,6 +130,7 @@ class Arium:
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
             tasks=self.tasks,
+            files=self.files,
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
@@ -127,6 +169,8 @@ class Arium:
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False
+        await self.tool_events.flush()
+        self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.models.aclose()
         await self.db.dispose()
 

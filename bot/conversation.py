@@ -15,6 +15,7 @@ from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
 from bot.prompts import PromptRegistry, PromptTemplate
 from bot.storage.repositories import MessageRepository, StoredMessage
+from bot.tools.manager import ToolCallManager, ToolsRunning
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class ReplySink(Protocol):
 
     async def notice(self, text: str) -> None:
         """A short service message instead of an answer."""
+
+    async def progress(self, hint: str) -> None:
+        """A short status while tools run ("checking the time…"); the answer replaces it."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,13 @@ class Conversation:
         prompts: PromptRegistry,
         models: ModelService,
         config: ConversationConfig,
+        tools: ToolCallManager | None = None,
     ) -> None:
         self._messages = messages
         self._prompts = prompts
         self._models = models
         self._config = config
+        self._tools = tools
 
     async def handle(
         self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
@@ -121,7 +127,7 @@ class Conversation:
         self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
     ) -> TurnResult:
         try:
-            completion, streamed = await self._stream_answer(request, sink)
+            completion, streamed = await self._stream_answer(ctx, request, sink)
         except StreamBrokenError as exc:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
             await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
@@ -141,16 +147,23 @@ class Conversation:
             completion.usage.completion_tokens,
         )
 
-    async def _stream_answer(self, request: ChatRequest, sink: ReplySink) -> tuple[Completion, str]:
-        """Show the answer as it streams; return the Completion and the text shown."""
+    async def _stream_answer(
+        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink
+    ) -> tuple[Completion, str]:
+        """Show the answer as it streams (with a hint while tools run); return
+        the Completion and the text shown."""
         shown: list[str] = []
+        events = self._tools.stream(ctx, request) if self._tools else self._models.stream(request)
         # aclosing: leaving the loop at the Completion closes the stream now,
         # not whenever the generator happens to be collected.
-        async with aclosing(self._models.stream(request)) as stream:
+        async with aclosing(events) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
                     shown.append(event.text)
                     await sink.update("".join(shown))
+                elif isinstance(event, ToolsRunning):
+                    shown.clear()  # the next round writes the answer afresh
+                    await sink.progress(event.hint)
                 else:
                     return event, "".join(shown)
         raise ModelUnavailable("the model stream ended without an answer", failures=[])

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bot.errors import AriumError
 from bot.settings import EndpointSettings, Settings
@@ -30,7 +31,7 @@ async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]
     return True
 
 
-async def run_doctor(settings: Settings, report: Report) -> int:
+async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tuple[str, ...] | None = None) -> int:
     ok = True
     missing = settings.missing_for_run()
     if missing:
@@ -41,6 +42,7 @@ async def run_doctor(settings: Settings, report: Report) -> int:
     ok &= await _check(report, "data dir", lambda: _data_dir(settings.bot_data_dir))
     ok &= await _check(report, "database", lambda: _database(settings))
     ok &= await _check(report, "prompts", _prompts)
+    ok &= _plugins(settings, report, plugin_packages)
     for tier in settings.tiers():
         for endpoint in tier.endpoints:
             label = f"model {endpoint.provider}:{endpoint.model}"
@@ -80,6 +82,32 @@ async def _prompts() -> str:
 
     names = PromptRegistry().names()
     return ", ".join(f"{name} v{max(versions)}" for name, versions in sorted(names.items()))
+
+
+def load_for_report(settings: Settings, packages: tuple[str, ...] | None = None) -> tuple[list[Any], Any]:
+    """Load every plugin as `run` would (without starting anything): the
+    plugin reports and the registry they filled."""
+    from bot.tools.plugins import PLUGIN_PACKAGES, load_plugins
+    from bot.tools.registry import ToolRegistry
+    from bot.tools.sandbox import FileSandbox, SandboxLimits
+
+    registry = ToolRegistry(
+        {FileSandbox: FileSandbox(settings.bot_data_dir / "files", SandboxLimits())},
+        disabled=settings.bot_tools_disabled,
+    )
+    return load_plugins(registry, packages or PLUGIN_PACKAGES), registry
+
+
+def _plugins(settings: Settings, report: Report, packages: tuple[str, ...] | None) -> bool:
+    """A broken plugin is named with its error; the rest are listed."""
+    infos, registry = load_for_report(settings, packages)
+    for info in infos:
+        if not info.ok:
+            report(f"FAIL plugin {info.name}: {info.error} (skipped at run time)")
+    loaded = [f"{info.name.removeprefix('plugins.')} ({', '.join(info.tools) or 'no tools'})" for info in infos if info.ok]
+    disabled = f"; disabled: {', '.join(registry.skipped)}" if registry.skipped else ""
+    report(f"ok   plugins: {'; '.join(loaded) or 'none'}{disabled}")
+    return all(info.ok for info in infos)
 
 
 async def _model(settings: Settings, endpoint: EndpointSettings) -> str:

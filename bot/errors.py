@@ -20,6 +20,8 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
         ├── ModelBadRequest         the server refused our payload (other 4xx)
         ├── StreamBrokenError       the stream died after tokens were shown
         └── ModelUnavailable        every tier failed; ``failures`` lists why
+    ToolError                       a tool refuses or fails in a way the model may
+                                    be told (bad path, over quota, unknown zone)
 """
 
 from __future__ import annotations
@@ -111,3 +113,8 @@ class ModelUnavailable(ModelError):
     def __init__(self, message: str, *, failures: list[ModelError]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class ToolError(AriumError):
+    """A tool cannot do what the model asked; the message is shown to the model
+    as the tool's result, so it must say what to change and leak nothing."""

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     bot_shutdown_timeout: float = Field(default=30.0, ge=0)
     bot_poll_timeout: int = Field(default=10, ge=0, le=50)
 
+    # Tools (see bot/tools/): the executor, the per-turn loop, the file sandbox.
+    bot_tool_workers: int = Field(default=8, ge=1, le=256)
+    bot_tool_queue: int = Field(default=32, ge=0)
+    bot_tool_timeout: float = Field(default=20.0, gt=0)
+    bot_tool_user_concurrency: int = Field(default=4, ge=1)
+    bot_tool_max_rounds: int = Field(default=5, ge=1, le=50)
+    bot_tool_result_chars: int = Field(default=6000, ge=200)
+    bot_tools_disabled: Annotated[frozenset[str], NoDecode] = frozenset()
+    bot_files_quota_mb: float = Field(default=20.0, gt=0)
+    bot_files_max_entries: int = Field(default=500, ge=1)
+    bot_files_max_file_kb: int = Field(default=1024, ge=1)
     # Fallback chain: retries, timeouts, circuit breakers, cache.
     bot_retry_attempts: int = Field(default=3, ge=1, le=10)
     bot_retry_budget: float = Field(default=8.0, ge=0)
@@ -154,6 +165,13 @@ class Settings(BaseSettings):
                 return frozenset(int(p) for p in parts)
             except ValueError:
                 raise ValueError("BOT_ADMIN_IDS must be comma-separated numeric Telegram user ids") from None
+        return value
+
+    @field_validator("bot_tools_disabled", mode="before")
+    @classmethod
+    def _parse_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(p.strip() for p in value.replace(";", ",").split(",") if p.strip())
         return value
 
     @field_validator("bot_timezone")

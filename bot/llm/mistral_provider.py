@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,12 +48,12 @@ class MistralProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            # Typed messages: given dicts, the SDK validates each one into a
-            # pydantic model on every call (measured ~2x slower at 80 messages).
             "messages": [_to_mistral(m) for m in request.messages],
         }
         if request.tools:
             kwargs["tools"] = [t.as_openai() for t in request.tools]
+            if request.tool_choice:
+                kwargs["tool_choice"] = request.tool_choice
         if request.max_tokens:
             kwargs["max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -127,19 +129,37 @@ def _tool_call(call: Any, position: int) -> ToolCall:
     return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=arguments)
 
 
+_MISTRAL_CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def mistral_call_id(call_id: str) -> str:
+    """Mistral accepts only 9 alphanumerics as a tool call id; ids minted by
+    another provider (``call_...``) are mapped to a stable 9-character digest,
+    the same for the assistant's call and the tool's answer."""
+    if _MISTRAL_CALL_ID.match(call_id):
+        return call_id
+    return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+
 def _to_mistral(message: ChatMessage) -> Any:
+    """A typed SDK message (given dicts, the SDK validates each into a pydantic
+    model on every call). Mistral's rules: an assistant message carries content
+    or tool_calls but not both (a preamble before a tool call is dropped; the
+    answer comes after the results anyway), and call ids are 9 alphanumerics."""
     if message.role == "system":
         return mistral_models.SystemMessage(content=message.content)
     if message.role == "user":
         return mistral_models.UserMessage(content=message.content)
     if message.role == "tool":
         return mistral_models.ToolMessage(
-            content=message.content, tool_call_id=message.tool_call_id, name=message.name
+            content=message.content, tool_call_id=mistral_call_id(message.tool_call_id or ""), name=message.name
         )
     calls = [
         mistral_models.ToolCall(
-            id=c.id, type="function", function=mistral_models.FunctionCall(name=c.name, arguments=c.arguments)
+            id=mistral_call_id(c.id),
+            type="function",
+            function=mistral_models.FunctionCall(name=c.name, arguments=c.arguments),
         )
         for c in message.tool_calls
     ]
-    return mistral_models.AssistantMessage(content=message.content, tool_calls=calls or None)
+    return mistral_models.AssistantMessage(content="" if calls else message.content, tool_calls=calls or None)

@@ -13,7 +13,7 @@ from openai import AsyncOpenAI
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
 from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
-from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
 
 
 @dataclass
@@ -59,12 +59,14 @@ class OpenAIProvider(Provider):
             # message here: 30 ms for an 80-message history); extra_body is
             # merged into the request JSON as is, giving the same body.
             "messages": [],
-            "extra_body": {"messages": [m.as_wire() for m in request.messages]},
+            "extra_body": {"messages": [_wire_message(m) for m in request.messages]},
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.tools:
             kwargs["tools"] = [t.as_openai() for t in request.tools]
+            if request.tool_choice:
+                kwargs["tool_choice"] = request.tool_choice
         if request.max_tokens:
             kwargs["max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -146,3 +148,15 @@ def _never_connected(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """OpenAI's shapes: an assistant turn that only calls tools has null
+    content, and a tool result carries no name (the API's tool message has
+    role, content and tool_call_id only)."""
+    wire = message.as_wire()
+    if message.tool_calls and not message.content:
+        wire["content"] = None
+    if message.role == "tool":
+        wire.pop("name", None)
+    return wire

@@ -20,6 +20,7 @@ from telegram.ext import (
 )
 
 from bot.auth import Role
+from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import ContextMiddleware, RequestContext, current_request_id
@@ -27,6 +28,7 @@ from bot.conversation import Conversation
 from bot.i18n import t
 from bot.storage.repositories import UserProfile
 from bot.tasks import TaskTracker
+from bot.tools.sandbox import FileSandbox
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,13 @@ class TelegramChannel:
         middleware: ContextMiddleware,
         conversation: Conversation,
         tasks: TaskTracker,
+        files: FileSandbox | None = None,
     ) -> None:
         self._config = config
         self._middleware = middleware
         self._conversation = conversation
         self._tasks = tasks
+        self._documents = DocumentIntake(self, files) if files is not None else None
         self.application = self._build_application()
 
     # Building -------------------------------------------------------------
@@ -97,6 +101,8 @@ class TelegramChannel:
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))
+        if self._documents is not None:
+            app.add_handler(MessageHandler(filters.Document.ALL & filters.UpdateType.MESSAGE, self._documents.on_document))
         app.add_handler(
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_unsupported)
         )
@@ -189,6 +195,13 @@ class TelegramChannel:
                 update, t("too_long", ctx.language, length=len(text), limit=self._config.max_input_chars)
             )
             return
+        await self._answer(update, context, ctx, text)
+
+    async def _answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, text: str) -> None:
+        """Run a conversation turn for ``text`` and stream the answer to the chat."""
+        message = update.effective_message
+        assert message is not None
+        private = message.chat.type == TgChatType.PRIVATE
         sink = TelegramReplySink(
             context.bot,
             message.chat.id,

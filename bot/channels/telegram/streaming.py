@@ -75,6 +75,13 @@ class TelegramReplySink:
         if self._previewer is None and not self._finishing.is_set():
             self._previewer = self._tasks.spawn(self._preview_loop(), f"preview:{self._chat_id}")
 
+    async def progress(self, hint: str) -> None:
+        # The hint takes the preview's place (a draft in private chats, the
+        # preview message in groups) until the next round's text replaces it;
+        # typing is renewed because Telegram shows it for five seconds only.
+        self.start_typing()
+        await self.update(hint)
+
     async def finish(self, text: str) -> None:
         await self._stop_preview()
         try:
