@@ -64,12 +64,8 @@ class ModelClock:
 
         model._reply = timed  # type: ignore[method-assign]
 
-    def span(self, request: Request) -> float:
-        """Seconds the fake spent on `request` (0 if it never answered it normally)."""
-        finished = self._finished.get(id(request))
-        return finished - request.at if finished is not None else 0.0
-
     def finished_at(self, request: Request) -> float | None:
+        """When the fake finished answering `request` (None if it never answered normally)."""
         return self._finished.get(id(request))
 
 

@@ -30,6 +30,7 @@ from tests.fakes.model_server import Reply, Request
 CHAT = 5001
 HISTORY_MESSAGES = 1_000
 P50_BUDGET, P99_BUDGET = 0.020, 0.060
+MEASURE_SECONDS = 30.0
 # A few sentences each (~60 estimated tokens), so the default 4,000-token history
 # budget is full and each model request carries ~60 past messages, as a long chat would.
 HISTORY_TEXT = (
@@ -114,13 +115,20 @@ async def run_p1(provider: str, turns: int, warmup: int) -> list[Row]:
         for i in range(warmup):
             await one_turn(rig, -1 - i)
         drafts_before = len(rig.tg.calls_of("sendMessageDraft"))
-        measured = [await one_turn(rig, i) for i in range(turns)]
+        measured: list[Turn] = []
+        # On a loaded machine 200 turns may not fit the run's time limit: report what was measured.
+        stop_at = time.monotonic() + MEASURE_SECONDS
+        cpu_start = time.process_time()
+        while len(measured) < turns and time.monotonic() < stop_at:
+            measured.append(await one_turn(rig, len(measured)))
+        # CPU of this whole process (bot and fakes, all threads): steadier than latency on a shared machine.
+        cpu_per_turn = (time.process_time() - cpu_start) / len(measured)
         drafts = len(rig.tg.calls_of("sendMessageDraft")) - drafts_before
         history_sent = len(rig.model.chat_requests()[-1].messages) - 2  # minus system and new user message
-    return p1_rows(provider, measured, drafts, history_sent)
+    return p1_rows(provider, measured, drafts, history_sent, cpu_per_turn)
 
 
-def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int) -> list[Row]:
+def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int, cpu_per_turn: float) -> list[Row]:
     overhead = [t.overhead for t in turns]
     p50, p99 = percentile(overhead, 50), percentile(overhead, 99)
 
@@ -130,7 +138,8 @@ def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int) ->
     detail = (
         f"p50 split: before model {p50_of([t.before_model for t in turns])}, "
         f"model {p50_of([t.model for t in turns])}, after model {p50_of([t.after_model for t in turns])}; "
-        f"max {ms(max(overhead))}; {len(turns)} turns, {drafts} drafts, {history_sent} history msgs per request"
+        f"max {ms(max(overhead))}; process CPU {ms(cpu_per_turn)} per turn; {len(turns)} turns measured, {drafts} drafts sent, "
+        f"{history_sent} history messages per model request"
     )
     return [
         Row("P1", provider, "turn overhead p50", ms(p50), "<= 20 ms", verdict(p50 <= P50_BUDGET)),

@@ -49,16 +49,17 @@ async def run_p2(provider: str, chats: int) -> list[Row]:
         rig.model.max_in_flight = 0
         chat_ids = [FIRST_CHAT + i for i in range(chats)]
         already = len(sent_messages(rig.tg))
-        injected = time.monotonic()
+        injected, cpu_start = time.monotonic(), time.process_time()
         for chat_id in chat_ids:
             rig.tg.user_text(f"{QUESTION_PREFIX} {chat_id}", chat_id=chat_id)
         await poll_until(lambda: len(sent_messages(rig.tg)) - already >= chats, timeout=WAIT_SECONDS)
+        cpu = time.process_time() - cpu_start
         replies = sent_messages(rig.tg)[already:]
         arrivals = sorted(r.at for r in rig.model.chat_requests() if r.last_user_text.startswith(QUESTION_PREFIX))
         max_in_flight = rig.model.max_in_flight
     # Only the model's answer counts: an error notice is a reply, not an answer.
     answered = [c.at for c in replies if str(c.params.get("text", "")).startswith(ANSWER_PREFIX)]
-    return p2_rows(provider, chats, injected, answered, len(replies) - len(answered), arrivals, max_in_flight)
+    return p2_rows(provider, chats, injected, answered, len(replies) - len(answered), arrivals, max_in_flight, cpu)
 
 
 def p2_rows(
@@ -69,6 +70,7 @@ def p2_rows(
     other_replies: int,
     model_arrivals: list[float],
     max_in_flight: int,
+    cpu: float,
 ) -> list[Row]:
     if not answered_at:
         return [Row("P2", provider, "answered", f"0 of {chats} ({other_replies} error replies)", "all", "FAIL")]
@@ -80,7 +82,8 @@ def p2_rows(
     detail = (
         f"per-chat latency p50 {percentile(latencies, 50):.2f} s, p99 {percentile(latencies, 99):.2f} s; "
         f"model max_in_flight {max_in_flight}; model requests arrived {first_request:.2f} s to "
-        f"{first_request + spread:.2f} s after injection; {other_replies} chats got an error reply instead"
+        f"{first_request + spread:.2f} s after injection; {other_replies} chats got an error reply instead; "
+        f"process CPU {cpu:.1f} s ({cpu / chats * 1000:.0f} ms per chat)"
     )
     return [
         Row(

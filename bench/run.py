@@ -1,6 +1,6 @@
 """Run the benchmarks and print one markdown table.
 
-    .venv/bin/python -m bench.run                 # everything (about a minute)
+    .venv/bin/python -m bench.run                 # everything (under two minutes)
     .venv/bin/python -m bench.run --only P1       # one benchmark
     .venv/bin/python -m bench.run --profile out.prof   # also cProfile the run
 
