@@ -61,18 +61,19 @@ class Provider(abc.ABC):
                 if isinstance(event, TextDelta):
                     produced.append(event.text)
                 yield event
-        except ModelError:
-            raise
         except Exception as exc:
-            error = self._translate(exc)
-            if error is None:
+            error = exc if isinstance(exc, ModelError) else self._translate(exc)
+            if error is None or isinstance(error, StreamBrokenError):
                 raise
+            # Once text was shown, any failure ends the answer: no failover.
             if produced:
                 raise StreamBrokenError(
                     f"{self.endpoint}: stream broke after text: {error}",
                     endpoint=self.endpoint,
                     partial_text="".join(produced),
                 ) from exc
+            if error is exc:
+                raise
             raise error from exc
 
     @abc.abstractmethod

@@ -283,30 +283,23 @@ class MessageRepository:
     async def _history(
         self, s: AsyncSession, conversation_id: int, history_tokens: int
     ) -> list[StoredMessage]:
-        rows = (
-            await s.execute(
-                select(Message)
-                .where(Message.conversation_id == conversation_id, Message.status != "failed")
-                .order_by(Message.id.desc())
-                .limit(HISTORY_ROW_LIMIT)
+        # Plain columns, not ORM objects: a turn reads up to 200 rows, and
+        # building mapped instances for them was most of the query's cost.
+        rows = await s.execute(
+            select(
+                Message.id, Message.role, Message.content, Message.tokens,
+                Message.status, Message.user_id, Message.created_at,
             )
-        ).scalars()
+            .where(Message.conversation_id == conversation_id, Message.status != "failed")
+            .order_by(Message.id.desc())
+            .limit(HISTORY_ROW_LIMIT)
+        )
         picked: list[StoredMessage] = []
         used = 0
         for row in rows:
             if used + row.tokens > history_tokens:
                 break
             used += row.tokens
-            picked.append(
-                StoredMessage(
-                    id=row.id,
-                    role=row.role,
-                    content=row.content,
-                    tokens=row.tokens,
-                    status=row.status,
-                    user_id=row.user_id,
-                    created_at=row.created_at,
-                )
-            )
+            picked.append(StoredMessage(*row))
         picked.reverse()
         return picked
