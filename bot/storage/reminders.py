@@ -232,6 +232,17 @@ class ReminderRepository:
         """Record a firing: a one-shot is now FIRED, a recurring one moves on."""
         return await self._finish(reminder_id, now, next_fire_at, FIRED)
 
+    async def delivered_many(self, firings: dict[int, datetime | None], now: datetime) -> list[ReminderRecord]:
+        """Record several firings (id -> next firing) in one transaction."""
+        async with self._db.session() as s:
+            rows = (await s.execute(select(Reminder).where(Reminder.id.in_(list(firings))))).scalars()
+            records = []
+            for row in rows:
+                _record_firing(row, now, firings[row.id], FIRED)
+                records.append(row)
+            await s.flush()
+            return [_record(r) for r in records]
+
     async def gave_up(self, reminder_id: int, now: datetime, next_fire_at: datetime | None) -> ReminderRecord | None:
         """Delivery failed for good: a one-shot is FAILED, a recurring one moves on."""
         return await self._finish(reminder_id, now, next_fire_at, FAILED)
@@ -241,14 +252,7 @@ class ReminderRepository:
             row = await s.get(Reminder, reminder_id)
             if row is None:
                 return None
-            if row.status == ACTIVE:
-                row.status = ACTIVE if (row.rule and next_fire_at) else one_shot_status
-                row.next_fire_at = next_fire_at if row.rule else None
-            if one_shot_status == FIRED:
-                row.fire_count += 1
-                row.last_fired_at = now
-            row.claimed_at, row.attempts = None, 0
-            _bump(row, now)
+            _record_firing(row, now, next_fire_at, one_shot_status)
             return _record(row)
 
     async def release(self, reminder_id: int, now: datetime) -> int:
@@ -313,6 +317,17 @@ class ReminderRepository:
         counts = {str(k): int(v) for k, v in by_status.items()}
         counts["overdue"] = int(overdue or 0)
         return counts
+
+
+def _record_firing(row: Reminder, now: datetime, next_fire_at: datetime | None, one_shot_status: str) -> None:
+    if row.status == ACTIVE:  # cancelled or paused meanwhile: keep that
+        row.status = ACTIVE if (row.rule and next_fire_at) else one_shot_status
+        row.next_fire_at = next_fire_at if row.rule else None
+    if one_shot_status == FIRED:
+        row.fire_count += 1
+        row.last_fired_at = now
+    row.claimed_at, row.attempts = None, 0
+    _bump(row, now)
 
 
 def _with_user(reminder_id: int) -> Select[tuple[Reminder, str, str]]:
