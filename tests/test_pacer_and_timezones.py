@@ -12,20 +12,17 @@ from bot.reminders.timezones import describe, lookup_zone, zone_near
 
 
 class FakeTime:
-    """Time stands still unless a test moves it; a sleeper notes when it would wake."""
+    """Time moves only when someone sleeps (or a test moves it)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
-        self.wakes: dict[object, float] = {}
 
     def monotonic(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        self.wakes[asyncio.current_task()] = self.now + seconds
-
-    def granted_at(self) -> float:
-        return self.wakes.get(asyncio.current_task(), self.now)
+        self.now += seconds
+        await asyncio.sleep(0)
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -44,12 +41,28 @@ async def test_a_burst_of_1000_never_exceeds_the_rate_in_any_second() -> None:
 
     async def send() -> None:
         await pacer.acquire()
-        granted.append(clock.granted_at())
+        granted.append(clock.now)
 
     await asyncio.gather(*(send() for _ in range(1000)))
     assert len(granted) == 1000
     assert max_in_window(granted, 1.0) <= 29  # evenly spaced: 28 intervals fit in a second
     assert max(granted) - min(granted) == pytest.approx(999 / 28)
+    assert pacer.granted == 1000
+
+
+async def test_a_stall_does_not_release_a_catch_up_burst() -> None:
+    clock = FakeTime()
+    pacer = Pacer(10, monotonic=clock.monotonic, sleep=clock.sleep)
+    granted: list[float] = []
+    for _ in range(3):
+        await pacer.acquire()
+        granted.append(clock.now)
+    clock.now += 2.0  # the process was descheduled for two seconds
+    for _ in range(3):
+        await pacer.acquire()
+        granted.append(clock.now)
+    gaps = [b - a for a, b in zip(granted, granted[1:])]
+    assert min(gaps) == pytest.approx(0.1)
 
 
 async def test_an_idle_pacer_does_not_delay() -> None:

@@ -814,7 +814,10 @@ def _recurring(when: str, moment: datetime | None, recurrence: str, tz_name: str
         rule = _cron_rule(recurrence)
         start = moment or resolve(_whole_phrase(when), now, tz_name).first
         return Schedule(rule.next_after(max(start, now) - timedelta(seconds=1), tz_name), rule)
-    repeat = _RECURRENCE_WORDS.get(recurrence.lower()) or _whole_phrase(recurrence)
+    try:
+        repeat = _RECURRENCE_WORDS.get(recurrence.lower()) or _whole_phrase(recurrence)
+    except ReminderInputError:
+        raise ReminderInputError("bad_recurrence", recurrence=recurrence[:60]) from None
     if not repeat.every:
         raise ReminderInputError("bad_recurrence", recurrence=recurrence)
     tz = zone(tz_name)

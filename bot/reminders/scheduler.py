@@ -8,7 +8,8 @@ delivery workers take a permit from the shared Pacer, claim the row (its own
 short transaction), hand it to the Notifier, and record the outcome.
 
 Delivery is at most once across a crash: a row still claimed at start was
-handed to the channel and is recorded as delivered, not sent again. A
+(most likely) handed to the channel and is recorded as delivered, not sent
+again; the rare loss is a row claimed and still waiting for its send permit. A
 reminder that fell due while the bot was down is delivered once, late, with
 its original time; a recurring one then moves to its next future firing."""
 
@@ -230,9 +231,6 @@ class ReminderScheduler:
             del self._armed[reminder_id]
 
     async def _deliver(self, reminder_id: int, revision: int) -> None:
-        # The permit comes before the claim: a crash while waiting for it leaves
-        # the row unclaimed, so it fires after the restart instead of being lost.
-        await self._pacer.acquire()
         now = self._clock.now()
         claimed = await self._repo.claim(reminder_id, revision, now)
         if claimed is None:
@@ -241,6 +239,11 @@ class ReminderScheduler:
         record = claimed.record
         next_at = next_firing(record, max(now, claimed.due_at))
         due = self._due_reminder(claimed, now, next_at)
+        # The permit comes right before the send, after the claim: database
+        # latency varies, and paced permits followed by uneven claims bunched
+        # the sends into 429s. The price: a crash can lose the few claimed
+        # rows waiting here (at most `workers`, for at most workers/rate s).
+        await self._pacer.acquire()
         try:
             await self._notifier.deliver(due)
         except RecipientBlocked as exc:
