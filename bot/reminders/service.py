@@ -12,7 +12,7 @@ from bot.context import RequestContext
 from bot.i18n import t
 from bot.reminders import strings as _strings  # noqa: F401 - registers the string table
 from bot.reminders.clock import Clock
-from bot.reminders.parsing import ReminderInputError, Schedule, format_local, parse_reminder, parse_when
+from bot.reminders.parsing import MAX_TEXT_CHARS, ReminderInputError, Schedule, format_local, parse_reminder, parse_when
 from bot.reminders.recurrence import Rule, localize, zone
 from bot.reminders.scheduler import ReminderScheduler, next_firing
 from bot.reminders.timezones import describe
@@ -78,8 +78,8 @@ class ReminderService:
         text = (text or "").strip()
         if not text:
             raise ReminderInputError("empty_text")
-        if len(text) > 1000:
-            raise ReminderInputError("too_long", length=len(text), limit=1000)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ReminderInputError("too_long", length=len(text), limit=MAX_TEXT_CHARS)
         schedule = parse_when(when, ctx.timezone, self.now(), recurrence)
         return await self._create(ctx, text, schedule)
 

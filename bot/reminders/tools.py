@@ -33,20 +33,14 @@ class ReminderTools:
     async def create_reminder(
         self, ctx: RequestContext, text: str, when: str, recurrence: str | None = None
     ) -> dict[str, Any]:
-        """Create a reminder for the user.
+        """Create a reminder for the user. Returns its id and first firing as
+        "YYYY-MM-DD HH:MM" in the user's time zone; tell the user that time and zone.
 
-        text: what to remind them of, in their words ("call mom").
-        when: when it first fires, in the user's own time zone. Either ISO 8601
-            ("2026-12-25T10:00", an explicit offset is respected) or a phrase
-            in English or Russian: "tomorrow at 9", "in 10 minutes",
-            "friday 18:00", "через 2 часа", "every day at 8:30".
-        recurrence: leave empty for a one-off reminder. Otherwise "daily",
-            "weekly", "monthly", "weekdays", "weekends", a phrase such as
-            "every monday and thursday", or a 5-field cron line ("0 9 * * 1-5",
-            0 = Sunday). The time of day comes from `when`.
-
-        Returns the reminder's id and its first firing as "YYYY-MM-DD HH:MM"
-        in the user's time zone; tell the user that time and zone."""
+        Args:
+            text: what to remind them of, in their words ("call mom").
+            when: when it first fires, in the user's own time zone: ISO 8601 ("2026-12-25T10:00"; an explicit offset is respected) or a phrase in English or Russian such as "tomorrow at 9", "in 10 minutes", "friday 18:00", "через 2 часа", "every day at 8:30".
+            recurrence: empty for a one-off reminder; otherwise "daily", "weekly", "monthly", "weekdays", "weekends", a phrase such as "every monday and thursday", or a 5-field cron line ("0 9 * * 1-5", 0 = Sunday). The time of day comes from `when`.
+        """
         try:
             outcome = await self._service.create(ctx, text, when, recurrence)
         except ReminderInputError as exc:
@@ -78,8 +72,11 @@ class ReminderTools:
         return result
 
     async def cancel_reminder(self, ctx: RequestContext, id: int) -> dict[str, Any]:  # noqa: A002 - the tool's documented argument name
-        """Cancel one of the user's reminders by the id list_reminders gave.
-        A repeating reminder stops for good."""
+        """Cancel one of the user's reminders; a repeating one stops for good.
+
+        Args:
+            id: the reminder's id, as list_reminders gave it.
+        """
         record = await self._service.cancel(ctx.user_id, int(id))
         if record is None:
             raise ToolInputError(f"no active reminder with id {id} belongs to this user; call list_reminders")
