@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import time, timedelta
+
+import pytz
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
@@ -14,14 +18,22 @@ from bot import __version__
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
 from bot.llm.service import ModelService
+from bot.pacing import Pacer
+from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PromptRegistry
+from bot.reminders.clock import Clock, SystemClock
+from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
+from bot.reminders.service import ReminderService
+from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.db import Database
 from bot.status import StatusWriter
+from bot.storage.reminders import ReminderRepository
 from bot.storage.repositories import MessageRepository, UserRepository
 from bot.storage.tool_events import ToolEventRepository
 from bot.tasks import TaskTracker
@@ -33,6 +45,8 @@ from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
 
 log = logging.getLogger(__name__)
+
+REMINDER_HINTS = {"en": "⏳ working on your reminders…", "ru": "⏳ занимаюсь напоминаниями…"}
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -55,6 +69,17 @@ def check_run_settings(settings: Settings) -> None:
     if missing:
         raise ConfigError(f"missing setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see .env.example)")
     check_database_url(settings.effective_database_url)
+    if settings.reminder_refill_interval * 2 > settings.reminder_horizon:
+        raise ConfigError(
+            "REMINDER_REFILL_INTERVAL must be at most half of REMINDER_HORIZON "
+            f"(now {settings.reminder_refill_interval} s and {settings.reminder_horizon} s), "
+            "or reminders due just after a refill would be late"
+        )
+
+
+def _hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
 
 
 class Arium:
@@ -66,10 +91,12 @@ class Arium:
         *,
         models: ModelService | None = None,
         plugin_packages: tuple[str, ...] = PLUGIN_PACKAGES,
+        clock: Clock | None = None,
     ) -> None:
         check_run_settings(settings)
         assert settings.telegram_bot_token is not None
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.tasks = TaskTracker()
         self.db = Database(settings.effective_database_url)
         self.users = UserRepository(self.db, settings.bot_timezone)
@@ -116,6 +143,7 @@ class Arium:
             ),
             tools=self.tools,
         )
+        self._build_reminders(settings)
         self.telegram = TelegramChannel(
             TelegramConfig(
                 token=settings.telegram_bot_token.get_secret_value(),
@@ -131,6 +159,7 @@ class Arium:
             conversation=self.conversation,
             tasks=self.tasks,
             files=self.files,
+            features=[ReminderHandlers(self.reminders)],
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
@@ -138,6 +167,39 @@ class Arium:
 
     def _status(self) -> dict[str, object]:
         return {"version": __version__, "models": self.models.health()}
+    def _build_reminders(self, settings: Settings) -> None:
+        # One APScheduler for reminder timers and periodic system tasks.
+        self.scheduler = AsyncIOScheduler(timezone=pytz.utc)
+        # Shared by every bulk sender (reminders now, broadcasts later).
+        self.bulk_pacer = Pacer(settings.reminder_send_rate)
+        self.reminder_store = ReminderRepository(self.db)
+        self.reminder_scheduler = ReminderScheduler(
+            self.reminder_store,
+            TelegramReminderNotifier(lambda: self.telegram.application.bot),
+            scheduler=self.scheduler,
+            clock=self.clock,
+            pacer=self.bulk_pacer,
+            tasks=self.tasks,
+            on_error=self.tasks.report_error,
+            config=SchedulerConfig(
+                horizon=timedelta(seconds=settings.reminder_horizon),
+                refill_interval=float(settings.reminder_refill_interval),
+                late_after=timedelta(seconds=settings.reminder_late_after),
+                workers=settings.reminder_workers,
+            ),
+        )
+        self.reminders = ReminderService(
+            self.reminder_store, self.reminder_scheduler, self.clock, max_per_user=settings.reminder_max_per_user
+        )
+        # The model's create_reminder / list_reminders / cancel_reminder (registered by the tool registry).
+        self.reminder_tools = ReminderTools(self.reminders)
+        for tool in (self.reminder_tools.create_reminder, self.reminder_tools.list_reminders, self.reminder_tools.cancel_reminder):
+            self.tool_registry.register(tool, plugin="reminders", hints=REMINDER_HINTS)
+        self.periodic = PeriodicTasks(self.scheduler, self.clock, self.tasks.report_error)
+        self.system_jobs = SystemJobs(
+            self.periodic, self.reminder_store, self.reminder_scheduler, self.clock,
+            RetentionConfig(settings.reminder_retention_days, settings.bot_message_retention_days),
+        )
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -145,6 +207,7 @@ class Arium:
         await app.initialize()
         await app.start()
         await self.telegram.register_commands()
+        await self._start_scheduler()
         assert app.updater is not None
         await app.updater.start_polling(
             timeout=self.settings.bot_poll_timeout,
@@ -153,11 +216,30 @@ class Arium:
         self._started = True
         log.info("Arium is running as @%s", app.bot.username)
 
+    async def _start_scheduler(self) -> None:
+        settings = self.settings
+        # APScheduler logs every job it adds and runs at INFO: one line per reminder.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        self.scheduler.start()
+        self.system_jobs.schedule(
+            timezone=settings.bot_timezone,
+            prune_at=_hhmm(settings.bot_prune_time),
+            backup_at=_hhmm(settings.bot_backup_time),
+            health_at=_hhmm(settings.bot_health_time),
+        )
+        await self.reminder_scheduler.start()
+
+    async def _stop_scheduler(self) -> None:
+        await self.reminder_scheduler.stop(timeout=5)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
     async def stop(self) -> None:
         """Stop taking updates, let replies in flight finish (bounded), release everything."""
         app = self.telegram.application
         timeout = self.settings.bot_shutdown_timeout
         if self._started:
+            await self._stop_scheduler()
             assert app.updater is not None
             if app.updater.running:
                 await app.updater.stop()

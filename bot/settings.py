@@ -5,6 +5,7 @@ named by ``BOT_CONFIG``; earlier sources win. Every name is documented in
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -144,6 +145,18 @@ class Settings(BaseSettings):
         if self.model_tiers and "bot_models" in self.model_fields_set:
             raise ValueError("set either BOT_MODELS or model_tiers (TOML), not both: they both define the chain")
         return self
+    # Reminders and periodic tasks (see .env.example).
+    reminder_horizon: int = Field(default=600, ge=30)
+    reminder_refill_interval: int = Field(default=60, ge=1)
+    reminder_send_rate: float = Field(default=28.0, gt=0)
+    reminder_workers: int = Field(default=8, ge=1, le=64)
+    reminder_late_after: int = Field(default=300, ge=0)
+    reminder_max_per_user: int = Field(default=500, ge=1)
+    reminder_retention_days: int = Field(default=30, ge=0)
+    bot_message_retention_days: int = Field(default=0, ge=0)
+    bot_backup_time: str = "03:30"
+    bot_prune_time: str = "04:15"
+    bot_health_time: str = "09:00"
 
     @field_validator("bot_models", mode="before")
     @classmethod
@@ -180,6 +193,13 @@ class Settings(BaseSettings):
         if value not in pytz.all_timezones_set:
             raise ValueError(f"BOT_TIMEZONE {value!r} is not a known time zone (e.g. Europe/Berlin)")
         return value
+
+    @field_validator("bot_backup_time", "bot_prune_time", "bot_health_time")
+    @classmethod
+    def _check_clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError(f"{value!r} is not a time of day; write HH:MM, e.g. 03:30")
+        return value.strip()
 
     @field_validator("telegram_api_url")
     @classmethod

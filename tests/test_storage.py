@@ -21,13 +21,13 @@ async def test_migrations_create_the_schema_and_are_idempotent(database_url: str
     db = Database(database_url)
     try:
         pending = await db.pending_migrations()  # newest first; features add their own
-        assert pending[-1] == "0001" and "0004_tools" in pending
+        assert pending[-1] == "0001" and {"0003_reminders", "0004_tools"} <= set(pending)
         await db.migrate()
         await db.migrate()
         assert await db.pending_migrations() == []
         async with db.engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert {"users", "chats", "conversations", "messages", "tool_events", "alembic_version"} <= tables
+        assert {"users", "chats", "conversations", "messages", "tool_events", "reminders", "alembic_version"} <= tables
     finally:
         await db.dispose()
 

@@ -1,7 +1,7 @@
 """tool_events: every tool call, its duration and outcome (for /stats)
 
 Revision ID: 0004_tools
-Revises: 0001
+Revises: 0003_reminders
 Create Date: 2026-11-21
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from bot.storage.models import BigIntPK, UTCDateTime
 
 revision = "0004_tools"
-down_revision = "0001"
+down_revision = "0003_reminders"
 branch_labels = None
 depends_on = None
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Commands shown in Telegram's menu and in /help, in this order; each has an
 # i18n key "cmd_<name>" with its one-line description.
-MENU_COMMANDS: list[str] = ["start", "help", "new"]
+MENU_COMMANDS: list[str] = ["start", "help", "new", "remind", "reminders", "timezone"]
 MENU_LANGUAGES = ("en", "ru")
 
 
@@ -42,6 +44,15 @@ def help_text(language: str) -> str:
     lines = [t("help_header", language), ""]
     lines += [f"/{name} — {t(f'cmd_{name}', language)}" for name in MENU_COMMANDS]
     return "\n".join(lines)
+
+
+class ChannelFeature(Protocol):
+    """A feature's own handlers (commands, buttons); registered before the
+    catch-all handlers, given the gate that builds a RequestContext."""
+
+    def register(
+        self, application: Application, gate: Callable[[Update], Awaitable[RequestContext | None]]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,12 +78,14 @@ class TelegramChannel:
         conversation: Conversation,
         tasks: TaskTracker,
         files: FileSandbox | None = None,
+        features: Sequence[ChannelFeature] = (),
     ) -> None:
         self._config = config
         self._middleware = middleware
         self._conversation = conversation
         self._tasks = tasks
         self._documents = DocumentIntake(self, files) if files is not None else None
+        self._features = tuple(features)
         self.application = self._build_application()
 
     # Building -------------------------------------------------------------
@@ -98,6 +111,8 @@ class TelegramChannel:
         app.add_handler(CommandHandler("start", self._on_start))
         app.add_handler(CommandHandler("help", self._on_help))
         app.add_handler(CommandHandler("new", self._on_new))
+        for feature in self._features:
+            feature.register(app, self._gate)
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))
