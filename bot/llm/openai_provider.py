@@ -52,25 +52,26 @@ class OpenAIProvider(Provider):
         )
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        # The body goes in extra_body, which the SDK merges into the request
+        # JSON as is. Passed as named parameters, the SDK re-walks messages and
+        # tool schemas against its type definitions on every call (~0.3 ms per
+        # message, ~4 ms for the tool list here); ours are already wire format.
+        body: dict[str, Any] = {"messages": [_wire_message(m) for m in request.messages]}
+        if request.tools:
+            body["tools"] = [t.as_openai() for t in request.tools]
+            if request.tool_choice:
+                body["tool_choice"] = request.tool_choice
+        if request.max_tokens:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
         kwargs: dict[str, Any] = {
             "model": self.model,
-            # Our messages are already in wire format. Passed as `messages`, the
-            # SDK re-walks each one against its type definitions (~0.3 ms per
-            # message here: 30 ms for an 80-message history); extra_body is
-            # merged into the request JSON as is, giving the same body.
-            "messages": [],
-            "extra_body": {"messages": [_wire_message(m) for m in request.messages]},
+            "messages": [],  # replaced by extra_body's
+            "extra_body": body,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if request.tools:
-            kwargs["tools"] = [t.as_openai() for t in request.tools]
-            if request.tool_choice:
-                kwargs["tool_choice"] = request.tool_choice
-        if request.max_tokens:
-            kwargs["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
         text: list[str] = []
         calls: dict[int, _ToolCallParts] = {}
         usage = Usage()
