@@ -267,3 +267,10 @@ def test_long_files_are_read_in_pieces(space: tuple[FileSandbox, Path]) -> None:
     assert first.startswith(text[:5000]) and first.endswith("call read_file with start=5000 to continue]")
     assert file_tools.read_file(ctx, roomy, "long.txt", start=5000) == text[5000:]
     assert file_tools.read_file(ctx, roomy, "long.txt", start=99_999) == ""
+
+
+def test_a_tilde_name_is_refused_however_it_is_written(space: tuple[FileSandbox, Path]) -> None:
+    sandbox, _ = space
+    for path in ("~", "./~", "notes/~draft", "~/x"):
+        with pytest.raises(SandboxError):
+            sandbox.write(1, path, "x")

@@ -101,6 +101,10 @@ def _check_name(name: str) -> None:
         raise SandboxError("'..' is not allowed in paths")
     if name.startswith("."):
         raise SandboxError(f"names may not start with a dot: {name!r}")
+    if name.startswith("~"):
+        # A path starting with ~ is refused as a home-folder reference; a name
+        # like "./~" must not sneak in a file that cannot then be named.
+        raise SandboxError(f"names may not start with '~': {name!r}")
     if name.endswith(" ") or name.endswith("."):
         raise SandboxError(f"names may not end with a space or a dot: {name!r}")
     if _RESERVED.match(name):
