@@ -64,12 +64,8 @@ class ModelClock:
 
         model._reply = timed  # type: ignore[method-assign]
 
-    def span(self, request: Request) -> float:
-        """Seconds the fake spent on `request` (0 if it never answered it normally)."""
-        finished = self._finished.get(id(request))
-        return finished - request.at if finished is not None else 0.0
-
     def finished_at(self, request: Request) -> float | None:
+        """When the fake finished answering `request` (None if it never answered normally)."""
         return self._finished.get(id(request))
 
 
@@ -79,8 +75,10 @@ async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
     with tempfile.TemporaryDirectory(prefix="arium-bench-") as tmp:
         async with FakeTelegram() as tg, FakeModelServer() as model:
             clock = ModelClock(model)
+            # A short shutdown wait keeps a failed run bounded in time.
             settings = fake_settings(
-                Path(tmp) / "data", tg, model, bot_models=PROVIDER_MODELS[provider], **overrides
+                Path(tmp) / "data", tg, model, bot_models=PROVIDER_MODELS[provider],
+                bot_shutdown_timeout=5.0, **overrides,
             )
             app = Arium(settings)
             await app.start()
@@ -91,13 +89,14 @@ async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
 
 
 async def until_idle(app: Arium, timeout: float = 10.0) -> None:
-    """Wait until no update is being handled and no background task runs, so
-    the next turn does not queue behind the previous turn's bookkeeping."""
+    """Wait until no update is being handled (the reply is sent and the turn's
+    writes are done), so the next turn does not queue behind this one. Long-lived
+    background tasks (status writer, ...) are not waited for: they never end."""
     processor = app.telegram.application.update_processor
     deadline = time.monotonic() + timeout
-    while processor.current_concurrent_updates or app.tasks.pending:
+    while processor.current_concurrent_updates:
         if time.monotonic() > deadline:
-            raise TimeoutError("the bot did not become idle")
+            raise RuntimeError("the bot was still handling an update after 10 s")
         await asyncio.sleep(0.001)
 
 
@@ -141,8 +140,12 @@ def ms(seconds: float) -> str:
 
 
 async def bounded(work: Awaitable[list[Row]], seconds: float, bench: str, provider: str) -> list[Row]:
-    """A benchmark that hangs becomes a FAIL row instead of hanging the run."""
+    """A benchmark that hangs or breaks becomes a FAIL row; the other rows still print."""
+    limit = asyncio.timeout(seconds)
     try:
-        return await asyncio.wait_for(work, seconds)
-    except TimeoutError:
-        return [Row(bench, provider, "finished", f"timed out after {seconds:.0f} s", "-", "FAIL")]
+        async with limit:
+            return await work
+    except Exception as exc:  # noqa: BLE001 - reported in the table, with its message
+        if limit.expired():
+            return [Row(bench, provider, "finished", f"timed out after {seconds:.0f} s", "-", "FAIL")]
+        return [Row(bench, provider, "finished", f"broke: {exc.__class__.__name__}: {exc}", "-", "FAIL")]

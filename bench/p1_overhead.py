@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert
 
-from bot.llm.types import estimate_tokens
-from bot.storage.models import Message, utcnow
 from bench.harness import (
     Rig,
     Row,
@@ -25,13 +23,16 @@ from bench.harness import (
     until_idle,
     verdict,
 )
+from bot.llm.types import estimate_tokens
+from bot.storage.models import Message, utcnow
 from tests.fakes.model_server import Reply, Request
 
 CHAT = 5001
 HISTORY_MESSAGES = 1_000
 P50_BUDGET, P99_BUDGET = 0.020, 0.060
-# A few sentences each (~50 tokens), so the default 4,000-token history budget
-# is full and each model request carries ~80 past messages, as a long chat would.
+MEASURE_SECONDS = 30.0
+# A few sentences each (~60 estimated tokens), so the default 4,000-token history
+# budget is full and each model request carries ~60 past messages, as a long chat would.
 HISTORY_TEXT = (
     "This is stored message {i} of a long conversation about planning a trip, "
     "comparing train and plane tickets, hotels near the old town, and what to pack."
@@ -50,7 +51,7 @@ class Turn:
         return self.total - self.model
 
 
-# The measured turns are the same size as the stored ones (~50 tokens a side),
+# The measured turns are the same size as the stored ones (~60 tokens a side),
 # so the number of history messages per request stays where the seed put it.
 QUESTION = "turn {i}: " + HISTORY_TEXT.format(i="new") + " Which train should I take?"
 ANSWER = (
@@ -91,6 +92,8 @@ async def one_turn(rig: Rig, index: int) -> Turn:
     rig.tg.user_text(text, chat_id=CHAT)
     await rig.tg.wait_messages(CHAT, expected)
     final = [c for c in sent_messages(rig.tg) if c.params.get("chat_id") == CHAT][-1]
+    # A fast error notice must not pass for a fast turn.
+    assert "7:40" in str(final.params.get("text")), f"turn {index} was not answered: {final.params.get('text')!r}"
     request = model_request_for(rig.model, text)
     assert request is not None, f"the model never saw turn {index}"
     finished = rig.clock.finished_at(request) or request.at
@@ -112,13 +115,20 @@ async def run_p1(provider: str, turns: int, warmup: int) -> list[Row]:
         for i in range(warmup):
             await one_turn(rig, -1 - i)
         drafts_before = len(rig.tg.calls_of("sendMessageDraft"))
-        measured = [await one_turn(rig, i) for i in range(turns)]
+        measured: list[Turn] = []
+        # On a loaded machine 200 turns may not fit the run's time limit: report what was measured.
+        stop_at = time.monotonic() + MEASURE_SECONDS
+        cpu_start = time.process_time()
+        while len(measured) < turns and time.monotonic() < stop_at:
+            measured.append(await one_turn(rig, len(measured)))
+        # CPU of this whole process (bot and fakes, all threads): steadier than latency on a shared machine.
+        cpu_per_turn = (time.process_time() - cpu_start) / len(measured)
         drafts = len(rig.tg.calls_of("sendMessageDraft")) - drafts_before
         history_sent = len(rig.model.chat_requests()[-1].messages) - 2  # minus system and new user message
-    return p1_rows(provider, measured, drafts, history_sent)
+    return p1_rows(provider, measured, drafts, history_sent, cpu_per_turn)
 
 
-def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int) -> list[Row]:
+def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int, cpu_per_turn: float) -> list[Row]:
     overhead = [t.overhead for t in turns]
     p50, p99 = percentile(overhead, 50), percentile(overhead, 99)
 
@@ -128,7 +138,8 @@ def p1_rows(provider: str, turns: list[Turn], drafts: int, history_sent: int) ->
     detail = (
         f"p50 split: before model {p50_of([t.before_model for t in turns])}, "
         f"model {p50_of([t.model for t in turns])}, after model {p50_of([t.after_model for t in turns])}; "
-        f"max {ms(max(overhead))}; {len(turns)} turns, {drafts} drafts, {history_sent} history msgs per request"
+        f"max {ms(max(overhead))}; process CPU {ms(cpu_per_turn)} per turn; {len(turns)} turns measured, {drafts} drafts sent, "
+        f"{history_sent} history messages per model request"
     )
     return [
         Row("P1", provider, "turn overhead p50", ms(p50), "<= 20 ms", verdict(p50 <= P50_BUDGET)),

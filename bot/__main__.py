@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,11 @@ def _run(settings: Settings) -> int:
     configure_logging(settings.bot_log_level, settings.secrets())
     app = Arium(settings)
     asyncio.run(app.run_until_signal())
+    if app.stuck_tools:
+        # A hung tool thread cannot be stopped, and the interpreter would wait
+        # for it forever at exit; everything else is closed, so leave now.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
@@ -48,10 +54,23 @@ def _doctor(settings: Settings) -> int:
     return asyncio.run(run_doctor(settings, print))
 
 
+def _tools(settings: Settings) -> int:
+    """List plugins and the tools they add, as `run` would load them."""
+    from bot.doctor import _plugins, load_for_report
+
+    ok = _plugins(settings, print, None)
+    _, registry = load_for_report(settings)
+    for tool in registry.tools():
+        scope = " [admin only]" if tool.admin_only else ""
+        print(f"  {tool.name}{scope} ({tool.plugin}): {tool.description.splitlines()[0]}")
+    return 0 if ok else 1
+
+
 COMMANDS: dict[str, tuple[str, Callable[[Settings], int]]] = {
     "run": ("start the bot (long polling) until SIGTERM/Ctrl-C", _run),
     "migrate": ("apply database migrations and exit", _migrate),
     "doctor": ("check settings, database, model endpoints and Telegram", _doctor),
+    "tools": ("list plugins and the tools the model can call (BOT_TOOLS_DISABLED applied)", _tools),
 }
 
 

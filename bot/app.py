@@ -6,13 +6,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import time, timedelta
+
+import pytz
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
+from bot import __version__
+from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
+from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
@@ -24,15 +31,33 @@ from bot.memory.service import MemoryConfig, MemoryService
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.memory.tools import MemoryTools
 from bot.memory.turn import TurnMemory
+from bot.pacing import Pacer
+from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PromptRegistry
+from bot.reminders.clock import Clock, SystemClock
+from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
+from bot.reminders.service import ReminderService
+from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.db import Database
+from bot.status import StatusWriter
+from bot.storage.reminders import ReminderRepository
 from bot.storage.repositories import MessageRepository, UserRepository
+from bot.storage.tool_events import ToolEventRepository
 from bot.storage.userdata import UserDataRepository
 from bot.tasks import TaskTracker
-from bot.userdata import core_sections
+from bot.tools.events import ToolEventRecorder
+from bot.tools.executor import ToolExecutor
+from bot.tools.manager import ToolCallManager, ToolLoopConfig
+from bot.tools.plugins import PLUGIN_PACKAGES, load_plugins
+from bot.tools.registry import ToolRegistry
+from bot.tools.sandbox import FileSandbox, SandboxLimits
+from bot.userdata import FilesSection, RemindersSection, core_sections
 
 log = logging.getLogger(__name__)
+
+REMINDER_HINTS = {"en": "⏳ working on your reminders…", "ru": "⏳ занимаюсь напоминаниями…"}
+MEMORY_HINTS = {"en": "⏳ checking my memory…", "ru": "⏳ вспоминаю…"}
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -55,19 +80,37 @@ def check_run_settings(settings: Settings) -> None:
     if missing:
         raise ConfigError(f"missing setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see .env.example)")
     check_database_url(settings.effective_database_url)
+    if settings.reminder_refill_interval * 2 > settings.reminder_horizon:
+        raise ConfigError(
+            "REMINDER_REFILL_INTERVAL must be at most half of REMINDER_HORIZON "
+            f"(now {settings.reminder_refill_interval} s and {settings.reminder_horizon} s), "
+            "or reminders due just after a refill would be late"
+        )
+
+
+def _hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
 
 
 class Arium:
     """Every long-lived service, built once."""
 
     def __init__(
-        self, settings: Settings, *, models: ModelService | None = None, embedder: Embedder | None = None
+        self,
+        settings: Settings,
+        *,
+        models: ModelService | None = None,
+        plugin_packages: tuple[str, ...] = PLUGIN_PACKAGES,
+        clock: Clock | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         """``embedder``: an already loaded model to use instead of loading
         EMBEDDING_MODEL (tests share one across many bots)."""
         check_run_settings(settings)
         assert settings.telegram_bot_token is not None
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()
         self.tasks = TaskTracker()
         self.db = Database(settings.effective_database_url)
         self.users = UserRepository(self.db, settings.bot_timezone)
@@ -75,17 +118,36 @@ class Arium:
         self.auth = AuthProvider(settings.bot_admin_ids)
         self.prompts = PromptRegistry()
         self.models = models or ModelService.from_settings(settings)
-        self.memory = self._build_memory(settings, embedder)
-        self.memory_tools = MemoryTools(self.memory)  # registered as model tools by the tool registry
-        self.userdata = core_sections(UserDataRepository(self.db), self.memory)
-        summarizer = (
-            HistorySummarizer(
-                self.messages, self.models, self.prompts, self.tasks,
-                SummaryConfig(history_tokens=settings.bot_history_tokens),
-            )
-            if settings.bot_history_summary
-            else None
+        self.files = FileSandbox(
+            settings.bot_data_dir.resolve() / "files",
+            SandboxLimits(
+                max_bytes=int(settings.bot_files_quota_mb * 1024 * 1024),
+                max_entries=settings.bot_files_max_entries,
+                max_file_bytes=settings.bot_files_max_file_kb * 1024,
+            ),
         )
+        self.tool_registry = ToolRegistry({FileSandbox: self.files}, disabled=settings.bot_tools_disabled)
+        self.plugins = load_plugins(self.tool_registry, plugin_packages)
+        self.tool_executor = ToolExecutor(
+            workers=settings.bot_tool_workers,
+            queue_size=settings.bot_tool_queue,
+            timeout=settings.bot_tool_timeout,
+            per_user=settings.bot_tool_user_concurrency,
+        )
+        self.tool_events = ToolEventRecorder(ToolEventRepository(self.db), self.tasks)
+        self.tools = ToolCallManager(
+            models=self.models,
+            registry=self.tool_registry,
+            executor=self.tool_executor,
+            events=self.tool_events,
+            config=ToolLoopConfig(
+                max_rounds=settings.bot_tool_max_rounds, result_chars=settings.bot_tool_result_chars
+            ),
+        )
+        self.stuck_tools: list[str] = []
+        self.alerts = AdminAlerts(self.tasks)
+        self.models.observe(self.alerts)
+        self._build_memory(settings, embedder)
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -94,14 +156,27 @@ class Arium:
                 history_tokens=settings.bot_history_tokens,
                 max_answer_tokens=settings.bot_max_answer_tokens,
             ),
+            tools=self.tools,
             memory=TurnMemory(
                 self.memory,
                 MemoryWriter(self.memory, self.models, self.prompts),
                 self.tasks,
                 extraction=settings.bot_memory_extraction,
             ),
-            summarizer=summarizer,
+            summarizer=(
+                HistorySummarizer(
+                    self.messages, self.models, self.prompts, self.tasks,
+                    SummaryConfig(history_tokens=settings.bot_history_tokens),
+                )
+                if settings.bot_history_summary
+                else None
+            ),
         )
+        self._build_reminders(settings)
+        # What /export writes and /deleteme erases, one section per kind of data.
+        self.userdata = core_sections(UserDataRepository(self.db), self.memory)
+        self.userdata.add(RemindersSection(UserDataRepository(self.db)))
+        self.userdata.add(FilesSection(self.files))
         self.telegram = TelegramChannel(
             TelegramConfig(
                 token=settings.telegram_bot_token.get_secret_value(),
@@ -111,29 +186,73 @@ class Arium:
                 edit_interval=settings.bot_edit_interval,
                 paste_merge_window=settings.bot_paste_merge_window,
                 poll_timeout=settings.bot_poll_timeout,
+                admin_ids=settings.bot_admin_ids,
             ),
             middleware=ContextMiddleware(self.users, self.auth),
             conversation=self.conversation,
             tasks=self.tasks,
-            memory_commands=MemoryCommands(self.memory, self.userdata),
+            files=self.files,
+            features=[ReminderHandlers(self.reminders), MemoryCommands(self.memory, self.userdata)],
         )
+        self.alerts.connect(self.telegram.send_to_admins)
+        self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
 
-    def _build_memory(self, settings: Settings, embedder: Embedder | None) -> MemoryService:
+    def _status(self) -> dict[str, object]:
+        return {"version": __version__, "models": self.models.health()}
+    def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:
             return embedder or SentenceTransformerEmbedder(settings.embedding_model)
 
-        return MemoryService(
+        self.memory = MemoryService(
             MemoryRepository(self.db),
             EmbeddingService(load, self.tasks),
             self.tasks,
             MemoryConfig(
-                index_dir=settings.bot_data_dir / "memory",
+                index_dir=settings.bot_data_dir.resolve() / "memory",
                 max_per_user=settings.bot_memory_max_per_user,
                 recall_k=settings.bot_memory_recall_k,
                 cache_vectors=settings.bot_memory_cache_vectors,
                 ephemeral_days=settings.bot_memory_ephemeral_days,
             ),
+        )
+        # The model's remember / recall / forget.
+        self.memory_tools = MemoryTools(self.memory)
+        for tool in self.memory_tools.functions():
+            self.tool_registry.register(tool, plugin="memory", hints=MEMORY_HINTS)
+
+    def _build_reminders(self, settings: Settings) -> None:
+        # One APScheduler for reminder timers and periodic system tasks.
+        self.scheduler = AsyncIOScheduler(timezone=pytz.utc)
+        # Shared by every bulk sender (reminders now, broadcasts later).
+        self.bulk_pacer = Pacer(settings.reminder_send_rate)
+        self.reminder_store = ReminderRepository(self.db)
+        self.reminder_scheduler = ReminderScheduler(
+            self.reminder_store,
+            TelegramReminderNotifier(lambda: self.telegram.application.bot),
+            scheduler=self.scheduler,
+            clock=self.clock,
+            pacer=self.bulk_pacer,
+            tasks=self.tasks,
+            on_error=self.tasks.report_error,
+            config=SchedulerConfig(
+                horizon=timedelta(seconds=settings.reminder_horizon),
+                refill_interval=float(settings.reminder_refill_interval),
+                late_after=timedelta(seconds=settings.reminder_late_after),
+                workers=settings.reminder_workers,
+            ),
+        )
+        self.reminders = ReminderService(
+            self.reminder_store, self.reminder_scheduler, self.clock, max_per_user=settings.reminder_max_per_user
+        )
+        # The model's create_reminder / list_reminders / cancel_reminder (registered by the tool registry).
+        self.reminder_tools = ReminderTools(self.reminders)
+        for tool in (self.reminder_tools.create_reminder, self.reminder_tools.list_reminders, self.reminder_tools.cancel_reminder):
+            self.tool_registry.register(tool, plugin="reminders", hints=REMINDER_HINTS)
+        self.periodic = PeriodicTasks(self.scheduler, self.clock, self.tasks.report_error)
+        self.system_jobs = SystemJobs(
+            self.periodic, self.reminder_store, self.reminder_scheduler, self.clock,
+            RetentionConfig(settings.reminder_retention_days, settings.bot_message_retention_days),
         )
 
     async def start(self) -> None:
@@ -143,18 +262,39 @@ class Arium:
         await app.initialize()
         await app.start()
         await self.telegram.register_commands()
+        await self._start_scheduler()
         assert app.updater is not None
         await app.updater.start_polling(
             timeout=self.settings.bot_poll_timeout,
             allowed_updates=["message", "edited_message", "callback_query"])
+        self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
         log.info("Arium is running as @%s", app.bot.username)
+
+    async def _start_scheduler(self) -> None:
+        settings = self.settings
+        # APScheduler logs every job it adds and runs at INFO: one line per reminder.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        self.scheduler.start()
+        self.system_jobs.schedule(
+            timezone=settings.bot_timezone,
+            prune_at=_hhmm(settings.bot_prune_time),
+            backup_at=_hhmm(settings.bot_backup_time),
+            health_at=_hhmm(settings.bot_health_time),
+        )
+        await self.reminder_scheduler.start()
+
+    async def _stop_scheduler(self) -> None:
+        await self.reminder_scheduler.stop(timeout=5)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
 
     async def stop(self) -> None:
         """Stop taking updates, let replies in flight finish (bounded), release everything."""
         app = self.telegram.application
         timeout = self.settings.bot_shutdown_timeout
         if self._started:
+            await self._stop_scheduler()
             assert app.updater is not None
             if app.updater.running:
                 await app.updater.stop()
@@ -162,9 +302,12 @@ class Arium:
                 await asyncio.wait_for(app.stop(), timeout)
             except TimeoutError:
                 log.warning("replies still running after %.0f s; stopping anyway", timeout)
+            self.status.stop()
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False
+        await self.tool_events.flush()
+        self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()
         await self.db.dispose()

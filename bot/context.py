@@ -150,9 +150,8 @@ class ContextMiddleware:
         chat_type: ChatType | str,
         received_at: datetime | None = None,
     ) -> RequestContext:
-        stored = await self._users.get(profile.id)
-        role = self._auth.effective_role(profile.id, stored.role if stored else None)
-        user = await self._users.touch(profile, role.value)
+        user = await self._users.visit(profile, lambda stored: self._auth.effective_role(profile.id, stored).value)
+        role = self._auth.effective_role(user.id, user.role)
         request_id = new_request_id()
         current_request_id.set(request_id)
         return RequestContext(

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.context import RequestContext
-from bot.errors import ModelError, StreamBrokenError
+from bot.errors import ModelError, ModelUnavailable, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
@@ -19,6 +20,7 @@ from bot.memory.summary import HistorySummarizer
 from bot.memory.turn import TurnMemory, memory_lines
 from bot.prompts import PromptRegistry, PromptTemplate
 from bot.storage.repositories import MessageRepository, StoredMessage, TurnStart
+from bot.tools.manager import ToolCallManager, ToolsRunning
 
 NO_MEMORIES = "(nothing relevant remembered)"
 NO_SUMMARY = "(none: the messages that follow are the whole conversation)"
@@ -37,6 +39,9 @@ class ReplySink(Protocol):
 
     async def notice(self, text: str) -> None:
         """A short service message instead of an answer."""
+
+    async def progress(self, hint: str) -> None:
+        """A short status while tools run ("checking the time…"); the answer replaces it."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Conversation:
         prompts: PromptRegistry,
         models: ModelService,
         config: ConversationConfig,
+        tools: ToolCallManager | None = None,
         memory: TurnMemory | None = None,
         summarizer: HistorySummarizer | None = None,
     ) -> None:
@@ -71,6 +77,7 @@ class Conversation:
         self._prompts = prompts
         self._models = models
         self._config = config
+        self._tools = tools
         self._memory = memory
         self._summarizer = summarizer
 
@@ -159,32 +166,47 @@ class Conversation:
     async def _run_model(
         self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
     ) -> TurnResult:
-        shown: list[str] = []
         try:
-            async for event in self._models.stream(request):
-                if isinstance(event, TextDelta):
-                    shown.append(event.text)
-                    await sink.update("".join(shown))
-                elif isinstance(event, Completion):
-                    answer = event.text or "".join(shown)
-                    await sink.finish(answer)
-                    return TurnResult(
-                        answer,
-                        "complete",
-                        event.model,
-                        prompt_ref,
-                        event.usage.prompt_tokens,
-                        event.usage.completion_tokens,
-                    )
+            completion, streamed = await self._stream_answer(ctx, request, sink)
         except StreamBrokenError as exc:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
-            partial = f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}"
-            await sink.finish(partial)
+            await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
             return TurnResult(exc.partial_text, "partial", None, prompt_ref)
         except ModelError as exc:
             log.error("model failed: %s: %s", exc.__class__.__name__, exc)
-        await sink.notice(t("model_failed", ctx.language))
-        return TurnResult("", "failed", None, prompt_ref)
+            await sink.notice(t("model_failed", ctx.language))
+            return TurnResult("", "failed", None, prompt_ref)
+        answer = completion.text or streamed
+        await sink.finish(answer)
+        return TurnResult(
+            answer,
+            "complete",
+            completion.endpoint or completion.model,
+            prompt_ref,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+        )
+
+    async def _stream_answer(
+        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink
+    ) -> tuple[Completion, str]:
+        """Show the answer as it streams (with a hint while tools run); return
+        the Completion and the text shown."""
+        shown: list[str] = []
+        events = self._tools.stream(ctx, request) if self._tools else self._models.stream(request)
+        # aclosing: leaving the loop at the Completion closes the stream now,
+        # not whenever the generator happens to be collected.
+        async with aclosing(events) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    shown.append(event.text)
+                    await sink.update("".join(shown))
+                elif isinstance(event, ToolsRunning):
+                    shown.clear()  # the next round writes the answer afresh
+                    await sink.progress(event.hint)
+                else:
+                    return event, "".join(shown)
+        raise ModelUnavailable("the model stream ended without an answer", failures=[])
 
 
 async def _no_hits() -> list[Hit]:

@@ -6,9 +6,10 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bot.errors import AriumError
-from bot.settings import Settings
+from bot.settings import EndpointSettings, Settings
 
 Report = Callable[[str], None]
 CHECK_TIMEOUT = 15.0
@@ -30,7 +31,7 @@ async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]
     return True
 
 
-async def run_doctor(settings: Settings, report: Report) -> int:
+async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tuple[str, ...] | None = None) -> int:
     ok = True
     missing = settings.missing_for_run()
     if missing:
@@ -41,10 +42,14 @@ async def run_doctor(settings: Settings, report: Report) -> int:
     ok &= await _check(report, "data dir", lambda: _data_dir(settings.bot_data_dir))
     ok &= await _check(report, "database", lambda: _database(settings))
     ok &= await _check(report, "prompts", _prompts)
-    for ref in settings.bot_models:
-        ok &= await _check(report, f"model {ref}", lambda ref=ref: _model(settings, ref))
+    ok &= _plugins(settings, report, plugin_packages)
+    for tier in settings.tiers():
+        for endpoint in tier.endpoints:
+            label = f"model {endpoint.provider}:{endpoint.model}"
+            ok &= await _check(report, label, lambda e=endpoint: _model(settings, e))
     if settings.telegram_bot_token:
         ok &= await _check(report, "telegram", lambda: _telegram(settings))
+    _report_running_bot(settings, report)
     report("all checks passed" if ok else "some checks failed")
     return 0 if ok else 1
 
@@ -79,18 +84,42 @@ async def _prompts() -> str:
     return ", ".join(f"{name} v{max(versions)}" for name, versions in sorted(names.items()))
 
 
-async def _model(settings: Settings, ref: object) -> str:
-    from bot.llm.service import build_provider
-    from bot.settings import ModelRef
+def load_for_report(settings: Settings, packages: tuple[str, ...] | None = None) -> tuple[list[Any], Any]:
+    """Load every plugin as `run` would (without starting anything): the
+    plugin reports and the registry they filled."""
+    from bot.tools.plugins import PLUGIN_PACKAGES, load_plugins
+    from bot.tools.registry import ToolRegistry
+    from bot.tools.sandbox import FileSandbox, SandboxLimits
 
-    assert isinstance(ref, ModelRef)
-    provider = build_provider(ref, settings)
+    registry = ToolRegistry(
+        {FileSandbox: FileSandbox(settings.bot_data_dir / "files", SandboxLimits())},
+        disabled=settings.bot_tools_disabled,
+    )
+    return load_plugins(registry, packages or PLUGIN_PACKAGES), registry
+
+
+def _plugins(settings: Settings, report: Report, packages: tuple[str, ...] | None) -> bool:
+    """A broken plugin is named with its error; the rest are listed."""
+    infos, registry = load_for_report(settings, packages)
+    for info in infos:
+        if not info.ok:
+            report(f"FAIL plugin {info.name}: {info.error} (skipped at run time)")
+    loaded = [f"{info.name.removeprefix('plugins.')} ({', '.join(info.tools) or 'no tools'})" for info in infos if info.ok]
+    disabled = f"; disabled: {', '.join(registry.skipped)}" if registry.skipped else ""
+    report(f"ok   plugins: {'; '.join(loaded) or 'none'}{disabled}")
+    return all(info.ok for info in infos)
+
+
+async def _model(settings: Settings, endpoint: EndpointSettings) -> str:
+    from bot.llm.service import build_provider
+
+    provider = build_provider(endpoint, settings)
     try:
         models = await provider.list_models()
     finally:
         await provider.aclose()
-    if models and ref.model not in models and not ref.model.endswith("-latest"):
-        return f"reachable, but {ref.model!r} is not among the {len(models)} models it lists"
+    if models and endpoint.model not in models and not endpoint.model.endswith("-latest"):
+        return f"reachable, but {endpoint.model!r} is not among the {len(models)} models it lists"
     return f"reachable at {provider.endpoint}"
 
 
@@ -99,3 +128,22 @@ async def _telegram(settings: Settings) -> str:
 
     assert settings.telegram_bot_token is not None
     return await get_me(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url)
+
+
+def _report_running_bot(settings: Settings, report: Report) -> None:
+    """Live model health from the running bot's status file, if it runs."""
+    from bot.status import read_status
+
+    status = read_status(settings.bot_data_dir)
+    if status is None:
+        report("info running bot: none (no fresh status file)")
+        return
+    report(f"info running bot: pid {status.get('pid')}, version {status.get('version')}")
+    for model in status.get("models", []):
+        errors = ", ".join(f"{k} {v}" for k, v in (model.get("errors") or {}).items()) or "none"
+        latency = model.get("latency_p50")
+        timing = f", p50 {latency * 1000:.0f} ms" if isinstance(latency, (int, float)) else ""
+        report(
+            f"info   {model.get('tier')} {model.get('model')}: breaker {model.get('breaker')}, "
+            f"{model.get('requests')} requests{timing}, errors: {errors}"
+        )

@@ -16,12 +16,16 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
     │                               template uses undeclared ones
     └── ModelError                  a model endpoint failed; carries the endpoint
         ├── ModelTransientError     connect error, timeout, 5xx: worth a retry
+        │   ├── ModelConnectError   nothing reached the server (refused, DNS, TLS)
         │   └── ModelRateLimited    429; ``retry_after`` seconds when the server said
         ├── ModelAuthError          401/403: the key is wrong; never retried
         ├── ModelNotFoundError      404: the model or URL does not exist
         ├── ContextLengthError      the prompt is larger than the model's window
         ├── ModelBadRequest         the server refused our payload (other 4xx)
-        └── StreamBrokenError       the stream died after tokens were shown
+        ├── StreamBrokenError       the stream died after tokens were shown
+        └── ModelUnavailable        every tier failed; ``failures`` lists why
+    ToolError                       a tool refuses or fails in a way the model may
+                                    be told (bad path, over quota, unknown zone)
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ class ModelTransientError(ModelError):
     """Connect error, timeout or 5xx: the same endpoint may answer on a retry."""
 
 
+class ModelConnectError(ModelTransientError):
+    """The request never reached the server: refused, unresolvable, TLS failure."""
+
+
 class ModelRateLimited(ModelTransientError):
     """HTTP 429; ``retry_after`` is the server's hint in seconds, if it gave one."""
 
@@ -113,3 +121,16 @@ class StreamBrokenError(ModelError):
     def __init__(self, message: str, *, endpoint: str = "", partial_text: str = "") -> None:
         super().__init__(message, endpoint=endpoint)
         self.partial_text = partial_text
+
+
+class ModelUnavailable(ModelError):
+    """Every endpoint of every tier failed (or was skipped by its breaker)."""
+
+    def __init__(self, message: str, *, failures: list[ModelError]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class ToolError(AriumError):
+    """A tool cannot do what the model asked; the message is shown to the model
+    as the tool's result, so it must say what to change and leak nothing."""

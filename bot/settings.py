@@ -5,12 +5,13 @@ named by ``BOT_CONFIG``; earlier sources win. Every name is documented in
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytz
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -55,6 +56,24 @@ def parse_models(value: str) -> list[ModelRef]:
     return refs
 
 
+class EndpointSettings(BaseModel):
+    """One endpoint of a tier (TOML only): a model at a URL with a key."""
+
+    provider: Provider
+    model: str
+    api_key: SecretStr | None = None  # default: MISTRAL_API_KEY / OPENAI_API_KEY
+    base_url: str | None = None  # default: MISTRAL_BASE_URL / OPENAI_BASE_URL
+    weight: float = Field(default=1.0, gt=0)
+
+
+class TierSettings(BaseModel):
+    """A tier of the fallback chain: endpoints of one model, balanced by load."""
+
+    name: str | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    endpoints: list[EndpointSettings] = Field(min_length=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -80,6 +99,9 @@ class Settings(BaseSettings):
     bot_timezone: str = "UTC"
     embedding_model: str | None = None
 
+    # The fallback chain in full (TOML only): several endpoints per tier, weights.
+    model_tiers: list[TierSettings] | None = None
+
     # Beyond the DESIGN.md contract: tuning with safe defaults.
     bot_log_level: str = "INFO"
     bot_history_tokens: int = Field(default=4000, ge=200)
@@ -98,6 +120,50 @@ class Settings(BaseSettings):
     bot_memory_ephemeral_days: int = Field(default=7, ge=1, le=365)
     bot_memory_cache_vectors: int = Field(default=500_000, ge=1)
     bot_history_summary: bool = True
+
+    # Tools (see bot/tools/): the executor, the per-turn loop, the file sandbox.
+    bot_tool_workers: int = Field(default=8, ge=1, le=256)
+    bot_tool_queue: int = Field(default=32, ge=0)
+    bot_tool_timeout: float = Field(default=20.0, gt=0)
+    bot_tool_user_concurrency: int = Field(default=4, ge=1)
+    bot_tool_max_rounds: int = Field(default=5, ge=1, le=50)
+    bot_tool_result_chars: int = Field(default=6000, ge=200)
+    bot_tools_disabled: Annotated[frozenset[str], NoDecode] = frozenset()
+    bot_files_quota_mb: float = Field(default=20.0, gt=0)
+    bot_files_max_entries: int = Field(default=500, ge=1)
+    bot_files_max_file_kb: int = Field(default=1024, ge=1)
+    # Fallback chain: retries, timeouts, circuit breakers, cache.
+    bot_retry_attempts: int = Field(default=3, ge=1, le=10)
+    bot_retry_budget: float = Field(default=8.0, ge=0)
+    bot_retry_after_cap: float = Field(default=10.0, ge=0)
+    bot_connect_timeout: float = Field(default=5.0, gt=0)
+    bot_first_token_timeout: float = Field(default=30.0, gt=0)
+    bot_idle_timeout: float = Field(default=30.0, gt=0)
+    bot_breaker_failures: int = Field(default=3, ge=1)
+    bot_breaker_window: float = Field(default=60.0, gt=0)
+    bot_breaker_cooldown: float = Field(default=30.0, gt=0)
+    bot_breaker_auth_cooldown: float = Field(default=300.0, gt=0)
+    bot_cache_size: int = Field(default=256, ge=0)
+    bot_cache_ttl: float = Field(default=600.0, ge=0)
+    bot_cache_chat: bool = False
+
+    @model_validator(mode="after")
+    def _one_way_to_name_models(self) -> Settings:
+        if self.model_tiers and "bot_models" in self.model_fields_set:
+            raise ValueError("set either BOT_MODELS or model_tiers (TOML), not both: they both define the chain")
+        return self
+    # Reminders and periodic tasks (see .env.example).
+    reminder_horizon: int = Field(default=600, ge=30)
+    reminder_refill_interval: int = Field(default=60, ge=1)
+    reminder_send_rate: float = Field(default=28.0, gt=0)
+    reminder_workers: int = Field(default=8, ge=1, le=64)
+    reminder_late_after: int = Field(default=300, ge=0)
+    reminder_max_per_user: int = Field(default=500, ge=1)
+    reminder_retention_days: int = Field(default=30, ge=0)
+    bot_message_retention_days: int = Field(default=0, ge=0)
+    bot_backup_time: str = "03:30"
+    bot_prune_time: str = "04:15"
+    bot_health_time: str = "09:00"
 
     @field_validator("bot_models", mode="before")
     @classmethod
@@ -121,12 +187,26 @@ class Settings(BaseSettings):
                 raise ValueError("BOT_ADMIN_IDS must be comma-separated numeric Telegram user ids") from None
         return value
 
+    @field_validator("bot_tools_disabled", mode="before")
+    @classmethod
+    def _parse_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(p.strip() for p in value.replace(";", ",").split(",") if p.strip())
+        return value
+
     @field_validator("bot_timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
         if value not in pytz.all_timezones_set:
             raise ValueError(f"BOT_TIMEZONE {value!r} is not a known time zone (e.g. Europe/Berlin)")
         return value
+
+    @field_validator("bot_backup_time", "bot_prune_time", "bot_health_time")
+    @classmethod
+    def _check_clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError(f"{value!r} is not a time of day; write HH:MM, e.g. 03:30")
+        return value.strip()
 
     @field_validator("telegram_api_url")
     @classmethod
@@ -158,9 +238,26 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{self.bot_data_dir.resolve() / 'arium.db'}"
 
+    def tiers(self) -> list[TierSettings]:
+        """The fallback chain: model_tiers if given, else one tier per BOT_MODELS entry."""
+        if self.model_tiers:
+            return self.model_tiers
+        return [
+            TierSettings(name=str(ref), endpoints=[EndpointSettings(provider=ref.provider, model=ref.model)])  # type: ignore[arg-type]
+            for ref in self.bot_models
+        ]
+
+    def endpoint_key(self, endpoint: EndpointSettings) -> str | None:
+        key = endpoint.api_key or (self.mistral_api_key if endpoint.provider == "mistral" else self.openai_api_key)
+        return key.get_secret_value() if key and key.get_secret_value() else None
+
+    def endpoint_url(self, endpoint: EndpointSettings) -> str | None:
+        return endpoint.base_url or (self.mistral_base_url if endpoint.provider == "mistral" else self.openai_base_url)
+
     def secrets(self) -> list[str]:
         """Every secret value, so log filters can hide them."""
         values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key]
+        values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
     def missing_for_run(self) -> list[str]:
@@ -168,12 +265,16 @@ class Settings(BaseSettings):
         missing: list[str] = []
         if not self.telegram_bot_token or not self.telegram_bot_token.get_secret_value():
             missing.append("TELEGRAM_BOT_TOKEN")
-        providers = {ref.provider for ref in self.bot_models}
-        if "mistral" in providers and not self.mistral_api_key:
-            missing.append("MISTRAL_API_KEY")
-        # A self-hosted OpenAI-compatible server (Ollama, vLLM...) usually needs no key.
-        if "openai" in providers and not self.openai_api_key and not self.openai_base_url:
-            missing.append("OPENAI_API_KEY")
+        for tier in self.tiers():
+            for endpoint in tier.endpoints:
+                if self.endpoint_key(endpoint):
+                    continue
+                # A self-hosted OpenAI-compatible server (Ollama, vLLM...) usually needs no key.
+                if endpoint.provider == "openai" and self.endpoint_url(endpoint):
+                    continue
+                name = "MISTRAL_API_KEY" if endpoint.provider == "mistral" else "OPENAI_API_KEY"
+                if name not in missing:
+                    missing.append(name)
         return missing
 
 

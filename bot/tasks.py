@@ -43,6 +43,10 @@ class TaskTracker:
         if exc is not None:
             self._on_error(exc, task.get_name())
 
+    def report_error(self, exc: BaseException, name: str) -> None:
+        """Send a failure from outside a tracked task (scheduler jobs) to the same handler."""
+        self._on_error(exc, name)
+
     @property
     def pending(self) -> int:
         return len(self._tasks)

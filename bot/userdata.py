@@ -6,13 +6,16 @@ to know the features."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from bot.memory.service import MemoryService
 from bot.storage.userdata import UserDataRepository
+from bot.tools.sandbox import FileSandbox
 
 EXPORT_FORMAT = "arium-export/1"
 
@@ -110,6 +113,53 @@ class MemorySection:
 
     async def erase(self, user_id: int) -> int:
         return await self._memory.delete_all(user_id)
+
+
+class RemindersSection:
+    name = "reminders"
+
+    def __init__(self, repository: UserDataRepository) -> None:
+        self._repository = repository
+
+    async def export(self, user_id: int) -> Any:
+        return await self._repository.reminders(user_id)
+
+    async def erase(self, user_id: int) -> int:
+        return await self._repository.delete_reminders(user_id)
+
+
+class FilesSection:
+    """The user's private files (text, within a small quota): exported whole."""
+
+    name = "files"
+
+    def __init__(self, sandbox: FileSandbox) -> None:
+        self._sandbox = sandbox
+
+    async def export(self, user_id: int) -> Any:
+        return await asyncio.to_thread(self._read_all, user_id)
+
+    async def erase(self, user_id: int) -> int:
+        return await asyncio.to_thread(self._delete_all, user_id)
+
+    def _read_all(self, user_id: int) -> list[dict[str, Any]]:
+        root = self._sandbox.user_root(user_id)
+        if not root.is_dir():
+            return []
+        files = []
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue  # temp files of an interrupted write
+            files.append({"path": path.relative_to(root).as_posix(), "content": path.read_text("utf-8", "replace")})
+        return files
+
+    def _delete_all(self, user_id: int) -> int:
+        root = self._sandbox.user_root(user_id)
+        if not root.is_dir():
+            return 0
+        count = sum(1 for p in root.rglob("*") if p.is_file())
+        shutil.rmtree(root)
+        return count
 
 
 def core_sections(repository: UserDataRepository, memory: MemoryService) -> UserData:

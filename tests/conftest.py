@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -16,6 +17,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("BOT_CONFIG", None)
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+# CI runs property-based tests with a fixed seed, so a landing never depends on
+# the luck of the draw; developers' runs stay random and keep finding new cases.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 async def reset_postgres(url: str) -> None:

@@ -242,19 +242,26 @@ async def test_commands_speak_the_users_language(
     assert {c.params.get("language_code") for c in tg.calls_of("setMyCommands")} == {None, "ru"}
 
 
-@pytest.mark.parametrize("fault", [Fault(401), Fault(503), Fault(400, kind="context_length")])
-async def test_model_failure_is_explained_and_the_message_is_kept(
-    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, fault: Fault
+async def test_model_outage_is_explained_the_message_kept_and_the_admin_told_once(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    model.script(fault, Reply(text="Back again."))
-    await start_bot()
+    admin = 999
+    model.script(Fault(503), Fault(503), Reply(text="Back again."))
+    await start_bot(bot_admin_ids=str(admin), bot_retry_attempts=1, bot_breaker_failures=10)
     tg.user_text("first question", language_code="ru")
     [notice] = await tg.wait_messages(PRIVATE, 1)
     assert "ИИ сейчас недоступен" in notice.text and "сохранено" in notice.text
     tg.user_text("second question")
     await tg.wait_messages(PRIVATE, 2)
-    contents = [m["content"] for m in model.chat_requests()[1].body["messages"][1:]]
-    assert contents == ["first question", "second question"]
+    tg.user_text("third question")
+    messages = await tg.wait_messages(PRIVATE, 3)
+    assert messages[2].text == "Back again."
+    contents = [m["content"] for m in model.chat_requests()[-1].body["messages"][1:]]
+    assert contents == ["first question", "second question", "third question"]
+    alerts = await tg.wait_messages(admin, 2)
+    assert len(alerts) == 2, "one alert per outage, then one when it is over"
+    assert "unavailable" in alerts[0].text and "answers again" in alerts[1].text
+    assert "test-key" not in alerts[0].text
 
 
 async def test_stream_that_dies_mid_answer_ends_honestly(

@@ -73,15 +73,20 @@ async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], boo
         await asyncio.sleep(0.02)
 
 
+# Background work a turn starts for memory; other features keep long-lived tasks.
+MEMORY_WORK = ("memory-", "embedder-", "summary:")
+
+
 async def settle(app: Arium, model: FakeModelServer, requests: int) -> None:
-    """The model has seen ``requests`` requests and the background work they
-    started (extraction, index saves) has finished."""
+    """The model has seen ``requests`` requests and the memory work they
+    started (extraction, summaries, index saves) has finished."""
     await model.wait_requests(requests)
 
-    async def pending() -> int:
-        return app.tasks.pending
+    async def busy() -> int:
+        tracked = app.tasks._tasks  # noqa: SLF001 - the tracker lists no names
+        return sum(1 for task in tracked if task.get_name().startswith(MEMORY_WORK))
 
-    await eventually(pending, lambda n: n == 0)
+    await eventually(busy, lambda n: n == 0)
 
 
 async def texts(app: Arium, user_id: int) -> list[str]:
@@ -159,8 +164,8 @@ async def test_extraction_failure_never_affects_the_reply(
         Reply(text="Sure! Here are the facts: [not json at all"),
         Reply(text='{"facts": "oops"}'),
         Reply(text='{"facts": [42, null, {"kind": "profile"}, {"text": ""}]}'),
-        Fault(500),
-        Reply(text="", delay=0.0),
+        Reply(text=""),
+        Fault(400, "extraction refused"),  # last: a model error pauses extraction for a while
     ]
     brain = Brain()
     brain.extract = lambda r: answers.pop(0)
@@ -173,6 +178,11 @@ async def test_extraction_failure_never_affects_the_reply(
         await settle(app, model, 2 * (i + 1))
     assert len(requests_of(model, "extract")) == 5
     assert await texts(app, ANN) == []
+    # The model error paused extraction: the next turn is answered without one.
+    tg.user_text("I also collect old coins from Sweden")
+    await tg.wait_messages(ANN, 6)
+    await settle(app, model, 11)
+    assert len(requests_of(model, "extract")) == 5
 
 
 async def test_memories_are_never_learned_or_recalled_in_groups(
@@ -356,13 +366,16 @@ async def test_user_b_can_never_reach_user_a_memories(
     assert await texts(app, ANN) == ["Hides the spare key under the red flowerpot"]
 
 
-async def test_export_sends_profile_memories_and_history_as_json(
+async def test_export_sends_profile_memories_reminders_files_and_history_as_json(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
     app = await start_bot()
     tg.user_text("Hello there, I love hiking")
     await tg.wait_messages(ANN, 1)
+    tg.user_text("/remind call mom tomorrow at 9")
+    await tg.wait_messages(ANN, 2)
     await seed(app, ANN, "Loves hiking")
+    await asyncio.to_thread(app.files.write, ANN, "trips/alps.md", "Zermatt in July")
     tg.user_text("/export")
     await tg.wait_for(lambda: any(m.document for m in tg.messages(ANN)))
     sent = next(m for m in tg.messages(ANN) if m.document)
@@ -375,6 +388,8 @@ async def test_export_sends_profile_memories_and_history_as_json(
         ("user", "Hello there, I love hiking"),
         ("assistant", "echo: Hello there, I love hiking"),
     ]
+    assert [(r["text"], r["status"]) for r in document["reminders"]] == [("call mom", "active")]
+    assert document["files"] == [{"path": "trips/alps.md", "content": "Zermatt in July"}]
     assert "embedding" not in json.dumps(document)
     assert "Your data" in sent.text
 
@@ -385,19 +400,22 @@ async def test_deleteme_erases_everything_after_confirmation(
     app = await start_bot()
     tg.user_text("I love hiking in the Alps")
     await tg.wait_messages(ANN, 1)
+    tg.user_text("/remind call mom tomorrow at 9")
+    await tg.wait_messages(ANN, 2)
+    await asyncio.to_thread(app.files.write, ANN, "notes.md", "private notes")
     await seed(app, ANN, "Loves hiking in the Alps")
     await seed(app, BOB, "Loves sailing")
-    index_file = app.settings.bot_data_dir / "memory" / f"{ANN}.faiss"
+    index_file = app.settings.bot_data_dir.resolve() / "memory" / f"{ANN}.faiss"
     await eventually(lambda: _async(index_file.exists()), bool)
 
     tg.user_text("/deleteme")
-    [*_, confirm] = await tg.wait_messages(ANN, 2)
+    [*_, confirm] = await tg.wait_messages(ANN, 3)
     tg.callback_query(button(confirm, "No, keep"), message_id=confirm.message_id)
     await tg.wait_for(lambda: tg.messages(ANN)[-1].text.startswith("Cancelled"))
     assert await texts(app, ANN) == ["Loves hiking in the Alps"]
 
     tg.user_text("/deleteme")
-    [*_, confirm] = await tg.wait_messages(ANN, 3)
+    [*_, confirm] = await tg.wait_messages(ANN, 4)
     tg.callback_query(button(confirm, "Yes, erase everything"), message_id=confirm.message_id)
     await tg.wait_for(lambda: tg.messages(ANN)[-1].text.startswith("Done: everything"))
     assert "1 memories, 2 messages" in tg.messages(ANN)[-1].text
@@ -405,7 +423,24 @@ async def test_deleteme_erases_everything_after_confirmation(
     assert await app.users.get(ANN) is None
     assert await app.messages.history(ANN, 10_000) == []
     assert not index_file.exists()
+    leftover = await app.userdata.export(ANN)
+    assert {k: v for k, v in leftover.items() if k not in ("format", "exported_at", "user_id")} == {
+        "profile": None,
+        "memories": [],
+        "history": {"messages": [], "conversation_summaries": []},
+        "reminders": [],
+        "files": [],
+    }
+    assert not app.files.user_root(ANN).exists()
     assert await texts(app, BOB) == ["Loves sailing"]
+
+
+async def test_memory_tools_are_registered_for_the_model(start_bot: BotFactory) -> None:
+    app = await start_bot()
+    for name, argument in (("remember", "fact"), ("recall", "query"), ("forget", "query")):
+        tool = app.tool_registry.get(name)
+        assert tool is not None and tool.plugin == "memory"
+        assert list(tool.arguments.model_json_schema()["properties"]) == [argument]
 
 
 async def test_memory_commands_in_a_group_point_to_the_private_chat(

@@ -60,14 +60,16 @@ async def test_older_turns_are_folded_into_a_summary(
 async def test_a_turn_folds_first_when_messages_would_fall_out_unsummarized(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    outcomes: list[Step] = [Fault(503), Reply(text="Earlier: Lisbon and Porto were planned.")]
+    # The first fold gets nothing usable back (an empty answer), so the messages
+    # are still unsummarized when the third turn would push them out.
+    outcomes: list[Step] = [Reply(text=""), Reply(text="Earlier: Lisbon and Porto were planned.")]
     brain = Brain()
     brain.summary = lambda r: outcomes.pop(0) if outcomes else Reply(text="Earlier: Lisbon, Porto, Madrid.")
     model.responder = brain
     app: Arium = await start_bot(bot_history_tokens=200)
     await turn(tg, 0)
     await turn(tg, 1)
-    await settle(app, model, 3)  # the background fold failed (503)
+    await settle(app, model, 3)  # the background fold got an empty answer
     await turn(tg, 2)
     kinds = [r for r in model.chat_requests()]
     third_chat = requests_of(model, "chat")[2]
@@ -76,11 +78,13 @@ async def test_a_turn_folds_first_when_messages_would_fall_out_unsummarized(
     assert line("Lisbon") not in chat_history(third_chat)
 
 
-async def test_replies_go_on_when_summaries_keep_failing(
+async def test_replies_go_on_when_summaries_keep_failing_and_failures_back_off(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
     brain = Brain()
-    brain.summary = lambda r: Fault(500)
+    # A refusal of the summary request itself (a 4xx: the chain neither retries
+    # it nor counts it against the endpoint, which keeps serving the chat).
+    brain.summary = lambda r: Fault(400, "summary refused")
     model.responder = brain
     app: Arium = await start_bot(bot_history_tokens=200)
     for i in range(4):
@@ -90,3 +94,5 @@ async def test_replies_go_on_when_summaries_keep_failing(
     assert "(none: the messages that follow are the whole conversation)" in system_prompt(
         requests_of(model, "chat")[-1]
     )
+    # One failed summary, then a pause: turns neither wait for nor repeat failing calls.
+    assert len(requests_of(model, "summary")) == 1

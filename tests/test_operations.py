@@ -119,3 +119,17 @@ async def test_start_and_stop_scripts_run_the_bot_in_the_background(tmp_path: Pa
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+async def test_doctor_shows_the_running_bots_model_health(
+    start_bot, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    app = await start_bot()
+    tg.user_text("hello")
+    await tg.wait_messages(1001, 1)
+    app.status.write_now()
+    lines: list[str] = []
+    await run_doctor(app.settings, lines.append)
+    running = [line for line in lines if line.startswith("info")]
+    assert any("running bot: pid" in line for line in running)
+    assert any("openai:gpt-4o-mini: breaker closed, 1 requests" in line for line in running), running

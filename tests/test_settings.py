@@ -92,3 +92,25 @@ def test_empty_values_in_env_file_mean_unset(tmp_path: Path, monkeypatch: pytest
     assert settings.database_url is None and settings.mistral_api_key is None
     assert settings.bot_admin_ids == frozenset()
     assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN", "MISTRAL_API_KEY"]
+
+
+def test_example_toml_defines_a_chain_of_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[1] / "arium.example.toml"
+    monkeypatch.setenv("BOT_CONFIG", str(example))
+    monkeypatch.delenv("BOT_MODELS", raising=False)
+    settings = make(mistral_api_key="mk")
+    tiers = settings.tiers()
+    assert [t.name for t in tiers] == ["primary", "local"]
+    assert [e.weight for e in tiers[0].endpoints] == [2, 1]
+    assert settings.endpoint_key(tiers[0].endpoints[0]) == "mk"
+    assert settings.endpoint_key(tiers[0].endpoints[1]) == "second-key-for-more-rate-limit"
+    assert "second-key-for-more-rate-limit" in settings.secrets()
+    assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN"]  # the local tier needs no key
+
+
+def test_bot_models_and_model_tiers_together_are_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[1] / "arium.example.toml"
+    monkeypatch.setenv("BOT_CONFIG", str(example))
+    monkeypatch.setenv("BOT_MODELS", "openai:gpt-4o")
+    with pytest.raises(ConfigError, match="either BOT_MODELS or model_tiers"):
+        load_settings(_env_file=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from bot.errors import (
     ContextLengthError,
@@ -16,6 +17,17 @@ from bot.errors import (
     StreamBrokenError,
 )
 from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta
+
+def display_url(url: str | None, default: str) -> str:
+    """Host and path of a base URL for logs and alerts, never its credentials."""
+    if not url:
+        return default
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{host}{parts.path}".rstrip("/") or default
+
 
 CONTEXT_LENGTH_MARKERS = (
     "context_length_exceeded",
@@ -49,18 +61,19 @@ class Provider(abc.ABC):
                 if isinstance(event, TextDelta):
                     produced.append(event.text)
                 yield event
-        except ModelError:
-            raise
         except Exception as exc:
-            error = self._translate(exc)
-            if error is None:
+            error = exc if isinstance(exc, ModelError) else self._translate(exc)
+            if error is None or isinstance(error, StreamBrokenError):
                 raise
+            # Once text was shown, any failure ends the answer: no failover.
             if produced:
                 raise StreamBrokenError(
                     f"{self.endpoint}: stream broke after text: {error}",
                     endpoint=self.endpoint,
                     partial_text="".join(produced),
                 ) from exc
+            if error is exc:
+                raise
             raise error from exc
 
     @abc.abstractmethod

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
-from mistralai.client import Mistral, errors as mistral_errors
+from mistralai.client import Mistral, errors as mistral_errors, models as mistral_models
 
-from bot.errors import ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, parse_retry_after
-from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+from bot.errors import ModelConnectError, ModelError, ModelTransientError
+from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
+from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
 
 
 class MistralProvider(Provider):
@@ -25,13 +27,14 @@ class MistralProvider(Provider):
         server_url: str | None,
         timeout: float,
         max_connections: int,
+        connect_timeout: float = 10.0,
     ) -> None:
-        super().__init__(model, endpoint=f"mistral:{model}@{server_url or 'api.mistral.ai'}")
+        super().__init__(model, endpoint=f"mistral:{model}@{display_url(server_url, 'api.mistral.ai')}")
         # The SDK's default client has a small pool; hundreds of parallel chats
         # would queue behind it. No RetryConfig: the chain owns retries.
         async_client = httpx2.AsyncClient(
             follow_redirects=True,
-            timeout=httpx2.Timeout(timeout, connect=10.0),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
             limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
         self._async_client = async_client
@@ -45,10 +48,12 @@ class MistralProvider(Provider):
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [m.as_wire() for m in request.messages],
+            "messages": [_to_mistral(m) for m in request.messages],
         }
         if request.tools:
             kwargs["tools"] = [t.as_openai() for t in request.tools]
+            if request.tool_choice:
+                kwargs["tool_choice"] = request.tool_choice
         if request.max_tokens:
             kwargs["max_tokens"] = request.max_tokens
         if request.temperature is not None:
@@ -86,6 +91,8 @@ class MistralProvider(Provider):
                 endpoint=self.endpoint,
                 retry_after=parse_retry_after(exc.headers.get("retry-after")),
             )
+        if isinstance(exc, httpx2.ConnectError):
+            return ModelConnectError(f"{self.endpoint}: cannot connect", endpoint=self.endpoint)
         if isinstance(exc, (mistral_errors.NoResponseError, httpx2.HTTPError)):
             return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
         if isinstance(exc, (json.JSONDecodeError, ValueError)):
@@ -120,3 +127,39 @@ def _tool_call(call: Any, position: int) -> ToolCall:
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
     return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=arguments)
+
+
+_MISTRAL_CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def mistral_call_id(call_id: str) -> str:
+    """Mistral accepts only 9 alphanumerics as a tool call id; ids minted by
+    another provider (``call_...``) are mapped to a stable 9-character digest,
+    the same for the assistant's call and the tool's answer."""
+    if _MISTRAL_CALL_ID.match(call_id):
+        return call_id
+    return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+
+def _to_mistral(message: ChatMessage) -> Any:
+    """A typed SDK message (given dicts, the SDK validates each into a pydantic
+    model on every call). Mistral's rules: an assistant message carries content
+    or tool_calls but not both (a preamble before a tool call is dropped; the
+    answer comes after the results anyway), and call ids are 9 alphanumerics."""
+    if message.role == "system":
+        return mistral_models.SystemMessage(content=message.content)
+    if message.role == "user":
+        return mistral_models.UserMessage(content=message.content)
+    if message.role == "tool":
+        return mistral_models.ToolMessage(
+            content=message.content, tool_call_id=mistral_call_id(message.tool_call_id or ""), name=message.name
+        )
+    calls = [
+        mistral_models.ToolCall(
+            id=mistral_call_id(c.id),
+            type="function",
+            function=mistral_models.FunctionCall(name=c.name, arguments=c.arguments),
+        )
+        for c in message.tool_calls
+    ]
+    return mistral_models.AssistantMessage(content="" if calls else message.content, tool_calls=calls or None)

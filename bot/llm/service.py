@@ -1,7 +1,5 @@
-"""The model service the conversation talks to. Builds one Provider per
-BOT_MODELS entry. This first version answers from the first entry only; the
-fallback chain (retries, breakers, balancing) replaces `stream` later without
-changing its signature."""
+"""The model service the conversation talks to: builds one Provider per
+endpoint and the fallback chain over them, from settings."""
 
 from __future__ import annotations
 
@@ -9,55 +7,99 @@ from collections.abc import AsyncIterator
 
 from bot.errors import ConfigError
 from bot.llm.base import Provider
+from bot.llm.breaker import CircuitBreaker
+from bot.llm.cache import ResponseCache
+from bot.llm.chain import ChainObserver, ChainPolicy, Endpoint, FallbackChain, Tier
 from bot.llm.types import ChatRequest, Completion, StreamEvent
-from bot.settings import ModelRef, Settings
+from bot.settings import EndpointSettings, Settings
 
 
-def build_provider(ref: ModelRef, settings: Settings) -> Provider:
+def build_provider(endpoint: EndpointSettings, settings: Settings) -> Provider:
+    key = settings.endpoint_key(endpoint)
+    url = settings.endpoint_url(endpoint)
     timeout = settings.bot_model_timeout
     connections = settings.bot_max_concurrent_updates
-    if ref.provider == "mistral":
+    if endpoint.provider == "mistral":
         from bot.llm.mistral_provider import MistralProvider
 
-        if not settings.mistral_api_key:
-            raise ConfigError(f"BOT_MODELS uses {ref} but MISTRAL_API_KEY is not set")
+        if not key:
+            raise ConfigError(f"the chain uses mistral:{endpoint.model} but MISTRAL_API_KEY is not set")
         return MistralProvider(
-            ref.model,
-            api_key=settings.mistral_api_key.get_secret_value(),
-            server_url=settings.mistral_base_url,
+            endpoint.model,
+            api_key=key,
+            server_url=url,
             timeout=timeout,
+            connect_timeout=settings.bot_connect_timeout,
             max_connections=connections,
         )
     from bot.llm.openai_provider import OpenAIProvider
 
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     return OpenAIProvider(
-        ref.model,
+        endpoint.model,
         api_key=key,
-        base_url=settings.openai_base_url,
+        base_url=url,
         timeout=timeout,
+        connect_timeout=settings.bot_connect_timeout,
         max_connections=connections,
     )
 
 
+def policy_from(settings: Settings) -> ChainPolicy:
+    return ChainPolicy(
+        max_attempts=settings.bot_retry_attempts,
+        retry_budget=settings.bot_retry_budget,
+        retry_after_cap=settings.bot_retry_after_cap,
+        first_token_timeout=settings.bot_first_token_timeout,
+        idle_timeout=settings.bot_idle_timeout,
+        total_timeout=settings.bot_model_timeout,
+    )
+
+
+def chain_from(settings: Settings) -> FallbackChain:
+    tiers = []
+    for index, tier in enumerate(settings.tiers()):
+        name = tier.name or f"tier{index + 1}"
+        endpoints = [
+            Endpoint(
+                build_provider(endpoint, settings),
+                CircuitBreaker(
+                    failure_threshold=settings.bot_breaker_failures,
+                    window=settings.bot_breaker_window,
+                    cooldown=settings.bot_breaker_cooldown,
+                    hard_cooldown=settings.bot_breaker_auth_cooldown,
+                ),
+                tier=name,
+                weight=endpoint.weight,
+            )
+            for endpoint in tier.endpoints
+        ]
+        tiers.append(Tier(name, endpoints, tier.context_window))
+    cache = ResponseCache(settings.bot_cache_size, settings.bot_cache_ttl) if settings.bot_cache_size else None
+    return FallbackChain(tiers, policy_from(settings), cache=cache, cache_chat=settings.bot_cache_chat)
+
+
 class ModelService:
-    def __init__(self, providers: list[Provider]) -> None:
-        if not providers:
-            raise ConfigError("BOT_MODELS names no model")
-        self.providers = providers
+    """What the rest of the bot sees of the models: stream, complete, health."""
+
+    def __init__(self, chain: FallbackChain) -> None:
+        self.chain = chain
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelService:
-        return cls([build_provider(ref, settings) for ref in settings.bot_models])
+        return cls(chain_from(settings))
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        return self.providers[0].stream(request)
+        return self.chain.stream(request)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        """The whole answer at once, for internal calls (memory extraction,
-        summaries) that show nothing while the model writes."""
-        return await self.providers[0].complete(request)
+    async def complete(self, request: ChatRequest, *, cache: bool = False) -> Completion:
+        return await self.chain.complete(request, cache=cache)
+
+    def observe(self, observer: ChainObserver) -> None:
+        self.chain.set_observer(observer)
+
+    def health(self) -> list[dict[str, object]]:
+        return self.chain.snapshot()
 
     async def aclose(self) -> None:
-        for provider in self.providers:
-            await provider.aclose()
+        for endpoint in self.chain.endpoints:
+            await endpoint.provider.aclose()

@@ -57,6 +57,9 @@ class ChatMessage:
 class ChatRequest:
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
+    # "none" forbids tool calls while still describing the tools, so a history
+    # that contains tool messages stays valid (used for a turn's last round).
+    tool_choice: Literal["auto", "none"] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
 
@@ -83,6 +86,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
     model: str = ""
+    endpoint: str = ""  # "tier/provider:model" that answered, set by the chain
 
 
 StreamEvent = TextDelta | Completion

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.errors import AriumError
+from bot.errors import AriumError, ModelError
 from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest
 from bot.memory import keyword
@@ -38,6 +39,10 @@ MAX_FACTS = 10
 NEIGHBOURS = 3
 MAX_EXCHANGE_CHARS = 6000
 EXTRACT_MAX_TOKENS = 700
+# After the model fails an extraction call, extraction pauses this long: it is
+# optional work, and must not add load to (or trip the breaker of) an
+# endpoint the chat needs.
+PAUSE_AFTER_MODEL_ERROR = 60.0
 
 
 class ExtractionFailed(AriumError):
@@ -153,10 +158,12 @@ class MemoryWriter:
         self._prompts = prompts
         # One extraction per user at a time, so two quick turns cannot both add a fact.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._paused_until = 0.0
 
     def worth_extracting(self, user_text: str) -> bool:
-        """"ok", "thanks!", "?" carry nothing to remember: no model call for them."""
-        return bool(keyword.query_terms(user_text))
+        """"ok", "thanks!", "?" carry nothing to remember, and while the model
+        is failing extraction waits: no model call in either case."""
+        return time.monotonic() >= self._paused_until and bool(keyword.query_terms(user_text))
 
     async def write(
         self, user_id: int, user_name: str, turns: list[Turn], source_message_id: int | None
@@ -167,6 +174,10 @@ class MemoryWriter:
         async with lock:
             try:
                 return await self._write(user_id, user_name, turns, source_message_id)
+            except ModelError as exc:
+                self._paused_until = time.monotonic() + PAUSE_AFTER_MODEL_ERROR
+                log.warning("memory extraction paused for %.0f s: %s", PAUSE_AFTER_MODEL_ERROR, exc)
+                return WriteReport(skipped=str(exc))
             except (AriumError, ValueError) as exc:
                 log.warning("memory extraction skipped: %s: %s", exc.__class__.__name__, exc)
                 return WriteReport(skipped=str(exc))

@@ -1,6 +1,7 @@
 """MemoryRepository: the only code that writes memory SQL. Every method takes
 the user id and every statement filters on it, so no call can reach another
-user's rows. Each method is one short transaction returning plain values."""
+user's rows. Each method is one short transaction returning plain values;
+reads use read-only transactions, which on SQLite never queue behind writers."""
 
 from __future__ import annotations
 
@@ -188,7 +189,7 @@ class MemoryRepository:
     async def get_many(self, user_id: int, ids: Sequence[int]) -> dict[int, MemoryRecord]:
         if not ids:
             return {}
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             rows = (
                 await s.execute(
                     select(Memory).where(
@@ -203,7 +204,7 @@ class MemoryRepository:
 
     async def page(self, user_id: int, offset: int, limit: int) -> tuple[list[MemoryRecord], int]:
         """Newest first, with the total count."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             alive = _alive(utcnow())
             total = int(
                 (
@@ -224,14 +225,14 @@ class MemoryRepository:
             return [_record(row) for row in rows], total
 
     async def all(self, user_id: int) -> list[MemoryRecord]:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             rows = (
                 await s.execute(select(Memory).where(Memory.user_id == user_id).order_by(Memory.id))
             ).scalars()
             return [_record(row) for row in rows]
 
     async def count(self, user_id: int) -> int:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             return await self._count(s, user_id)
 
     async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
@@ -239,7 +240,7 @@ class MemoryRepository:
         terms = keyword.query_terms(query)
         if not terms or limit <= 0:
             return []
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             if self._db.dialect == "sqlite":
                 return await self._fts5(s, user_id, terms, limit)
             return await self._tsquery(s, user_id, terms, limit)
@@ -247,7 +248,7 @@ class MemoryRepository:
     async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
         """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""
         # embedding and embedding_model are always written together.
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             rows = await s.execute(
                 select(Memory.id, Memory.embedding_model == model).where(Memory.user_id == user_id)
             )
@@ -261,7 +262,7 @@ class MemoryRepository:
             return ready, pending
 
     async def changed_since(self, user_id: int, since: datetime) -> list[int]:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             return list(
                 (
                     await s.execute(
@@ -272,7 +273,7 @@ class MemoryRepository:
 
     async def vectors(self, user_id: int, ids: Sequence[int] | None, model: str) -> list[StoredVector]:
         """Stored embeddings from ``model`` (all of the user's, or these ids)."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             query = select(Memory.id, Memory.embedding).where(
                 Memory.user_id == user_id, Memory.embedding_model == model, Memory.embedding.is_not(None)
             )
@@ -281,7 +282,7 @@ class MemoryRepository:
             return [StoredVector(int(i), bytes(e)) for i, e in await s.execute(query)]
 
     async def texts(self, user_id: int, ids: Sequence[int]) -> dict[int, str]:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             rows = await s.execute(
                 select(Memory.id, Memory.text).where(Memory.user_id == user_id, Memory.id.in_(list(ids)))
             )

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass
 
-from bot.errors import AriumError
+from bot.errors import AriumError, ModelError
 from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest
 from bot.prompts import PromptRegistry
@@ -38,6 +39,11 @@ class SummaryConfig:
     max_summary_chars: int = 3_000
     wait: float = 20.0  # what a turn waits for a fold it needs
     scan_rows: int = 400
+    # After the model fails a summary, that conversation waits this long
+    # (doubling up to the cap) before the next try, so turns do not each pay
+    # a failing call and background calls do not trip the endpoint's breaker.
+    retry_after: float = 60.0
+    retry_cap: float = 1800.0
 
 
 class HistorySummarizer:
@@ -55,6 +61,7 @@ class HistorySummarizer:
         self._tasks = tasks
         self.config = config
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._backoff: dict[int, tuple[float, float]] = {}  # conversation -> (retry at, last delay)
 
     def after_turn(self, conversation_id: int, unsummarized_tokens: int) -> None:
         """Fold in the background once the unsummarized part nears the budget."""
@@ -78,15 +85,25 @@ class HistorySummarizer:
 
     async def fold(self, conversation_id: int) -> bool:
         """Fold older messages into the summary; True if the summary moved on."""
+        retry_at, delay = self._backoff.get(conversation_id, (0.0, 0.0))
+        if time.monotonic() < retry_at:
+            return False
         lock = self._locks.get(conversation_id)
         if lock is None:
             lock = self._locks[conversation_id] = asyncio.Lock()
         async with lock:
             try:
-                return await self._fold(conversation_id)
+                folded = await self._fold(conversation_id)
+            except ModelError as exc:
+                delay = min(self.config.retry_cap, delay * 2 or self.config.retry_after)
+                self._backoff[conversation_id] = (time.monotonic() + delay, delay)
+                log.warning("history summary failed (%s); next try in %.0f s", exc.__class__.__name__, delay)
+                return False
             except AriumError as exc:
                 log.warning("history summary failed, will retry at a later turn: %s: %s", exc.__class__.__name__, exc)
                 return False
+            self._backoff.pop(conversation_id, None)
+            return folded
 
     async def _fold(self, conversation_id: int) -> bool:
         summary, until_id = await self._messages.summary_state(conversation_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,6 +56,10 @@ class Database:
         self.url = url
         self.engine = build_engine(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Many connections racing for the lock
+        # wait in SQLite's busy handler (sleeps of up to 100 ms, then "database
+        # is locked"); queueing writers here instead keeps each write short.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -62,7 +67,22 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A transaction: committed on success, rolled back on error."""
+        """A write transaction: committed on success, rolled back on error."""
+        if self._write_lock is None:
+            async with self._transaction() as session:
+                yield session
+            return
+        async with self._write_lock, self._transaction() as session:
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that only reads (SQLite WAL readers never wait for the writer)."""
+        async with self._transaction() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
             try:
                 async with session.begin():

@@ -97,6 +97,56 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ToolEvent(Base):
+    """One executed tool call (the tools feature writes these in batches, for /stats)."""
+
+    __tablename__ = "tool_events"
+    __table_args__ = (Index("ix_tool_events_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tool: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # ok | error | invalid | timeout | busy | unknown | denied
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    request_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(300))
+
+
+class Reminder(Base):
+    """The truth about every reminder; the scheduler only times the next firings.
+
+    ``revision`` changes whenever the schedule or status changes, so a timer
+    armed for an older revision finds nothing to claim. ``claimed_at`` is set
+    in its own transaction just before a send and cleared when the outcome is
+    recorded: a row still claimed after a crash was (probably) delivered and
+    is recorded as such, never sent twice."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (
+        Index("ix_reminders_status_next_fire_at", "status", "next_fire_at"),
+        Index("ix_reminders_user_id_status", "user_id", "status"),
+        Index("ix_reminders_chat_id_status", "chat_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(128))  # Rule.encode(); None for one-shot
+    status: Mapped[str] = mapped_column(String(16))  # active | paused | fired | done | cancelled | failed
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fire_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Memory(Base):
     """One thing remembered about a user. The row is the truth: the embedding is
     kept here so per-user FAISS indexes (a cache) can be rebuilt without

@@ -4,10 +4,11 @@ transaction and returns plain dataclasses, never live ORM objects."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,10 +36,12 @@ class UserProfile:
 class UserRecord:
     id: int
     first_name: str
+    last_name: str | None
     username: str | None
     language: str
     timezone: str
     role: str
+    last_seen_at: datetime
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,26 @@ async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[
     await session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
+# How stale last_seen_at may get before a message rewrites it: a write per
+# message would only say what a write per minute says.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+
 class UserRepository:
     def __init__(self, db: Database, default_timezone: str) -> None:
         self._db = db
         self._default_timezone = default_timezone
+
+    async def visit(self, profile: UserProfile, decide_role: Callable[[str | None], str]) -> UserRecord:
+        """The user as stored, created on first contact and refreshed when the
+        profile, the role or last-seen changed. ``decide_role`` maps the stored
+        role (None for a new user) to the effective one. The common case is one
+        read and no write."""
+        current = await self.get(profile.id)
+        role = decide_role(current.role if current else None)
+        if current is None or _stale(current, profile, role):
+            return await self.touch(profile, role)
+        return current
 
     async def touch(self, profile: UserProfile, role: str) -> UserRecord:
         """Create the user on first contact, refresh the profile, record the role."""
@@ -96,23 +115,39 @@ class UserRepository:
             return _user_record(user)
 
     async def get(self, user_id: int) -> UserRecord | None:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             user = await s.get(User, user_id)
             return _user_record(user) if user else None
 
     async def count(self) -> int:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+def _stale(current: UserRecord, profile: UserProfile, role: str) -> bool:
+    if utcnow() - current.last_seen_at >= LAST_SEEN_RESOLUTION:
+        return True
+    if current.role != role and not (current.role == "banned" and role != "admin"):
+        return True
+    language = (profile.language or current.language)[:16]
+    return (
+        (profile.first_name or current.first_name) != current.first_name
+        or profile.username != current.username
+        or profile.last_name != current.last_name
+        or language != current.language
+    )
 
 
 def _user_record(user: User) -> UserRecord:
     return UserRecord(
         id=user.id,
         first_name=user.first_name,
+        last_name=user.last_name,
         username=user.username,
         language=user.language,
         timezone=user.timezone,
         role=user.role,
+        last_seen_at=user.last_seen_at,
     )
 
 
@@ -154,10 +189,17 @@ class MessageRepository:
         request_id: str,
         history_tokens: int,
     ) -> TurnStart:
-        """Record the user's message and return the history before it, in one transaction."""
+        """Record the user's message and return the history before it. The
+        history is read before the write transaction, so the write lock is
+        held only for the insert."""
+        async with self._db.reading() as s:
+            chat = await s.get(Chat, chat_id)
+            conversation_id = chat.active_conversation_id if chat else None
+            retitle = chat is not None and bool(chat_title) and chat.title != chat_title
+            window = await self._window(s, conversation_id, history_tokens) if conversation_id else HistoryWindow([])
         async with self._db.session() as s:
-            conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
-            window = await self._window(s, conversation_id, history_tokens)
+            if conversation_id is None or retitle:
+                conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
             message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
@@ -222,7 +264,7 @@ class MessageRepository:
             return await self._open_conversation(s, chat_id)
 
     async def history(self, chat_id: int, history_tokens: int) -> list[StoredMessage]:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             chat = await s.get(Chat, chat_id)
             if chat is None or chat.active_conversation_id is None:
                 return []
@@ -231,12 +273,12 @@ class MessageRepository:
     async def window(self, conversation_id: int, history_tokens: int, before_id: int | None = None) -> HistoryWindow:
         """The summary and the budgeted history of a conversation (messages
         before ``before_id`` only, when given)."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             return await self._window(s, conversation_id, history_tokens, before_id)
 
     async def summary_state(self, conversation_id: int) -> tuple[str | None, int | None]:
         """(running summary, id of the last message folded into it)."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             conversation = await s.get(Conversation, conversation_id)
             if conversation is None:
                 return None, None
@@ -244,12 +286,12 @@ class MessageRepository:
 
     async def unsummarized(self, conversation_id: int, after_id: int | None, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` newest messages after ``after_id``, oldest first."""
-        async with self._db.session() as s:
-            query = select(Message).where(Message.conversation_id == conversation_id, Message.status != "failed")
+        async with self._db.reading() as s:
+            query = _message_columns().where(Message.conversation_id == conversation_id, Message.status != "failed")
             if after_id is not None:
                 query = query.where(Message.id > after_id)
-            rows = (await s.execute(query.order_by(Message.id.desc()).limit(limit))).scalars()
-            return [_stored(row) for row in reversed(list(rows))]
+            rows = list(await s.execute(query.order_by(Message.id.desc()).limit(limit)))
+            return [StoredMessage(*row) for row in reversed(rows)]
 
     async def save_summary(
         self, conversation_id: int, summary: str, until_id: int, expected_until_id: int | None
@@ -306,12 +348,12 @@ class MessageRepository:
         conversation = await s.get(Conversation, conversation_id)
         summary = conversation.summary if conversation else None
         until_id = conversation.summary_until_id if conversation else None
-        query = select(Message).where(Message.conversation_id == conversation_id, Message.status != "failed")
+        query = _message_columns().where(Message.conversation_id == conversation_id, Message.status != "failed")
         if until_id is not None:
             query = query.where(Message.id > until_id)
         if before_id is not None:
             query = query.where(Message.id < before_id)
-        rows = list((await s.execute(query.order_by(Message.id.desc()).limit(HISTORY_ROW_LIMIT))).scalars())
+        rows = list(await s.execute(query.order_by(Message.id.desc()).limit(HISTORY_ROW_LIMIT)))
         picked: list[StoredMessage] = []
         used = 0
         overflow = False
@@ -320,19 +362,16 @@ class MessageRepository:
                 overflow = True
                 break
             used += row.tokens
-            picked.append(_stored(row))
+            picked.append(StoredMessage(*row))
         picked.reverse()
         unsummarized = sum(row.tokens for row in rows)
         return HistoryWindow(picked, summary, overflow or len(rows) == HISTORY_ROW_LIMIT, unsummarized)
 
 
-def _stored(row: Message) -> StoredMessage:
-    return StoredMessage(
-        id=row.id,
-        role=row.role,
-        content=row.content,
-        tokens=row.tokens,
-        status=row.status,
-        user_id=row.user_id,
-        created_at=row.created_at,
+def _message_columns() -> Select[Any]:
+    # Plain columns, not ORM objects: a turn reads up to 200 rows, and
+    # building mapped instances for them was most of the query's cost.
+    return select(
+        Message.id, Message.role, Message.content, Message.tokens,
+        Message.status, Message.user_id, Message.created_at,
     )

@@ -1,5 +1,6 @@
-"""SQL for a user's own data outside memory: their profile and the chat
-history they took part in, read for /export and erased for /deleteme."""
+"""SQL for a user's own data outside memory: their profile, the chat history
+they took part in, their reminders and the record of their tool calls, read
+for /export and erased for /deleteme."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 
 from bot.storage.db import Database
-from bot.storage.models import Chat, Conversation, Message, User
+from bot.storage.models import Chat, Conversation, Message, Reminder, ToolEvent, User
 
 
 def _iso(value: Any) -> Any:
@@ -20,7 +21,7 @@ class UserDataRepository:
         self._db = db
 
     async def profile(self, user_id: int) -> dict[str, Any] | None:
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             user = await s.get(User, user_id)
             if user is None:
                 return None
@@ -44,7 +45,7 @@ class UserDataRepository:
     async def history(self, user_id: int) -> dict[str, Any]:
         """Messages the user wrote or that answered them, and the summaries of
         their private chat (whose id is their user id in Telegram)."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             rows = (
                 await s.execute(
                     select(Message).where(_theirs(user_id)).order_by(Message.chat_id, Message.id)
@@ -86,6 +87,36 @@ class UserDataRepository:
             result = await s.execute(delete(Message).where(_theirs(user_id)))
             await s.execute(delete(Chat).where(Chat.id == user_id))  # conversations cascade
             await s.execute(delete(Conversation).where(Conversation.chat_id == user_id))
+            # Operational records of their tool calls (not exported: no content of theirs).
+            await s.execute(delete(ToolEvent).where(ToolEvent.user_id == user_id))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def reminders(self, user_id: int) -> list[dict[str, Any]]:
+        """Every reminder of the user, whatever its status."""
+        async with self._db.reading() as s:
+            rows = (
+                await s.execute(select(Reminder).where(Reminder.user_id == user_id).order_by(Reminder.id))
+            ).scalars()
+            return [
+                {
+                    "id": r.id,
+                    "chat_id": r.chat_id,
+                    "text": r.text,
+                    "timezone": r.timezone,
+                    "repeats": r.rule,
+                    "status": r.status,
+                    "next_fire_at": _iso(r.next_fire_at),
+                    "times_fired": r.fire_count,
+                    "last_fired_at": _iso(r.last_fired_at),
+                    "created_at": _iso(r.created_at),
+                }
+                for r in rows
+            ]
+
+    async def delete_reminders(self, user_id: int) -> int:
+        """Timers already armed for them find nothing to claim and stay silent."""
+        async with self._db.session() as s:
+            result = await s.execute(delete(Reminder).where(Reminder.user_id == user_id))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

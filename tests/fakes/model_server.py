@@ -734,6 +734,9 @@ class FakeModelServer:
         if self.models and model not in self.models:
             status, payload = wire.unknown_model(model)
             return web.json_response(payload, status=status)
+        problem = _tool_protocol_problem(wire.name, request.messages)
+        if problem is not None:
+            return web.json_response(wire.error(400, problem, None, 0), status=400)
         step = self._next_step(request)
         if isinstance(step, Fault):
             return self._fault(request, wire, step)
@@ -836,6 +839,61 @@ class FakeModelServer:
             transport.close()
         # Give aiohttp's connection_lost a turn; it cancels this handler.
         await asyncio.sleep(1.0)
+
+
+_MISTRAL_CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def _tool_protocol_problem(dialect: Dialect, messages: list[dict[str, Any]]) -> str | None:
+    """The error both APIs give for a malformed tool conversation: every tool
+    message answers a call of the assistant message before it, and every call
+    is answered before the conversation goes on. Mistral also refuses an
+    assistant message with both text and tool calls, and call ids that are not
+    9 alphanumerics."""
+    open_calls: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role == "tool":
+            call_id = str(message.get("tool_call_id") or "")
+            if call_id not in open_calls:
+                if dialect == "mistral":
+                    return "Unexpected tool call id " + call_id + " in tool results"
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'."
+                )
+            open_calls.remove(call_id)
+            continue
+        if open_calls:
+            if dialect == "mistral":
+                return "Not the same number of function calls and responses"
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding "
+                "to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                + ", ".join(open_calls)
+            )
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if not calls:
+            continue
+        ids = [str((call or {}).get("id") or "") for call in calls]
+        if dialect == "mistral":
+            if _content_text(message.get("content")):
+                return "Assistant message must have either content or tool_calls, but not both."
+            bad = next((i for i in ids if not _MISTRAL_CALL_ID.match(i)), None)
+            if bad is not None:
+                return f"Tool call id was {bad} but must be a-z, A-Z, 0-9, with a length of 9."
+        open_calls = ids
+    if open_calls:
+        if dialect == "mistral":
+            return "Not the same number of function calls and responses"
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding "
+            "to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+            + ", ".join(open_calls)
+        )
+    return None
 
 
 def _dumps(payload: Any) -> str:

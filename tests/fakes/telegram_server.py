@@ -52,6 +52,7 @@ _IMPLEMENTED = (
     "deleteMessage",
     "answerCallbackQuery",
     "sendDocument",
+    "getFile",
 )
 _CANONICAL = {name.lower(): name for name in _IMPLEMENTED}
 
@@ -90,6 +91,8 @@ _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reactio
 
 _MAX_TEXT = 4096
 _MAX_CAPTION = 1024
+# The cloud Bot API lets bots download files of at most 20 MB.
+_MAX_DOWNLOAD = 20 * 1024 * 1024
 
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply "
@@ -648,6 +651,10 @@ class FakeTelegram:
         self._open_callbacks: set[str] = set()
         self._callback_ids = itertools.count(1)
         self._file_ids = itertools.count(1)
+        # file_id -> (file_unique_id, bytes) of files users sent; file_path -> bytes once getFile issued it
+        self._user_files: dict[str, tuple[str, bytes]] = {}
+        self._file_paths: dict[str, bytes] = {}
+        self.downloads: list[str] = []  # file paths the bot downloaded
         self._commands: dict[tuple[str, str], list[JsonDict]] = {}
         # faults
         self._faults: list[_Fault] = []
@@ -658,6 +665,7 @@ class FakeTelegram:
     async def start(self) -> None:
         app = web.Application(client_max_size=50 * 1024 * 1024)  # Telegram's upload cap
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{file_path:.+}", self._download)
         # Cancel handlers whose client went away, so an abandoned long poll
         # doesn't linger and steal the next poller's updates.
         self._runner = web.AppRunner(
@@ -757,6 +765,36 @@ class FakeTelegram:
             message["reply_to_message"] = self._message_dict(chat_id, reply_to_message_id)
         message.update(message_fields)
         return self.add_update({"message": message})
+
+    def user_document(
+        self,
+        file_name: str | None,
+        data: bytes,
+        *,
+        mime_type: str | None = None,
+        caption: str | None = None,
+        declare_size: bool = True,
+        **options: Any,
+    ) -> JsonDict:
+        """A user sends a file; the bot can fetch it with getFile and download it.
+        ``declare_size=False`` omits file_size, which the Bot API marks optional."""
+        number = next(self._file_ids)
+        file_id = f"BQACAgUSER{number:06d}"
+        unique_id = f"AgADUSER{number:06d}"
+        self._user_files[file_id] = (unique_id, data)
+        document: JsonDict = {"file_id": file_id, "file_unique_id": unique_id}
+        if file_name is not None:
+            document["file_name"] = file_name
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        if declare_size:
+            document["file_size"] = len(data)
+        fields: JsonDict = {"document": document}
+        if caption:
+            fields["caption"] = caption
+            if found := _auto_entities(caption):
+                fields["caption_entities"] = found
+        return self.user_message(**options, **fields)
 
     def edited_text(
         self, message_id: int, text: str, *, chat_id: int = DEFAULT_CHAT, user_id: int | None = None
@@ -954,6 +992,7 @@ class FakeTelegram:
             "deleteMessage": self._delete_message,
             "answerCallbackQuery": self._answer_callback_query,
             "sendDocument": self._send_document,
+            "getFile": self._get_file,
         }
 
     def _notify(self) -> None:
@@ -1352,6 +1391,26 @@ class FakeTelegram:
         sent = self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
         sent.document, sent.file = document, upload
         return self._payload(sent)
+
+    async def _get_file(self, params: JsonDict) -> JsonDict:
+        file_id = params.get("file_id")
+        if not isinstance(file_id, str) or file_id not in self._user_files:
+            raise _bad_request("invalid file_id")
+        unique_id, data = self._user_files[file_id]
+        if len(data) > _MAX_DOWNLOAD:
+            raise _bad_request("file is too big")
+        file_path = f"documents/file_{file_id[-6:]}"
+        self._file_paths[file_path] = data
+        return {"file_id": file_id, "file_unique_id": unique_id, "file_size": len(data), "file_path": file_path}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """Files are served from {root}/file/bot{token}/{file_path}, as raw bytes."""
+        path = request.match_info["file_path"]
+        if request.match_info["token"] != self.token or path not in self._file_paths:
+            return web.json_response({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+        self.downloads.append(path)
+        self._notify()
+        return web.Response(body=self._file_paths[path], content_type="application/octet-stream")
 
     def _document(self, params: JsonDict) -> tuple[JsonDict, UploadedFile | None]:
         value = params.get("document")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
@@ -21,7 +23,7 @@ from telegram.ext import (
 )
 
 from bot.auth import Role
-from bot.channels.telegram.memory_handlers import MemoryCommands
+from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import ContextMiddleware, RequestContext, current_request_id
@@ -29,12 +31,15 @@ from bot.conversation import Conversation
 from bot.i18n import t
 from bot.storage.repositories import UserProfile
 from bot.tasks import TaskTracker
+from bot.tools.sandbox import FileSandbox
 
 log = logging.getLogger(__name__)
 
 # Commands shown in Telegram's menu and in /help, in this order; each has an
 # i18n key "cmd_<name>" with its one-line description.
-MENU_COMMANDS: list[str] = ["start", "help", "new", "memory", "forget", "export", "deleteme"]
+MENU_COMMANDS: list[str] = [
+    "start", "help", "new", "remind", "reminders", "timezone", "memory", "forget", "export", "deleteme",
+]
 MENU_LANGUAGES = ("en", "ru")
 
 
@@ -43,6 +48,15 @@ def help_text(language: str) -> str:
     # /help is sent as HTML: a description may contain "<" ("/forget <words>").
     lines += [f"/{name} — {html.escape(t(f'cmd_{name}', language), quote=False)}" for name in MENU_COMMANDS]
     return "\n".join(lines)
+
+
+class ChannelFeature(Protocol):
+    """A feature's own handlers (commands, buttons); registered before the
+    catch-all handlers, given the gate that builds a RequestContext."""
+
+    def register(
+        self, application: Application, gate: Callable[[Update], Awaitable[RequestContext | None]]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class TelegramConfig:
     max_input_chars: int = 40_000
     bot_name: str = "Arium"
     poll_timeout: int = 10
+    admin_ids: frozenset[int] = frozenset()
 
 
 class TelegramChannel:
@@ -66,13 +81,15 @@ class TelegramChannel:
         middleware: ContextMiddleware,
         conversation: Conversation,
         tasks: TaskTracker,
-        memory_commands: MemoryCommands | None = None,
+        files: FileSandbox | None = None,
+        features: Sequence[ChannelFeature] = (),
     ) -> None:
         self._config = config
         self._middleware = middleware
         self._conversation = conversation
         self._tasks = tasks
-        self._memory_commands = memory_commands
+        self._documents = DocumentIntake(self, files) if files is not None else None
+        self._features = tuple(features)
         self.application = self._build_application()
 
     # Building -------------------------------------------------------------
@@ -98,11 +115,13 @@ class TelegramChannel:
         app.add_handler(CommandHandler("start", self._on_start))
         app.add_handler(CommandHandler("help", self._on_help))
         app.add_handler(CommandHandler("new", self._on_new))
-        if self._memory_commands is not None:
-            self._memory_commands.install(app, self._gate)
+        for feature in self._features:
+            feature.register(app, self._gate)
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))
+        if self._documents is not None:
+            app.add_handler(MessageHandler(filters.Document.ALL & filters.UpdateType.MESSAGE, self._documents.on_document))
         app.add_handler(
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_unsupported)
         )
@@ -195,6 +214,13 @@ class TelegramChannel:
                 update, t("too_long", ctx.language, length=len(text), limit=self._config.max_input_chars)
             )
             return
+        await self._answer(update, context, ctx, text)
+
+    async def _answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, text: str) -> None:
+        """Run a conversation turn for ``text`` and stream the answer to the chat."""
+        message = update.effective_message
+        assert message is not None
+        private = message.chat.type == TgChatType.PRIVATE
         sink = TelegramReplySink(
             context.bot,
             message.chat.id,
@@ -203,7 +229,7 @@ class TelegramChannel:
             preview_interval=self._config.draft_interval if private else self._config.edit_interval,
             reply_to_message_id=None if private else message.message_id,
         )
-        await sink.typing()
+        sink.start_typing()
         await self._conversation.handle(ctx, text, sink, chat_title=_chat_title(update))
 
     async def _full_text(self, message: Message, ctx: RequestContext) -> str:
@@ -234,6 +260,14 @@ class TelegramChannel:
             except TelegramError as exc:
                 log.error("could not report the error to the chat: %s", exc)
         current_request_id.set("-")
+
+    async def send_to_admins(self, text: str) -> None:
+        """A service message to every admin's private chat (alerts)."""
+        for admin_id in sorted(self._config.admin_ids):
+            try:
+                await self.application.bot.send_message(admin_id, text)
+            except TelegramError as exc:
+                log.warning("could not alert admin %s: %s", admin_id, exc)
 
     # Helpers --------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class MemoryCommands:
         self._userdata = userdata
         self._gate: Gate | None = None
 
-    def install(self, app: Application, gate: Gate) -> None:  # type: ignore[type-arg]
+    def register(self, app: Application, gate: Gate) -> None:  # type: ignore[type-arg]
         self._gate = gate
         app.add_handler(CommandHandler("memory", self._on_memory))
         app.add_handler(CommandHandler("forget", self._on_forget))

@@ -56,9 +56,15 @@ class TelegramReplySink:
         self._latest = ""
         self._finishing = asyncio.Event()
         self._previewer: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | None = None
         self.delivered = False
 
-    async def typing(self) -> None:
+    def start_typing(self) -> None:
+        """Show "typing…" without holding up the turn; the final message waits
+        for it, so the status never outlives the answer."""
+        self._typing = self._tasks.spawn(self._send_typing(), f"typing:{self._chat_id}")
+
+    async def _send_typing(self) -> None:
         try:
             await self._bot.send_chat_action(self._chat_id, ChatAction.TYPING)
         except TelegramError as exc:
@@ -68,6 +74,13 @@ class TelegramReplySink:
         self._latest = text
         if self._previewer is None and not self._finishing.is_set():
             self._previewer = self._tasks.spawn(self._preview_loop(), f"preview:{self._chat_id}")
+
+    async def progress(self, hint: str) -> None:
+        # The hint takes the preview's place (a draft in private chats, the
+        # preview message in groups) until the next round's text replaces it;
+        # typing is renewed because Telegram shows it for five seconds only.
+        self.start_typing()
+        await self.update(hint)
 
     async def finish(self, text: str) -> None:
         await self._stop_preview()
@@ -90,12 +103,18 @@ class TelegramReplySink:
 
     async def _stop_preview(self) -> None:
         self._finishing.set()
+        if self._typing is not None:
+            await asyncio.gather(self._typing, return_exceptions=True)
         if self._previewer is not None:
             # Let a request in flight complete: cancelling it could leave a sent
             # message we do not know about, and the final pass would duplicate it.
             await asyncio.gather(self._previewer, return_exceptions=True)
 
     async def _preview_loop(self) -> None:
+        # The first preview waits one interval: an answer that is complete by
+        # then goes straight to its final message, without a draft round trip.
+        if await self._wait_finishing(self._interval):
+            return
         shown = ""
         while not self._finishing.is_set():
             text = self._latest
@@ -105,10 +124,15 @@ class TelegramReplySink:
                 except TelegramError as exc:
                     log.info("preview failed in chat %s: %s", self._chat_id, exc)
                 shown = text
-            try:
-                await asyncio.wait_for(self._finishing.wait(), self._interval)
-            except TimeoutError:
-                pass
+            await self._wait_finishing(self._interval)
+
+    async def _wait_finishing(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early when the answer is complete."""
+        try:
+            await asyncio.wait_for(self._finishing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _show(self, text: str, *, final: bool) -> None:
         chunks = render_chunks(text)

@@ -1,7 +1,7 @@
 """memories (per-user long-term memory) with keyword search; running history summary
 
-Revision ID: 0002_memory
-Revises: 0001
+Revision ID: 0005_memory
+Revises: 0004_tools
 Create Date: 2026-11-21
 
 Keyword search is dialect-specific and lives beside the table:
@@ -21,8 +21,8 @@ from alembic import op
 
 from bot.storage.models import BigIntPK, UTCDateTime
 
-revision = "0002_memory"
-down_revision = "0001"
+revision = "0005_memory"
+down_revision = "0004_tools"
 branch_labels = None
 depends_on = None
 

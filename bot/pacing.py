@@ -1,0 +1,60 @@
+"""A pacer for bulk sends (fired reminders now, broadcasts later).
+
+Telegram allows about 30 messages per second to different chats. Interactive
+replies are not capped (see the rate limiter in channels/telegram/channel.py),
+so anything that sends in bulk takes a permit from one shared Pacer first.
+Permits are spaced at least 1/rate seconds apart with no burst allowance: a
+burst of 1,000 then never puts more than ``rate`` sends into any one-second
+window, which is how Telegram counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+Sleep = Callable[[float], Awaitable[None]]
+Monotonic = Callable[[], float]
+
+
+class Pacer:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        monotonic: Monotonic = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("Pacer rate must be positive (messages per second)")
+        self.rate = rate
+        self._interval = 1.0 / rate
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._next = 0.0
+        self._waiting = 0
+        # Single file (asyncio.Lock is FIFO): each permit is spaced from the
+        # moment the previous one was really granted. Booking future slots
+        # instead lets every sleeper wake at once after the process stalls
+        # (a busy machine), and the catch-up burst is exactly what Telegram
+        # answers with 429.
+        self._lock = asyncio.Lock()
+        self.granted = 0
+
+    async def acquire(self) -> None:
+        """Wait for the next permit; permits go out in call order."""
+        self._waiting += 1
+        try:
+            async with self._lock:
+                wait = self._next - self._monotonic()
+                if wait > 0:
+                    await self._sleep(wait)
+                self._next = self._monotonic() + self._interval
+                self.granted += 1
+        finally:
+            self._waiting -= 1
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Roughly how long a permit asked for now would wait."""
+        return max(0.0, self._next - self._monotonic()) + self._waiting * self._interval
