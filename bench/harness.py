@@ -82,6 +82,9 @@ async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
             )
             app = Arium(settings)
             await app.start()
+            # Measure the steady state: the embedding model loads once at start,
+            # in a thread, and competes for the CPU with every turn until it is ready.
+            await app.memory.embeddings.wait_ready(120)
             try:
                 yield Rig(tg, model, app, clock)
             finally:

@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from bot.errors import EmbedderUnavailable, IndexFileError
+from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
 from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
@@ -145,7 +146,11 @@ class MemoryService:
         return await self._fuse(user_id, dense_hits, keyword_ids, k)
 
     async def recall(self, user_id: int, query: str) -> list[Hit]:
-        """Recall for a chat turn: bounded wait, and the hits count as used."""
+        """Recall for a chat turn: bounded wait, and the hits count as used.
+        Small talk ("ok", "thanks!", "how are you?") recalls nothing and costs
+        no query embedding."""
+        if not query_terms(query):
+            return []
         hits = await self.search(user_id, query, self.config.recall_k, wait=self.config.recall_wait)
         if hits:
             ids = [hit.memory.id for hit in hits]
