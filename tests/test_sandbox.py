@@ -274,3 +274,11 @@ def test_a_tilde_name_is_refused_however_it_is_written(space: tuple[FileSandbox,
     for path in ("~", "./~", "notes/~draft", "~/x"):
         with pytest.raises(SandboxError):
             sandbox.write(1, path, "x")
+
+
+def test_a_drive_like_name_is_refused_however_it_is_written(space: tuple[FileSandbox, Path]) -> None:
+    # Found by the property test above: "./C:" was written as "C:", which no path could then name.
+    sandbox, _ = space
+    for path in ("C:", "./C:", "notes/d:draft", "C:/x"):
+        with pytest.raises(SandboxError):
+            sandbox.write(1, path, "x")

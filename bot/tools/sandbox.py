@@ -107,6 +107,10 @@ def _check_name(name: str) -> None:
         raise SandboxError(f"names may not start with '~': {name!r}")
     if name.endswith(" ") or name.endswith("."):
         raise SandboxError(f"names may not end with a space or a dot: {name!r}")
+    if _DRIVE.match(name):
+        # Refused at the start of a path as a drive letter; "./C:" must not
+        # sneak in a file that the returned path "C:" cannot then name.
+        raise SandboxError(f"names may not start with a drive letter and ':': {name!r}")
     if _RESERVED.match(name):
         raise SandboxError(f"{name!r} is a reserved name")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
