@@ -326,7 +326,7 @@ async def test_everything_down_raises_once_per_outage_to_the_observer(server: Fa
 async def test_tool_calls_come_through_either_tier(server: FakeModelServer) -> None:
     server.script(Fault(503), dialect="mistral")
     server.script(Reply(tool_calls=[ToolCallSpec("calculate", {"expression": "6*7"})]), dialect="openai")
-    fallback = chain([endpoint(mistral(server), "a", failures=1)], [endpoint(openai(server), "b")])
+    fallback = chain([endpoint(mistral(server), "a")], [endpoint(openai(server), "b")], max_attempts=1)
     try:
         _, completion = await answer(fallback)
     finally:
@@ -367,3 +367,33 @@ async def test_only_our_errors_leave_the_chain(server: FakeModelServer) -> None:
             await answer(fallback)
     finally:
         await close_all(fallback)
+
+
+async def test_one_request_counts_once_against_the_breaker(server: FakeModelServer) -> None:
+    server.script(Fault(500), Fault(500), Fault(500), Reply(text="fine again"))
+    only = endpoint(openai(server), "a", failures=2)
+    fallback = chain([only], max_attempts=3)
+    try:
+        with pytest.raises(ModelUnavailable):
+            await answer(fallback)
+        assert only.breaker.state is BreakerState.CLOSED, "three attempts of one request are one failure"
+        text, _ = await answer(fallback)
+    finally:
+        await close_all(fallback)
+    assert text == "fine again"
+
+
+async def test_when_every_breaker_is_open_the_soonest_is_tried_anyway(server: FakeModelServer) -> None:
+    clock = ManualClock()
+    only = endpoint(openai(server), "a", clock=clock, failures=1)
+    fallback = chain([only], max_attempts=1)
+    server.script(Fault(500), Reply(text="recovered"))
+    try:
+        with pytest.raises(ModelUnavailable):
+            await answer(fallback)
+        assert only.breaker.state is BreakerState.OPEN
+        text, _ = await answer(fallback)  # still inside the cool-down
+    finally:
+        await close_all(fallback)
+    assert text == "recovered", "a single endpoint is not left untried for the whole cool-down"
+    assert only.breaker.state is BreakerState.CLOSED

@@ -43,6 +43,11 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return self._state
 
+    @property
+    def open_until(self) -> float:
+        """When an open breaker lets its next probe through (0 when closed)."""
+        return self._open_until if self._state is not BreakerState.CLOSED else 0.0
+
     def allow_request(self) -> bool:
         """True if a request may go to the endpoint now. In half-open state
         exactly one caller gets True (the probe) until it reports back."""

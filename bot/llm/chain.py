@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -170,28 +170,40 @@ class FallbackChain:
             return
         deadline = self._clock() + self._policy.total_timeout
         failures: list[ModelError] = []
+        for tier, endpoint in self._route():
+            try:
+                async for event in self._from_endpoint(endpoint, request, deadline):
+                    if isinstance(event, Completion):
+                        # Bookkeeping before the yield: a consumer may stop
+                        # iterating once it has the Completion.
+                        event = dataclasses.replace(event, endpoint=f"{tier.name}/{endpoint.provider.name}")
+                        self._remember(request, event, chat=True)
+                        self._answered()
+                    yield event
+                return
+            except StreamBrokenError:
+                raise
+            except ModelError as exc:
+                log.warning("model endpoint %s failed: %s: %s", endpoint.name, type(exc).__name__, exc)
+                failures.append(exc)
+            if self._clock() >= deadline:
+                break
+        raise self._unavailable(failures)
+
+    def _route(self) -> Iterator[tuple[Tier, Endpoint]]:
+        """The endpoints to try, in order: open breakers are skipped at no cost.
+        If every breaker is open, the one whose cool-down ends first is tried
+        anyway: failing without asking anyone would turn a blip into an outage
+        as long as the cool-down, most of all with a single endpoint."""
+        skipped: list[tuple[Tier, Endpoint]] = []
         for tier in self.tiers:
             for endpoint in tier.candidates():
-                if not endpoint.breaker.allow_request():
-                    continue  # open breaker: skipped at no cost
-                try:
-                    async for event in self._from_endpoint(endpoint, request, deadline):
-                        if isinstance(event, Completion):
-                            # Bookkeeping before the yield: a consumer may stop
-                            # iterating once it has the Completion.
-                            event = dataclasses.replace(event, endpoint=f"{tier.name}/{endpoint.provider.name}")
-                            self._remember(request, event, chat=True)
-                            self._answered()
-                        yield event
-                    return
-                except StreamBrokenError:
-                    raise
-                except ModelError as exc:
-                    log.warning("model endpoint %s failed: %s: %s", endpoint.name, type(exc).__name__, exc)
-                    failures.append(exc)
-                if self._clock() >= deadline:
-                    break
-        raise self._unavailable(failures)
+                if endpoint.breaker.allow_request():
+                    yield tier, endpoint
+                else:
+                    skipped.append((tier, endpoint))
+        if skipped and len(skipped) == len(self.endpoints):
+            yield min(skipped, key=lambda pair: pair[1].breaker.open_until)
 
     async def complete(self, request: ChatRequest, *, cache: bool = False) -> Completion:
         """The whole answer at once, for internal calls (extraction, summaries).
@@ -265,13 +277,15 @@ class FallbackChain:
             before_sleep=lambda state: self._note_retry(endpoint, state),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                try:
+        try:
+            async for attempt in retrying:
+                with attempt:
                     return await self._open(endpoint, request, deadline)
-                except ModelTransientError:
-                    endpoint.breaker.record_failure()
-                    raise
+        except ModelTransientError:
+            # One failed request is one failure, however many attempts it took:
+            # counting attempts would let a single unlucky request open the breaker.
+            endpoint.breaker.record_failure()
+            raise
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _wait(self, state: RetryCallState) -> float:
