@@ -8,7 +8,6 @@ import logging
 import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Any
 
 import pytz
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -127,10 +126,6 @@ def configure_logging(level: str, secrets: list[str], log_file: str | None = Non
     # httpx logs every request URL at INFO, and Telegram URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
-def context_fields(ctx: RequestContext) -> dict[str, Any]:
-    return ctx.model_dump(mode="json")
 
 
 class ContextMiddleware:

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from bot.context import current_request_id
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 ErrorHandler = Callable[[BaseException, str], None]
@@ -63,5 +61,3 @@ class TaskTracker:
         if still_running:
             await asyncio.gather(*still_running, return_exceptions=True)
 
-
-__all__ = ["TaskTracker", "current_request_id"]

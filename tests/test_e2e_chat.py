@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import pytest
 
 from bot.channels.telegram.render import utf16_len
 from tests.conftest import BotFactory

@@ -23,7 +23,7 @@ keeps the hour across a DST change)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time, timedelta, timezone
 
 from bot.errors import AriumError
