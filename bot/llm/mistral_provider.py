@@ -13,7 +13,16 @@ from mistralai.client import Mistral, errors as mistral_errors, models as mistra
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
 from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
-from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+from bot.llm.types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    Usage,
+    request_options,
+)
 
 
 class MistralProvider(Provider):
@@ -49,15 +58,8 @@ class MistralProvider(Provider):
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [_to_mistral(m) for m in request.messages],
+            **request_options(request),
         }
-        if request.tools:
-            kwargs["tools"] = [t.as_openai() for t in request.tools]
-            if request.tool_choice:
-                kwargs["tool_choice"] = request.tool_choice
-        if request.max_tokens:
-            kwargs["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            kwargs["temperature"] = request.temperature
         stream = await self._client.chat.stream_async(**kwargs)
         text: list[str] = []
         calls: list[ToolCall] = []

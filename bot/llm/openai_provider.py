@@ -13,7 +13,16 @@ from openai import AsyncOpenAI
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
 from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
-from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, TextDelta, ToolCall, Usage
+from bot.llm.types import (
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    Usage,
+    request_options,
+)
 
 
 @dataclass
@@ -56,15 +65,7 @@ class OpenAIProvider(Provider):
         # JSON as is. Passed as named parameters, the SDK re-walks messages and
         # tool schemas against its type definitions on every call (~0.3 ms per
         # message, ~4 ms for the tool list here); ours are already wire format.
-        body: dict[str, Any] = {"messages": [_wire_message(m) for m in request.messages]}
-        if request.tools:
-            body["tools"] = [t.as_openai() for t in request.tools]
-            if request.tool_choice:
-                body["tool_choice"] = request.tool_choice
-        if request.max_tokens:
-            body["max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
+        body = {"messages": [_wire_message(m) for m in request.messages], **request_options(request)}
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [],  # replaced by extra_body's

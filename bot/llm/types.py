@@ -64,6 +64,21 @@ class ChatRequest:
     temperature: float | None = None
 
 
+def request_options(request: ChatRequest) -> dict[str, Any]:
+    """The chat-completions fields besides model and messages that both
+    providers send the same way: tools, tool_choice, max_tokens, temperature."""
+    options: dict[str, Any] = {}
+    if request.tools:
+        options["tools"] = [t.as_openai() for t in request.tools]
+        if request.tool_choice:
+            options["tool_choice"] = request.tool_choice
+    if request.max_tokens:
+        options["max_tokens"] = request.max_tokens
+    if request.temperature is not None:
+        options["temperature"] = request.temperature
+    return options
+
+
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int = 0
