@@ -23,6 +23,7 @@ from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramR
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
+from bot.events import AdminAction, BatchWriter, EventBus, TurnFinished
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, SentenceTransformerEmbedder
 from bot.memory.extraction import MemoryWriter
@@ -39,6 +40,7 @@ from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
+from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
 from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
@@ -145,6 +147,7 @@ class Arium:
             ),
         )
         self.stuck_tools: list[str] = []
+        self._build_events()
         self.alerts = AdminAlerts(self.tasks)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
@@ -171,6 +174,7 @@ class Arium:
                 if settings.bot_history_summary
                 else None
             ),
+            events=self.events,
         )
         self._build_reminders(settings)
         # What /export writes and /deleteme erases, one section per kind of data.
@@ -200,6 +204,18 @@ class Arium:
 
     def _status(self) -> dict[str, object]:
         return {"version": __version__, "models": self.models.health()}
+    def _build_events(self) -> None:
+        # Statistics and audit writers: subscribers that write in batches.
+        self.events = EventBus()
+        self.usage = UsageRepository(self.db)
+        self.audit_log = AuditRepository(self.db)
+        self.usage_writer: BatchWriter[TurnFinished] = BatchWriter(self.usage.add_turns, self.tasks, name="usage")
+        self.audit_writer: BatchWriter[AdminAction] = BatchWriter(
+            self.audit_log.add_many, self.tasks, name="audit entries", flush_interval=0.2
+        )
+        self.events.subscribe(TurnFinished, self.usage_writer.record)
+        self.events.subscribe(AdminAction, self.audit_writer.record)
+
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:
             return embedder or SentenceTransformerEmbedder(settings.embedding_model)
@@ -306,7 +322,8 @@ class Arium:
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False
-        await self.tool_events.flush()
+        for writer in (self.tool_events, self.usage_writer, self.audit_writer):
+            await writer.flush()
         self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()

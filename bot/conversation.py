@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.context import RequestContext
+from bot.events import EventBus, TurnFinished
 from bot.errors import ModelError, ModelUnavailable, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService
@@ -72,6 +73,7 @@ class Conversation:
         tools: ToolCallManager | None = None,
         memory: TurnMemory | None = None,
         summarizer: HistorySummarizer | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self._messages = messages
         self._prompts = prompts
@@ -80,6 +82,7 @@ class Conversation:
         self._tools = tools
         self._memory = memory
         self._summarizer = summarizer
+        self._events = events or EventBus()
 
     async def handle(
         self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
@@ -123,6 +126,16 @@ class Conversation:
                 tokens_out=result.tokens_out,
             )
             self._after_turn(ctx, text, start, result)
+        self._events.publish(
+            TurnFinished(
+                user_id=ctx.user_id,
+                chat_id=ctx.chat_id,
+                model=result.model,
+                status=result.status,
+                tokens_in=result.tokens_in or 0,
+                tokens_out=result.tokens_out or 0,
+            )
+        )
         return result
 
     async def _fold_if_needed(self, start: TurnStart) -> tuple[list[StoredMessage], str | None]:

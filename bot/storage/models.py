@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, TypeDecorator
+from datetime import date
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +66,13 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Admitted in allow-list mode (by /allow or an invite).
+    allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False once Telegram says the user blocked the bot (403); a message from
+    # them sets it back. Broadcasts go to active users only.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Per-user daily token budget; None uses the configured default.
+    token_budget: Mapped[int | None] = mapped_column(Integer)
 
 
 class Chat(Base):
@@ -176,6 +197,97 @@ class Memory(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalized
     embedding_model: Mapped[str | None] = mapped_column(String(256))
+
+
+class UsageDaily(Base):
+    """Turns and tokens per UTC day, user and model; written in batches by the
+    statistics writer, read by /stats and the daily token budget."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (Index("ix_usage_daily_user_id_day", "user_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)  # "" when no model answered
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditEntry(Base):
+    """One admin action: who, what, when, with which arguments, and the outcome."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    admin_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(32))
+    arguments: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Invite(Base):
+    """A one-time invite link for allow-list mode (t.me/<bot>?start=<code>)."""
+
+    __tablename__ = "invites"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by: Mapped[int | None] = mapped_column(BigInteger)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RuntimeSetting(Base):
+    """Settings changed from the chat at run time (model tier order, active
+    prompt versions); JSON values, kept across restarts."""
+
+    __tablename__ = "runtime_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Broadcast(Base):
+    """One /broadcast: its text, state and counters. Deliveries hold the truth
+    about who got it; the counters are for the progress message."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # draft | running | done | cancelled
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    progress_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    progress_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    blocked: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BroadcastDelivery(Base):
+    """One recipient of a broadcast. ``claimed`` is written before the send and
+    ``sent`` / ``blocked`` / ``failed`` after, so a restart never sends twice."""
+
+    __tablename__ = "broadcast_deliveries"
+    __table_args__ = (Index("ix_broadcast_deliveries_broadcast_id_status", "broadcast_id", "status"),)
+
+    broadcast_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("broadcasts.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | claimed | sent | blocked | failed
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # Made by migrations, not by the ORM (keyword search for memories: SQLite's
