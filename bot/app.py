@@ -218,7 +218,11 @@ class Arium:
 
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:
-            return embedder or SentenceTransformerEmbedder(settings.embedding_model)
+            return embedder or SentenceTransformerEmbedder(
+                settings.embedding_model,
+                onnx=settings.bot_embedding_onnx,
+                cache_dir=settings.bot_data_dir.resolve() / "models",
+            )
 
         self.memory = MemoryService(
             MemoryRepository(self.db),

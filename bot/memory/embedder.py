@@ -16,10 +16,12 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from bot.errors import EmbedderUnavailable
+from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees
 from bot.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,20 @@ class SentenceTransformerEmbedder(Embedder):
     query is a few milliseconds of work, and on a small shared machine a
     second thread mostly adds waiting at torch's barriers when either core is
     busy (measured on 2 cores under load: p90 19 ms with one thread, 196 ms
-    with two). None leaves torch's default."""
+    with two). None leaves torch's default.
 
-    def __init__(self, model: str | None = None, *, threads: int | None = 1) -> None:
+    ``onnx``: run the model through ONNX Runtime when it has the supported
+    shape and gives the same vectors (see bot/memory/onnx_runtime.py); the
+    exported file is cached in ``cache_dir``. Torch stays the fallback."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        threads: int | None = 1,
+        onnx: bool = True,
+        cache_dir: Path | None = None,
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
@@ -68,8 +81,30 @@ class SentenceTransformerEmbedder(Embedder):
         if not dim:
             raise EmbedderUnavailable(f"embedding model {self.name!r} does not report its dimension")
         self.dim = int(dim)
+        self._onnx = self._onnx_runtime(cache_dir, threads or 1) if onnx else None
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if self._onnx is not None else "torch"
+
+    def _onnx_runtime(self, cache_dir: Path | None, threads: int) -> OnnxSentenceRuntime | None:
+        try:
+            runtime = OnnxSentenceRuntime(self._model, cache_dir, threads=threads)
+            if agrees(runtime, self._encode_torch([PROBE])[0]):
+                return runtime
+            log.warning("ONNX Runtime vectors differ from torch's for %s; using torch", self.name)
+        except UnsupportedModel:
+            log.info("embedding model %s runs on torch (its shape has no ONNX path)", self.name)
+        except Exception as exc:  # noqa: BLE001 - any failure here just means the slower path
+            log.warning("ONNX Runtime unavailable for %s (%s: %s); using torch", self.name, exc.__class__.__name__, exc)
+        return None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.encode(texts)
+        return self._encode_torch(texts)
+
+    def _encode_torch(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(
             list(texts),
             batch_size=MAX_BATCH_TEXTS,
