@@ -34,7 +34,7 @@ async def test_a_tool_turn_shows_a_hint_then_the_answer_and_is_recorded(
     await eventually(lambda: app.messages.history(PRIVATE, 10_000), lambda h: len(h) == 2)
     assert (await app.messages.history(PRIVATE, 10_000))[1].content == "In Tokyo it is evening."
     await app.stop()  # flushes the events
-    stats = await app.tool_events._repository.summary(datetime.now(timezone.utc) - timedelta(minutes=5))  # noqa: SLF001
+    stats = await app.tool_events.repository.summary(datetime.now(timezone.utc) - timedelta(minutes=5))
     assert [(s.tool, s.calls, s.failures) for s in stats] == [("current_time", 1, 0)]
 
 

@@ -17,6 +17,7 @@ class ToolEventRecorder(BatchWriter[ToolEventRecord]):
         batch_size: int = 500,
         max_pending: int = 20_000,
     ) -> None:
+        self.repository = repository  # for readers (/stats)
         super().__init__(
             repository.add_many,
             tasks,
