@@ -557,3 +557,23 @@ def test_plugin_reload_keeps_core_tools_and_a_broken_plugins_previous_tools(
     assert broken.removed == ("whisper",)
     assert registry.get("shout").description == "Say it much louder."  # type: ignore[union-attr]
     assert registry.skipped.count("write_file") == 1  # disabled names are not listed twice
+
+
+def test_plugin_reload_imports_entry_point_plugins_again(
+    tmp_path: Path, plugin_package: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as on a server: imports leave .pyc files
+    package, name = plugin_package
+    (package / "external.py").write_text(WHISPER)
+    dist = package.parent / "arium_runtime_whisper-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: arium-runtime-whisper\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[arium.plugins]\nwhisper = {name}.external\n")
+    registry = ToolRegistry({FileSandbox: FileSandbox(tmp_path / "files", SandboxLimits())})
+    plugins = load_plugins(registry, (), entry_points=True)
+    # Same length, most likely within the same second: the cached bytecode
+    # would pass its mtime-and-size check, so the reload must not use it.
+    (package / "external.py").write_text(WHISPER.replace("Say it softly.", "Say it SOFTLY."))
+    result = reload_plugins(registry, plugins, (), entry_points=True)
+    assert result.changed == ("whisper",) and not result.failed
+    assert result.registry.get("whisper").description == "Say it SOFTLY."  # type: ignore[union-attr]
