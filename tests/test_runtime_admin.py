@@ -283,6 +283,12 @@ async def test_bad_arguments_get_usage_or_a_clear_answer(bot: Start, tg: FakeTel
     }
     for command, expected in answers.items():
         assert (await say(tg, command)).text.startswith(expected), command
+    before = len(tg.messages(ADMIN))
+    tg.user_text("/models up 7", chat_id=ADMIN, language_code="ru")
+    tg.user_text("/models", chat_id=ADMIN, language_code="ru")
+    refused, shown = (await tg.wait_messages(ADMIN, before + 2))[before:]
+    assert refused.text == "Уровня 7 нет: в цепочке их 2."
+    assert shown.text.startswith("Цепочка моделей: запрос идёт на первый включённый уровень")
 
 
 # --- /prompts ----------------------------------------------------------------------

@@ -209,20 +209,20 @@ def _endpoint_line(endpoint: EndpointView, language: str) -> str:
     else:
         parts.append(t("rt_no_errors", language))
     if endpoint.last_error and endpoint.last_error_at is not None:
-        age = _age(time.time() - endpoint.last_error_at)
+        age = _age(time.time() - endpoint.last_error_at, language)
         parts.append(t("rt_last_error", language, error=html.escape(endpoint.last_error), age=age))
     return f"   • <code>{html.escape(endpoint.model)}</code>{where}\n      " + " · ".join(parts)
 
 
-def _age(seconds: float) -> str:
+def _age(seconds: float, language: str) -> str:
     seconds = max(0, int(seconds))
     if seconds < 120:
-        return f"{seconds} s"
+        return t("rt_age_seconds", language, n=seconds)
     if seconds < 7200:
-        return f"{seconds // 60} min"
+        return t("rt_age_minutes", language, n=seconds // 60)
     if seconds < 172800:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
+        return t("rt_age_hours", language, n=seconds // 3600)
+    return t("rt_age_days", language, n=seconds // 86400)
 
 
 def _chain_keyboard(view: ChainView) -> InlineKeyboardMarkup:
