@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from datetime import time, timedelta
 
 import pytz
@@ -15,11 +16,13 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
+from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
+from bot.channels.telegram.runtime_handlers import RuntimeCommands
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
@@ -34,7 +37,7 @@ from bot.memory.tools import MemoryTools
 from bot.memory.turn import TurnMemory
 from bot.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
-from bot.prompts import PromptRegistry
+from bot.prompts import PROMPTS_DIR, PromptRegistry
 from bot.reminders.clock import Clock, SystemClock
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.reminders.service import ReminderService
@@ -44,6 +47,7 @@ from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
 from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
+from bot.storage.runtime import RuntimeSettingsRepository
 from bot.storage.repositories import MessageRepository, UserRepository
 from bot.storage.tool_events import ToolEventRepository
 from bot.storage.userdata import UserDataRepository
@@ -51,7 +55,7 @@ from bot.tasks import TaskTracker
 from bot.tools.events import ToolEventRecorder
 from bot.tools.executor import ToolExecutor
 from bot.tools.manager import ToolCallManager, ToolLoopConfig
-from bot.tools.plugins import PLUGIN_PACKAGES, load_plugins
+from bot.tools.plugins import PLUGIN_PACKAGES, PluginInfo, load_plugins
 from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
 from bot.userdata import FilesSection, RemindersSection, core_sections
@@ -104,11 +108,13 @@ class Arium:
         *,
         models: ModelService | None = None,
         plugin_packages: tuple[str, ...] = PLUGIN_PACKAGES,
+        prompts_dir: Path = PROMPTS_DIR,
         clock: Clock | None = None,
         embedder: Embedder | None = None,
     ) -> None:
         """``embedder``: an already loaded model to use instead of loading
-        EMBEDDING_MODEL (tests share one across many bots)."""
+        EMBEDDING_MODEL (tests share one across many bots). ``prompts_dir``
+        and ``plugin_packages``: where /reload reads templates and plugins."""
         check_run_settings(settings)
         assert settings.telegram_bot_token is not None
         self.settings = settings
@@ -118,7 +124,7 @@ class Arium:
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
         self.auth = AuthProvider(settings.bot_admin_ids)
-        self.prompts = PromptRegistry()
+        self.prompts = PromptRegistry(prompts_dir)
         self.models = models or ModelService.from_settings(settings)
         self.files = FileSandbox(
             settings.bot_data_dir.resolve() / "files",
@@ -129,7 +135,7 @@ class Arium:
             ),
         )
         self.tool_registry = ToolRegistry({FileSandbox: self.files}, disabled=settings.bot_tools_disabled)
-        self.plugins = load_plugins(self.tool_registry, plugin_packages)
+        plugins = load_plugins(self.tool_registry, plugin_packages)
         self.tool_executor = ToolExecutor(
             workers=settings.bot_tool_workers,
             queue_size=settings.bot_tool_queue,
@@ -148,6 +154,13 @@ class Arium:
         )
         self.stuck_tools: list[str] = []
         self._build_events()
+        # /models, /prompts, /reload: run-time changes, kept in runtime_settings.
+        self.runtime_settings = RuntimeSettingsRepository(self.db)
+        self.runtime = RuntimeControl(
+            ModelControl(self.models, self.runtime_settings),
+            PromptControl(self.prompts, self.runtime_settings),
+            PluginControl(self.tool_registry, plugins, plugin_packages),
+        )
         self.alerts = AdminAlerts(self.tasks)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
@@ -196,11 +209,20 @@ class Arium:
             conversation=self.conversation,
             tasks=self.tasks,
             files=self.files,
-            features=[ReminderHandlers(self.reminders), MemoryCommands(self.memory, self.userdata)],
+            features=[
+                ReminderHandlers(self.reminders),
+                MemoryCommands(self.memory, self.userdata),
+                RuntimeCommands(self.runtime, self.events),
+            ],
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """The plugins as last loaded (at start or by /reload)."""
+        return self.runtime.plugins.plugins
 
     def _status(self) -> dict[str, object]:
         return {"version": __version__, "models": self.models.health()}
@@ -277,6 +299,7 @@ class Arium:
 
     async def start(self) -> None:
         await self.db.migrate()
+        await self.runtime.restore()  # before the first update: the chain and prompts as the admin left them
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
         app = self.telegram.application
         await app.initialize()

@@ -87,32 +87,98 @@ def _placeholders(body: str, path: Path) -> set[str]:
     return set(template.get_identifiers())
 
 
+Templates = dict[str, dict[int, PromptTemplate]]
+
+
+@dataclass(frozen=True)
+class PromptChanges:
+    """What a reload changed, as template refs (``system@3``)."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    # Pinned versions that no longer exist; those names use their newest version again.
+    unpinned: tuple[str, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def scan(folder: Path) -> Templates:
+    """Every template of ``folder``. Raises PromptError listing every broken
+    file and why, so one reload shows all the mistakes at once."""
+    loaded: Templates = {}
+    problems: list[PromptError] = []
+    for path in sorted(folder.glob("*.md")):
+        try:
+            template = parse_template(path.read_text(encoding="utf-8"), path)
+        except PromptError as exc:
+            problems.append(exc)
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(PromptError(f"{path.name}: cannot be read: {exc.__class__.__name__}"))
+            continue
+        versions = loaded.setdefault(template.name, {})
+        if template.version in versions:
+            problems.append(
+                PromptError(f"{path.name}: duplicates {template.ref} from {versions[template.version].path.name}")
+            )
+            continue
+        versions[template.version] = template
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise PromptError("\n".join(str(p) for p in problems))
+    return loaded
+
+
+def _same(a: PromptTemplate, b: PromptTemplate) -> bool:
+    return (a.body, a.variables, a.description) == (b.body, b.variables, b.description)
+
+
+def _refs(templates: Templates) -> dict[str, PromptTemplate]:
+    return {t.ref: t for versions in templates.values() for t in versions.values()}
+
+
 class PromptRegistry:
     """All templates of a folder; the active version of a name is the highest
-    unless one was activated explicitly."""
+    unless one was activated (pinned) explicitly."""
 
     def __init__(self, folder: Path = PROMPTS_DIR) -> None:
-        self._folder = folder
-        self._templates: dict[str, dict[int, PromptTemplate]] = {}
+        self.folder = folder
+        self._templates: Templates = {}
         self._active: dict[str, int] = {}
+        # The variable names each template name was last rendered with: what
+        # the bot supplies, so a new version that needs more is caught before
+        # it becomes active instead of failing every turn.
+        self._supplied: dict[str, frozenset[str]] = {}
         self.reload()
 
-    def reload(self) -> None:
-        """Load every template; a broken file fails loudly, naming itself."""
-        loaded: dict[str, dict[int, PromptTemplate]] = {}
-        for path in sorted(self._folder.glob("*.md")):
-            template = parse_template(path.read_text(encoding="utf-8"), path)
-            versions = loaded.setdefault(template.name, {})
-            if template.version in versions:
-                raise PromptError(f"{path.name}: duplicates {template.ref} from {versions[template.version].path.name}")
-            versions[template.version] = template
+    def reload(self) -> PromptChanges:
+        """Load every template again; a broken file fails loudly, naming itself,
+        and leaves the loaded set as it was."""
+        return self.install(scan(self.folder))
+
+    def install(self, loaded: Templates) -> PromptChanges:
+        """Swap in templates from ``scan`` (which may run in a thread): one
+        assignment each, so a render never sees half a reload. Pinned versions
+        that still exist stay pinned."""
+        before, after = _refs(self._templates), _refs(loaded)
+        gone = tuple(sorted(f"{k}@{v}" for k, v in self._active.items() if v not in loaded.get(k, {})))
         self._templates = loaded
         self._active = {k: v for k, v in self._active.items() if k in loaded and v in loaded[k]}
+        return PromptChanges(
+            added=tuple(sorted(after.keys() - before.keys())),
+            changed=tuple(sorted(r for r in after.keys() & before.keys() if not _same(after[r], before[r]))),
+            removed=tuple(sorted(before.keys() - after.keys())),
+            unpinned=gone,
+        )
 
     def get(self, name: str, version: int | None = None) -> PromptTemplate:
         versions = self._templates.get(name)
         if not versions:
-            raise PromptNotFound(f"no prompt template named {name!r} in {self._folder}")
+            raise PromptNotFound(f"no prompt template named {name!r} in {self.folder}")
         chosen = version if version is not None else self._active.get(name, max(versions))
         if chosen not in versions:
             raise PromptNotFound(f"prompt {name!r} has no version {chosen}")
@@ -123,9 +189,40 @@ class PromptRegistry:
         self._active[name] = version
         return template
 
+    def unpin(self, name: str) -> PromptTemplate:
+        """Go back to the newest version of ``name`` (also after later reloads)."""
+        versions = self._templates.get(name)
+        if not versions:
+            raise PromptNotFound(f"no prompt template named {name!r} in {self.folder}")
+        self._active.pop(name, None)
+        return versions[max(versions)]
+
+    def pinned(self) -> dict[str, int]:
+        """Versions activated explicitly (the rest use their newest)."""
+        return dict(self._active)
+
     def render(self, name: str, variables: dict[str, object]) -> tuple[str, PromptTemplate]:
         template = self.get(name)
+        supplied = self._supplied.get(name)
+        if supplied is None or not supplied.issuperset(variables):
+            self._supplied[name] = frozenset(variables) | (supplied or frozenset())
         return template.render(variables), template
+
+    def unsupplied(self, template: PromptTemplate) -> list[str]:
+        """Variables ``template`` declares that the bot has never passed when
+        rendering its name (empty when the name was not rendered yet)."""
+        supplied = self._supplied.get(template.name)
+        if supplied is None:
+            return []
+        return [v for v in template.variables if v not in supplied]
+
+    def active_after(self, loaded: Templates) -> list[PromptTemplate]:
+        """The template of each name that would be active if ``loaded`` were installed."""
+        active = []
+        for name, versions in loaded.items():
+            pinned = self._active.get(name)
+            active.append(versions[pinned] if pinned in versions else versions[max(versions)])
+        return active
 
     def names(self) -> dict[str, list[int]]:
         return {name: sorted(versions) for name, versions in self._templates.items()}

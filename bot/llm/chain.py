@@ -10,9 +10,9 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tenacity import (
@@ -72,6 +72,9 @@ class Endpoint:
         self.weight = weight
         self.in_flight = 0
         self.stats = EndpointStats()
+        # (wall-clock time, error class) of the latest failure, for /models.
+        # The class only: a server's message may echo part of a key.
+        self.last_error: tuple[float, str] | None = None
 
     @property
     def name(self) -> str:
@@ -96,6 +99,14 @@ class Tier:
     name: str
     endpoints: list[Endpoint]
     context_window: int | None = None
+    # What identifies the tier across restarts and configuration edits: its
+    # endpoints (provider:model@host, never a key), not its position. The
+    # chain makes keys unique.
+    key: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = " + ".join(sorted(e.name for e in self.endpoints))
 
     def candidates(self) -> list[Endpoint]:
         """Least requests in flight per unit of weight first; ties broken at random
@@ -133,7 +144,13 @@ class FallbackChain:
     ) -> None:
         if not tiers or not all(t.endpoints for t in tiers):
             raise ValueError("the chain needs at least one tier, each with an endpoint")
-        self.tiers = tiers
+        _unique_keys(tiers)
+        # The run-time layout: every configured tier in the order the admin
+        # chose, and the keys of the disabled ones. Changed only by ``arrange``,
+        # which assigns new objects, so a request keeps the plan it started with.
+        self.tiers: list[Tier] = list(tiers)
+        self.disabled: frozenset[str] = frozenset()
+        self._plan: tuple[Tier, ...] = tuple(tiers)
         self._policy = policy
         self._observer = observer
         self._cache = cache
@@ -156,6 +173,26 @@ class FallbackChain:
     def snapshot(self) -> list[dict[str, object]]:
         return [e.snapshot() for e in self.endpoints]
 
+    def arrange(self, order: Sequence[str], disabled: Collection[str] = ()) -> None:
+        """Set the order of the tiers (every tier's key, once) and which are
+        disabled, for requests that start from now on. Raises ValueError if
+        the order is not a permutation of the tiers or nothing stays enabled."""
+        by_key = {tier.key: tier for tier in self.tiers}
+        if sorted(order) != sorted(by_key):
+            raise ValueError("the order must name every tier exactly once")
+        off = frozenset(disabled)
+        unknown = off - by_key.keys()
+        if unknown:
+            raise ValueError(f"no tier with key {sorted(unknown)[0]!r}")
+        plan = tuple(by_key[key] for key in order if key not in off)
+        if not plan:
+            raise ValueError("at least one tier must stay enabled")
+        # No await between these: no request sees half of the change.
+        self.tiers = [by_key[key] for key in order]
+        self.disabled = off
+        self._plan = plan
+        log.info("model chain arranged: %s", " > ".join(t.name + (" (off)" if t.key in off else "") for t in self.tiers))
+
     # The public calls ---------------------------------------------------------
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -170,7 +207,7 @@ class FallbackChain:
             return
         deadline = self._clock() + self._policy.total_timeout
         failures: list[ModelError] = []
-        for tier, endpoint in self._route():
+        for tier, endpoint in self._route(self._plan):
             try:
                 async for event in self._from_endpoint(endpoint, request, deadline):
                     if isinstance(event, Completion):
@@ -190,19 +227,20 @@ class FallbackChain:
                 break
         raise self._unavailable(failures)
 
-    def _route(self) -> Iterator[tuple[Tier, Endpoint]]:
-        """The endpoints to try, in order: open breakers are skipped at no cost.
-        If every breaker is open, the one whose cool-down ends first is tried
-        anyway: failing without asking anyone would turn a blip into an outage
-        as long as the cool-down, most of all with a single endpoint."""
+    def _route(self, plan: Sequence[Tier]) -> Iterator[tuple[Tier, Endpoint]]:
+        """The endpoints of the enabled tiers to try, in order: open breakers
+        are skipped at no cost. If every breaker is open, the one whose
+        cool-down ends first is tried anyway: failing without asking anyone
+        would turn a blip into an outage as long as the cool-down, most of all
+        with a single endpoint."""
         skipped: list[tuple[Tier, Endpoint]] = []
-        for tier in self.tiers:
+        for tier in plan:
             for endpoint in tier.candidates():
                 if endpoint.breaker.allow_request():
                     yield tier, endpoint
                 else:
                     skipped.append((tier, endpoint))
-        if skipped and len(skipped) == len(self.endpoints):
+        if skipped and len(skipped) == sum(len(tier.endpoints) for tier in plan):
             yield min(skipped, key=lambda pair: pair[1].breaker.open_until)
 
     async def complete(self, request: ChatRequest, *, cache: bool = False) -> Completion:
@@ -237,6 +275,7 @@ class FallbackChain:
                 yield event
         except ModelError as exc:
             endpoint.stats.error(exc)
+            endpoint.last_error = (time.time(), type(exc).__name__)
             raise
         finally:
             endpoint.in_flight -= 1
@@ -397,6 +436,17 @@ class FallbackChain:
         if self._cache is None or (chat and not self._cache_chat) or request.temperature != 0:
             return
         self._cache.put(request, completion)
+
+
+def _unique_keys(tiers: list[Tier]) -> None:
+    """Two tiers with the same endpoints (a configuration may repeat one as a
+    last resort) get ``#2``, ``#3``... so each can be moved on its own."""
+    seen: dict[str, int] = {}
+    for tier in tiers:
+        count = seen.get(tier.key, 0) + 1
+        seen[tier.key] = count
+        if count > 1:
+            tier.key = f"{tier.key} #{count}"
 
 
 async def _close(stream: AsyncIterator[StreamEvent]) -> None:

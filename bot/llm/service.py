@@ -3,7 +3,7 @@ endpoint and the fallback chain over them, from settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 
 from bot.errors import ConfigError
 from bot.llm.base import Provider
@@ -99,6 +99,20 @@ class ModelService:
 
     def health(self) -> list[dict[str, object]]:
         return self.chain.snapshot()
+
+    # Run-time layout of the chain (/models) -----------------------------------
+
+    def tiers(self) -> list[Tier]:
+        """Every configured tier, in the current order (disabled ones included)."""
+        return list(self.chain.tiers)
+
+    def disabled_tiers(self) -> frozenset[str]:
+        """Keys of the tiers new requests skip."""
+        return self.chain.disabled
+
+    def arrange_tiers(self, order: Sequence[str], disabled: Collection[str] = ()) -> None:
+        """Reorder and disable tiers by key for new requests (see FallbackChain.arrange)."""
+        self.chain.arrange(order, disabled)
 
     async def aclose(self) -> None:
         for endpoint in self.chain.endpoints:

@@ -241,13 +241,37 @@ class ToolRegistry:
                 f"tool {tool.name} is defined twice ({self._tools[tool.name].plugin or 'core'} and {plugin or 'core'})"
             )
         if tool.name in self._disabled or (plugin and plugin in self._disabled):
-            self.skipped.append(tool.name)
+            if tool.name not in self.skipped:
+                self.skipped.append(tool.name)
             return None
         self._tools[tool.name] = tool
         return tool
 
     def unregister(self, name: str) -> None:
         self._tools.pop(name, None)
+
+    def adopt(self, tool: Tool) -> None:
+        """Add a tool another registry of the same services built (a reload
+        carries tools over unchanged)."""
+        if tool.name in self._tools:
+            raise ToolDefinitionError(f"tool {tool.name} is defined twice")
+        self._tools[tool.name] = tool
+
+    def fork(self, keep: Callable[[Tool], bool]) -> ToolRegistry:
+        """A new registry with the same services and disabled names, holding
+        the tools ``keep`` accepts: where a reload builds the next set of
+        tools while this one keeps serving."""
+        other = ToolRegistry(self._services, self._disabled)
+        other._tools = {name: tool for name, tool in self._tools.items() if keep(tool)}
+        other.skipped = list(self.skipped)
+        return other
+
+    def replace_tools(self, other: ToolRegistry) -> None:
+        """Serve ``other``'s tools from now on. One assignment, so a turn sees
+        either the old set or the new one; a turn that already offered a
+        removed tool is told it is unknown if the model still calls it."""
+        self._tools = dict(other._tools)
+        self.skipped = list(other.skipped)
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
