@@ -142,6 +142,9 @@ def test_endpoint_names_and_urls_lose_credentials_and_queries() -> None:
     assert endpoint_label("openai:gpt@api.openai.com") == "openai:gpt@api.openai.com"
     assert endpoint_label("mistral:small@host/v1?key=abc") == "mistral:small@host/v1"
     assert strip_url_secrets("see https://u:p@h.example/x?token=1#f and http://a/b") == "see https://h.example/x and http://a/b"
+    assert strip_url_secrets("<code>https://h/x?key=1</code> <a href=\"http://u:p@h/\">x</a>") == (
+        '<code>https://h/x</code> <a href="http://h/">x</a>'
+    )
     redact = Redactor([FAKE_KEY, "short"])  # too short to be a secret worth hiding
     assert redact(f"key {FAKE_KEY}, token 123456789:AAHfakeTokenThatLooksReal_0123456789") == "key ***, token ***"
     assert redact("a short word") == "a short word"

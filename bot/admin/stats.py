@@ -86,8 +86,10 @@ def price_for(stored_model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice
 
 # URLs and secrets ------------------------------------------------------------
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
-_URL_TAIL = re.compile(r"(?P<url>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]*)[?#]\S*")
+# A URL ends at whitespace, a quote or an angle bracket, so these never eat
+# into HTML markup around a URL.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@<>\"']*@")
+_URL_TAIL = re.compile(r"(?P<url>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#<>\"']*)[?#][^\s<>\"']*")
 # A Telegram bot token anywhere, e.g. inside a Bot API URL an HTTP error quotes
 # ("/bot123456789:AAH..."): digits, a colon, ~35 URL-safe characters.
 _BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}")

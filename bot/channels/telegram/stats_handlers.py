@@ -389,7 +389,7 @@ class StatsCommands(AdminCommands):
 
     async def _on_users(self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]) -> str:
         query = " ".join(args).strip()
-        if len(query.encode()) > MAX_QUERY_BYTES or "\n" in query:
+        if len(query.encode()) > MAX_QUERY_BYTES:
             await reply(update, t("admin_usage", ctx.language, usage=t("users_usage", ctx.language, limit=MAX_QUERY_BYTES)))
             return "usage shown"
         if not await self._private(update, ctx):
