@@ -13,9 +13,9 @@ from sqlalchemy import insert
 from bot import __version__
 from bot.admin.health import ErrorLog, HealthMonitor, database_size, memory_use, sqlite_files
 from bot.app import Arium
+from bot.channels.telegram.stats_handlers import fmt_duration
 from bot.storage.db import Database
-from bot.storage.models import AuditEntry
-from bot.storage.models import utcnow
+from bot.storage.models import AuditEntry, utcnow
 from bot.tasks import TaskTracker
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer
@@ -132,6 +132,8 @@ async def test_health_report_fields(tmp_path: Path) -> None:
     assert report.memory is not None and report.memory.bytes > 0
     assert (report.queues.tool_capacity, report.queues.updates_waiting, report.queues.updates_in_progress) == (40, 2, 1)
     assert report.last_error is None and report.endpoints == 0
+    assert fmt_duration(report.uptime, "en") == "3d 5h 7m"
+    assert fmt_duration(report.uptime, "ru") == "3 д 5 ч 7 мин"
 
 
 # --- End to end -----------------------------------------------------------------------
@@ -156,7 +158,7 @@ async def test_health_shows_uptime_version_sizes_queues_and_the_last_error_witho
     [first] = await tg.wait_messages(ADMIN, 1)
     text = first.text
     assert text.startswith("Health · ")
-    assert f"Version {__version__} · up 0d 0h 0m" in text
+    assert re.search(rf"Version {re.escape(__version__)} · up \d+d \d+h \d+m", text)
     assert sizes(text, "Database: sqlite,") > 0
     assert sizes(text, "Memory:") > 10 * 1024 * 1024
     assert re.search(r"Queues: background tasks \d+ · tool calls 0 of 40 · updates waiting \d+ · being handled [1-9]", text)

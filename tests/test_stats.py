@@ -626,3 +626,25 @@ async def test_users_pages_with_buttons_and_searches(
 def _buttons(message: Any) -> list[tuple[str, str]]:
     markup = message.reply_markup or {}
     return [(b["text"], b["callback_data"]) for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def test_russian_answers_are_valid_telegram_html(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_admin_bot(start_bot)
+    await app.usage.add_turns([turn(ADMIN, MINI, datetime.now(timezone.utc), 1500, 500)])
+    await app.tool_event_store.add_many([tool("calculate", "error", 3)])
+    # The fake Bot API parses HTML as Telegram does: a bad template would be refused, not shown.
+    [stats] = await command(tg, "/stats", language_code="ru")
+    assert stats.text.startswith("Статистика · ")
+    assert "Токены: сегодня 2\u00a0000" in stats.text and "Оценка расходов: сегодня $0.0005" in stats.text
+    assert "✅ закрыт: запросов 0" in stats.text and "calculate: вызовов 1 · неудачных 1" in stats.text
+    await tg.wait_for(lambda: any(m.photo for m in tg.messages(ADMIN)))
+    assert [m for m in tg.messages(ADMIN) if m.photo][0].text == "Ходы и токены по дням, последние 30 дней (UTC)"
+    [users] = await command(tg, "/users ann", language_code="ru")
+    assert users.text.startswith("Пользователи по запросу «ann»: 1 · страница 1 из 1")
+    assert "админ · не допущен · активен · был " in users.text
+    [health] = await command(tg, "/health", language_code="ru")
+    assert health.text.startswith("Состояние · ") and "Последняя ошибка: не было с момента запуска" in health.text
+    [usage] = await command(tg, "/users " + "x" * 50, language_code="ru")
+    assert usage.text == "Как пользоваться: /users [имя, @username или id — до 40 символов]"
