@@ -17,12 +17,15 @@ from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
 from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
+from bot.admin.health import ErrorLog, HealthMonitor
+from bot.admin.stats import AdminStats, UserDirectory, prices_from
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
 from bot.channels.telegram.runtime_handlers import RuntimeCommands
+from bot.channels.telegram.stats_handlers import StatsCommands
 from bot.context import ContextMiddleware
 from bot.conversation import Conversation, ConversationConfig
 from bot.errors import ConfigError
@@ -119,7 +122,9 @@ class Arium:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.tasks = TaskTracker()
+        # The last errors, scrubbed, for /health; fed by the task tracker and the channel.
+        self.errors = ErrorLog(settings.secrets())
+        self.tasks = TaskTracker(on_error=self.errors.task_failed)
         self.db = Database(settings.effective_database_url)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
@@ -142,7 +147,8 @@ class Arium:
             timeout=settings.bot_tool_timeout,
             per_user=settings.bot_tool_user_concurrency,
         )
-        self.tool_events = ToolEventRecorder(ToolEventRepository(self.db), self.tasks)
+        self.tool_event_store = ToolEventRepository(self.db)
+        self.tool_events = ToolEventRecorder(self.tool_event_store, self.tasks)
         self.tools = ToolCallManager(
             models=self.models,
             registry=self.tool_registry,
@@ -213,6 +219,7 @@ class Arium:
                 ReminderHandlers(self.reminders),
                 MemoryCommands(self.memory, self.userdata),
                 RuntimeCommands(self.runtime, self.events),
+                self._stats_commands(settings),
             ],
         )
         self.alerts.connect(self.telegram.send_to_admins)
@@ -224,8 +231,32 @@ class Arium:
         """The plugins as last loaded (at start or by /reload)."""
         return self.runtime.plugins.plugins
 
+    def _stats_commands(self, settings: Settings) -> StatsCommands:
+        """/stats, /users and /health."""
+        self.admin_stats = AdminStats(
+            self.db,
+            usage=self.usage,
+            tool_events=self.tool_event_store,
+            reminders=self.reminder_store,
+            models=self.models,
+            prices=prices_from(settings.model_prices),
+            now=self.clock.now,
+        )
+        self.health = HealthMonitor(
+            self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.errors, models=self.models
+        )
+        return StatsCommands(
+            self.events,
+            stats=self.admin_stats,
+            users=UserDirectory(self.db),
+            health=self.health,
+            errors=self.errors,
+            secrets=settings.secrets(),
+        )
+
     def _status(self) -> dict[str, object]:
         return {"version": __version__, "models": self.models.health()}
+
     def _build_events(self) -> None:
         # Statistics and audit writers: subscribers that write in batches.
         self.events = EventBus()

@@ -4,6 +4,7 @@ named by ``BOT_CONFIG``; earlier sources win. Every name is documented in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -56,6 +57,48 @@ def parse_models(value: str) -> list[ModelRef]:
     return refs
 
 
+# Price per 1M tokens: (input, output), finite and not negative.
+PricePerMillion = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+ModelPrices = dict[str, tuple[PricePerMillion, PricePerMillion]]
+
+
+def parse_model_prices(value: str) -> dict[str, Any]:
+    """MODEL_PRICES from the environment: JSON (``{"openai:gpt-4o-mini": [0.15, 0.6]}``)
+    or ``provider:model=input/output,...``. Keys and numbers are checked by the field."""
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith(("{", "[")):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValueError("MODEL_PRICES is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("MODEL_PRICES must map 'provider:model' to [input, output]")
+        return parsed
+    prices: dict[str, Any] = {}
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, sep, pair = entry.rpartition("=")
+        price_in, slash, price_out = pair.partition("/")
+        if not sep or not slash:
+            raise ValueError(f"MODEL_PRICES entry {entry!r} must look like 'openai:gpt-4o-mini=0.15/0.60'")
+        prices[name.strip()] = (price_in.strip(), price_out.strip())
+    return prices
+
+
+def _check_price_key(key: str) -> str:
+    """A price is keyed like a BOT_MODELS entry (``provider:model``), which is
+    how /stats matches it to the model that answered."""
+    provider, sep, model = key.strip().partition(":")
+    provider, model = provider.strip().lower(), model.strip()
+    if not sep or not model or provider not in PROVIDERS:
+        raise ValueError(f"model_prices key {key!r} must look like 'mistral:MODEL' or 'openai:MODEL'")
+    return f"{provider}:{model}"
+
+
 class EndpointSettings(BaseModel):
     """One endpoint of a tier (TOML only): a model at a URL with a key."""
 
@@ -104,6 +147,9 @@ class Settings(BaseSettings):
 
     # The fallback chain in full (TOML only): several endpoints per tier, weights.
     model_tiers: list[TierSettings] | None = None
+    # Prices per 1M input / output tokens, keyed "provider:model", for the
+    # cost estimate in /stats. TOML: model_prices = {"openai:gpt-4o-mini" = [0.15, 0.60]}.
+    model_prices: Annotated[ModelPrices, NoDecode] = Field(default_factory=dict)
 
     # Beyond the DESIGN.md contract: tuning with safe defaults.
     bot_log_level: str = "INFO"
@@ -176,6 +222,16 @@ class Settings(BaseSettings):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return parse_models(",".join(value))
         return value
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        return parse_model_prices(value) if isinstance(value, str) else value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _check_prices(cls, value: ModelPrices) -> ModelPrices:
+        return {_check_price_key(key): price for key, price in value.items()}
 
     @field_validator("bot_admin_ids", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import itertools
 import json
 import math
@@ -52,12 +53,13 @@ _IMPLEMENTED = (
     "deleteMessage",
     "answerCallbackQuery",
     "sendDocument",
+    "sendPhoto",
     "getFile",
 )
 _CANONICAL = {name.lower(): name for name in _IMPLEMENTED}
 
 # Telegram counts flood limits on outgoing content, not on housekeeping calls.
-_RATE_LIMITED = frozenset({"sendMessage", "editMessageText", "sendMessageDraft", "sendDocument"})
+_RATE_LIMITED = frozenset({"sendMessage", "editMessageText", "sendMessageDraft", "sendDocument", "sendPhoto"})
 
 # Parameters that are strings in the Bot API. PTB sends strings unencoded and
 # everything else JSON-encoded, so only these must never go through json.loads
@@ -93,6 +95,14 @@ _MAX_TEXT = 4096
 _MAX_CAPTION = 1024
 # The cloud Bot API lets bots download files of at most 20 MB.
 _MAX_DOWNLOAD = 20 * 1024 * 1024
+# sendPhoto (https://core.telegram.org/bots/api#sendphoto): at most 10 MB,
+# width + height at most 10000, width/height ratio at most 20.
+_MAX_PHOTO_BYTES = 10 * 1024 * 1024
+_MAX_PHOTO_SIDES = 10_000
+_MAX_PHOTO_RATIO = 20
+# Telegram stores a photo in sizes that fit these boxes (types s, m, x, y, w),
+# smallest first, up to the one that holds the original.
+_PHOTO_BOXES = (90, 320, 800, 1280, 2560)
 
 _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply "
@@ -150,7 +160,8 @@ class SentMessage:
     date: int
     message_thread_id: int | None = None
     document: JsonDict | None = None
-    file: UploadedFile | None = None
+    photo: list[JsonDict] | None = None  # PhotoSize objects, smallest first
+    file: UploadedFile | None = None  # the uploaded bytes of a document or photo
     edits: list[str] = field(default_factory=list)  # visible text after each edit
     edit_date: int | None = None
     deleted: bool = False
@@ -580,6 +591,19 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+def _image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image Telegram can process; anything it cannot
+    decode fails the way Telegram's does."""
+    from PIL import Image, UnidentifiedImageError  # installed with matplotlib
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # decode it all: a truncated file fails here
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise _bad_request("IMAGE_PROCESS_FAILED") from exc
+
+
 # --------------------------------------------------------------------------
 # Entities Telegram adds to incoming user text
 # --------------------------------------------------------------------------
@@ -992,6 +1016,7 @@ class FakeTelegram:
             "deleteMessage": self._delete_message,
             "answerCallbackQuery": self._answer_callback_query,
             "sendDocument": self._send_document,
+            "sendPhoto": self._send_photo,
             "getFile": self._get_file,
         }
 
@@ -1103,8 +1128,9 @@ class FakeTelegram:
             message["reply_to_message"] = snapshot
         if sent.edit_date is not None:
             message["edit_date"] = sent.edit_date
-        if sent.document is not None:
-            message["document"] = sent.document
+        media = ("document", sent.document) if sent.document is not None else ("photo", sent.photo)
+        if media[1] is not None:
+            message[media[0]] = media[1]
             if sent.text:
                 message["caption"] = sent.text
             if sent.entities:
@@ -1391,6 +1417,56 @@ class FakeTelegram:
         sent = self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
         sent.document, sent.file = document, upload
         return self._payload(sent)
+
+    async def _send_photo(self, params: JsonDict) -> JsonDict:
+        chat_id = self._chat_id(params)
+        sizes, upload = self._photo(params)
+        caption, entities, html = self._render(
+            params.get("caption"), params.get("parse_mode"), params.get("caption_entities"),
+            limit=_MAX_CAPTION, allow_empty=True, too_long="message caption is too long",
+        )
+        markup = self._reply_markup(params)
+        sent = self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
+        sent.photo, sent.file = sizes, upload
+        return self._payload(sent)
+
+    def _photo(self, params: JsonDict) -> tuple[list[JsonDict], UploadedFile | None]:
+        """PhotoSizes for an uploaded image (decoded, as Telegram does) or for
+        the file_id of a photo sent before."""
+        value = params.get("photo")
+        if isinstance(value, str) and value.startswith("attach://"):
+            value = params.get(value[len("attach://") :])
+        if isinstance(value, str) and value:
+            for sent in (m for chat in self._sent.values() for m in chat):
+                if sent.photo and any(size["file_id"] == value for size in sent.photo):
+                    return [dict(size) for size in sent.photo], None
+            raise _bad_request("wrong file identifier/HTTP URL specified")
+        if not isinstance(value, UploadedFile):
+            raise _bad_request("there is no photo in the request")
+        if len(value.data) > _MAX_PHOTO_BYTES:
+            raise _bad_request("PHOTO_SAVE_FILE_INVALID")
+        width, height = _image_size(value.data)
+        if width + height > _MAX_PHOTO_SIDES or max(width, height) > _MAX_PHOTO_RATIO * min(width, height):
+            raise _bad_request("PHOTO_INVALID_DIMENSIONS")
+        return self._photo_sizes(width, height, len(value.data)), value
+
+    def _photo_sizes(self, width: int, height: int, file_size: int) -> list[JsonDict]:
+        sizes: list[JsonDict] = []
+        for box in _PHOTO_BOXES:
+            scale = min(1.0, box / max(width, height))
+            w, h = max(1, round(width * scale)), max(1, round(height * scale))
+            number = next(self._file_ids)
+            sizes.append({
+                "file_id": f"AgACAgFAKE{number:06d}",
+                "file_unique_id": f"AQADFAKE{number:06d}",
+                "width": w,
+                "height": h,
+                # Telegram re-encodes each size; the fake scales by area.
+                "file_size": max(1, round(file_size * (w * h) / (width * height))),
+            })
+            if scale == 1.0:
+                break
+        return sizes
 
     async def _get_file(self, params: JsonDict) -> JsonDict:
         file_id = params.get("file_id")

@@ -1,0 +1,143 @@
+"""UI strings of /stats, /users and /health (HTML: every value put into them
+is escaped by the renderer)."""
+
+from bot.i18n import add_strings
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "cmd_stats": "usage, users, cost, model health and a chart",
+        "cmd_users": "list and search users: /users [name, @username or id]",
+        "cmd_health": "uptime, version, database size, memory, queues, last error",
+        "stats_private_only": "Please send this command in a private chat with me: the answer is for admins only.",
+        "stats_title": "<b>Statistics</b> · {time} UTC",
+        "stats_users": (
+            "<b>Users</b>: {total} · active today {today} · in 7 days {week} · "
+            "banned {banned} · blocked the bot {blocked}"
+        ),
+        "stats_turns": "<b>Messages</b> (turns, failed included): today {today} · 7 days {week} · 30 days {month}",
+        "stats_tokens": "<b>Tokens</b>: today {today} · 7 days {week} · 30 days {month}",
+        "stats_cost": "<b>Cost estimate</b>: today {today} · 7 days {week} · 30 days {month}",
+        "stats_cost_unpriced": "no price set for: {models}",
+        "stats_cost_off": "<b>Cost estimate</b>: set MODEL_PRICES to see one",
+        "stats_models_header": "<b>Tokens by model, 30 days</b>",
+        "stats_model_line": "• {model}: {turns} turns ({failures} failed) · in {tokens_in} · out {tokens_out}{cost}",
+        "stats_no_answer": "no model answered",
+        "stats_endpoints_header": "<b>Model endpoints</b> (since the start)",
+        "stats_endpoint_line": (
+            "• {endpoint} [{tier}] {breaker}: {requests} requests · {in_flight} in flight · "
+            "p50 {p50} · p95 {p95} · errors: {errors}"
+        ),
+        "stats_breaker_closed": "✅ closed",
+        "stats_breaker_open": "⛔ open",
+        "stats_breaker_half_open": "🟡 half-open",
+        "stats_tools_header": "<b>Tool calls, 30 days</b>",
+        "stats_tool_line": "• {tool}: {calls} calls · {failures} failed · {timeouts} timed out · avg {avg} ms",
+        "stats_reminders": "<b>Reminders</b>: {pending} pending ({overdue} overdue) · {paused} paused",
+        "stats_none": "• none yet",
+        "stats_more": "• … and {count} more",
+        "stats_chart_title": "Turns and tokens per day, last 30 days (UTC)",
+        "stats_chart_turns": "Turns",
+        "stats_chart_tokens": "Tokens",
+        "stats_chart_caption": "Turns and tokens per day, last 30 days (UTC)",
+        "stats_chart_failed": "The chart could not be drawn this time; the numbers above are complete.",
+        "users_usage": "/users [name, @username or id — up to {limit} characters]",
+        "users_header": "<b>Users</b>{search}: {total} · page {page} of {pages}",
+        "users_search": " matching “{query}”",
+        "users_line": "<code>{id}</code> {name}{username} · {role} · {allowed} · {active} · seen {seen}",
+        "users_none": "No users match “{query}”.",
+        "users_empty": "No users yet.",
+        "users_allowed": "allowed",
+        "users_not_allowed": "not allowed",
+        "users_active": "active",
+        "users_blocked": "blocked the bot",
+        "users_role_admin": "admin",
+        "users_role_user": "user",
+        "users_role_banned": "banned",
+        "users_button_stale": "This button is outdated; send /users again.",
+        "health_title": "<b>Health</b> · {time} UTC",
+        "health_version": "Version {version} · up {uptime}",
+        "health_database": "Database: {kind}, {size}",
+        "health_memory": "Memory: {size} resident",
+        "health_memory_peak": "Memory: {size} at the peak",
+        "health_queues": (
+            "Queues: background tasks {tasks} · tool calls {tools} of {capacity} · "
+            "updates waiting {waiting} · being handled {handling}"
+        ),
+        "health_last_error": "Last error: {time} UTC, {where}: {summary} ({total} since the start)",
+        "health_no_error": "Last error: none since the start",
+        "health_models": "Models: {endpoints} endpoints · {states}",
+        "stats_unknown": "unknown",
+        "stats_unit_bytes": "B KB MB GB TB",
+        "stats_unit_seconds": "s",
+        "stats_unit_duration": "{days}d {hours}h {minutes}m",
+    },
+    "ru": {
+        "cmd_stats": "использование, пользователи, расходы, состояние моделей и график",
+        "cmd_users": "список и поиск пользователей: /users [имя, @username или id]",
+        "cmd_health": "время работы, версия, размер базы, память, очереди, последняя ошибка",
+        "stats_private_only": "Отправьте эту команду мне в личный чат: ответ только для администраторов.",
+        "stats_title": "<b>Статистика</b> · {time} UTC",
+        "stats_users": (
+            "<b>Пользователи</b>: {total} · активны сегодня {today} · за 7 дней {week} · "
+            "заблокированы {banned} · заблокировали бота {blocked}"
+        ),
+        "stats_turns": "<b>Сообщения</b> (ходы, с неудачными): сегодня {today} · 7 дней {week} · 30 дней {month}",
+        "stats_tokens": "<b>Токены</b>: сегодня {today} · 7 дней {week} · 30 дней {month}",
+        "stats_cost": "<b>Оценка расходов</b>: сегодня {today} · 7 дней {week} · 30 дней {month}",
+        "stats_cost_unpriced": "нет цены для: {models}",
+        "stats_cost_off": "<b>Оценка расходов</b>: задайте MODEL_PRICES, чтобы её видеть",
+        "stats_models_header": "<b>Токены по моделям, 30 дней</b>",
+        "stats_model_line": "• {model}: ходов {turns} (неудачных {failures}) · вход {tokens_in} · выход {tokens_out}{cost}",
+        "stats_no_answer": "ни одна модель не ответила",
+        "stats_endpoints_header": "<b>Точки доступа моделей</b> (с момента запуска)",
+        "stats_endpoint_line": (
+            "• {endpoint} [{tier}] {breaker}: запросов {requests} · выполняется {in_flight} · "
+            "p50 {p50} · p95 {p95} · ошибки: {errors}"
+        ),
+        "stats_breaker_closed": "✅ закрыт",
+        "stats_breaker_open": "⛔ открыт",
+        "stats_breaker_half_open": "🟡 полуоткрыт",
+        "stats_tools_header": "<b>Вызовы инструментов, 30 дней</b>",
+        "stats_tool_line": "• {tool}: вызовов {calls} · неудачных {failures} · по тайм-ауту {timeouts} · в среднем {avg} мс",
+        "stats_reminders": "<b>Напоминания</b>: ждут {pending} (просрочено {overdue}) · на паузе {paused}",
+        "stats_none": "• пока нет",
+        "stats_more": "• … и ещё {count}",
+        "stats_chart_title": "Ходы и токены по дням, последние 30 дней (UTC)",
+        "stats_chart_turns": "Ходы",
+        "stats_chart_tokens": "Токены",
+        "stats_chart_caption": "Ходы и токены по дням, последние 30 дней (UTC)",
+        "stats_chart_failed": "График сейчас не получилось нарисовать; цифры выше полные.",
+        "users_usage": "/users [имя, @username или id — до {limit} символов]",
+        "users_header": "<b>Пользователи</b>{search}: {total} · страница {page} из {pages}",
+        "users_search": " по запросу «{query}»",
+        "users_line": "<code>{id}</code> {name}{username} · {role} · {allowed} · {active} · был {seen}",
+        "users_none": "Нет пользователей по запросу «{query}».",
+        "users_empty": "Пользователей пока нет.",
+        "users_allowed": "допущен",
+        "users_not_allowed": "не допущен",
+        "users_active": "активен",
+        "users_blocked": "заблокировал бота",
+        "users_role_admin": "админ",
+        "users_role_user": "пользователь",
+        "users_role_banned": "заблокирован",
+        "users_button_stale": "Эта кнопка устарела; отправьте /users ещё раз.",
+        "health_title": "<b>Состояние</b> · {time} UTC",
+        "health_version": "Версия {version} · работает {uptime}",
+        "health_database": "База данных: {kind}, {size}",
+        "health_memory": "Память: {size} в RAM",
+        "health_memory_peak": "Память: {size} на пике",
+        "health_queues": (
+            "Очереди: фоновые задачи {tasks} · вызовы инструментов {tools} из {capacity} · "
+            "обновления ждут {waiting} · обрабатываются {handling}"
+        ),
+        "health_last_error": "Последняя ошибка: {time} UTC, {where}: {summary} (всего с запуска {total})",
+        "health_no_error": "Последняя ошибка: не было с момента запуска",
+        "health_models": "Модели: точек доступа {endpoints} · {states}",
+        "stats_unknown": "неизвестно",
+        "stats_unit_bytes": "Б КБ МБ ГБ ТБ",
+        "stats_unit_seconds": "с",
+        "stats_unit_duration": "{days} д {hours} ч {minutes} мин",
+    },
+}
+
+add_strings(STRINGS)

@@ -1,0 +1,494 @@
+"""Telegram side of /stats, /users and /health (admins only, private chats
+only: the answers hold other users' data and the bot's internals).
+
+/stats sends the numbers as HTML text and the 30-day chart as a photo; the
+chart is drawn in a worker thread while the text is being sent. /users pages
+with inline buttons whose callback data carries the page and the search
+("usr:<page>:<query>"), so they keep working after a restart. Every value put
+into a message is HTML-escaped, and every message passes through a redactor
+that removes known secrets, as the last line of defence."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+import bot.admin.stats_strings  # noqa: F401  (registers the strings)
+from bot.admin.charts import ChartLabels, render_usage_chart
+from bot.admin.health import ErrorLog, HealthMonitor, HealthReport
+from bot.admin.stats import (
+    AdminStats,
+    EndpointLine,
+    ModelLine,
+    PeriodTotals,
+    Redactor,
+    StatsReport,
+    UserDirectory,
+    UserPage,
+    UserRow,
+)
+from bot.auth import Role
+from bot.channels.telegram.admin_base import AdminCommands, reply
+from bot.context import RequestContext
+from bot.events import EventBus
+from bot.i18n import t
+
+log = logging.getLogger(__name__)
+
+PREFIX = "usr"
+MAX_QUERY_BYTES = 40  # so "usr:<page>:<query>" stays within Telegram's 64 bytes of callback data
+MESSAGE_LIMIT = 4000  # below Telegram's 4096, with room to spare
+LIST_LIMIT = 8  # models and tools shown; the rest are counted
+ENDPOINT_LIMIT = 12
+NAME_CHARS = 40
+_PAGE_DATA = re.compile(rf"^{PREFIX}:(\d{{1,6}}):(.*)$", re.DOTALL)
+
+
+# Formatting ------------------------------------------------------------------
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def fmt_int(value: float, language: str) -> str:
+    text = f"{int(round(value)):,}"
+    return text.replace(",", "\u00a0") if language.startswith("ru") else text
+
+
+def fmt_cost(value: float) -> str:
+    if value == 0:
+        return "$0"
+    if value < 0.01:
+        return f"${value:.4f}"
+    if value < 1000:
+        return f"${value:,.2f}"
+    return f"${value:,.0f}"
+
+
+def fmt_bytes(value: int | None, language: str) -> str:
+    if value is None:
+        return t("stats_unknown", language)
+    units = t("stats_unit_bytes", language).split()
+    size, unit = float(value), 0
+    while size >= 1024 and unit < len(units) - 1:
+        size, unit = size / 1024, unit + 1
+    return f"{size:.0f} {units[unit]}" if unit == 0 else f"{size:.1f} {units[unit]}"
+
+
+def fmt_seconds(value: float | None, language: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f} {t('stats_unit_seconds', language)}"
+
+
+def fmt_duration(seconds: float, language: str) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return t("stats_unit_duration", language, days=days, hours=hours, minutes=minutes)
+
+
+def fmt_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def join_messages(lines: Sequence[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Lines grouped into messages of at most ``limit`` characters. Each line
+    is complete HTML on its own, so splitting between lines is always safe."""
+    messages: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        line = line if len(line) <= limit else line[: limit - 1] + "…"
+        if current and size + len(line) + 1 > limit:
+            messages.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        messages.append("\n".join(current))
+    return messages
+
+
+# /stats ----------------------------------------------------------------------
+
+
+def _periods(key: str, totals: PeriodTotals, language: str, fmt: Any = None) -> str:
+    show = fmt or (lambda v: fmt_int(v, language))
+    return t(key, language, today=show(totals.today), week=show(totals.week), month=show(totals.month))
+
+
+def _capped(lines: list[str], shown: int, language: str) -> list[str]:
+    if not lines:
+        return [t("stats_none", language)]
+    extra = len(lines) - shown
+    return lines[:shown] + ([t("stats_more", language, count=extra)] if extra > 0 else [])
+
+
+def _model_line(line: ModelLine, language: str) -> str:
+    name = line.model or t("stats_no_answer", language)
+    if line.tier and line.tier != line.model:
+        name = f"{name} [{line.tier}]"
+    return t(
+        "stats_model_line",
+        language,
+        model=f"<code>{esc(name)}</code>",
+        turns=fmt_int(line.turns, language),
+        failures=fmt_int(line.failures, language),
+        tokens_in=fmt_int(line.tokens_in, language),
+        tokens_out=fmt_int(line.tokens_out, language),
+        cost=f" · {fmt_cost(line.cost)}" if line.cost is not None else "",
+    )
+
+
+def _endpoint_line(line: EndpointLine, language: str) -> str:
+    errors = ", ".join(f"{esc(name)} ×{count}" for name, count in sorted(line.errors.items())) or "0"
+    return t(
+        "stats_endpoint_line",
+        language,
+        endpoint=f"<code>{esc(line.endpoint)}</code>",
+        tier=esc(line.tier),
+        breaker=t(f"stats_breaker_{line.breaker}", language) if line.breaker in ("closed", "open", "half_open") else esc(line.breaker),
+        requests=fmt_int(line.requests, language),
+        in_flight=fmt_int(line.in_flight, language),
+        p50=fmt_seconds(line.latency_p50, language),
+        p95=fmt_seconds(line.latency_p95, language),
+        errors=errors,
+    )
+
+
+def stats_lines(report: StatsReport, language: str) -> list[str]:
+    users = report.users
+    lines = [
+        t("stats_title", language, time=fmt_time(report.generated_at)),
+        "",
+        t(
+            "stats_users",
+            language,
+            total=fmt_int(users.total, language),
+            today=fmt_int(users.active_today, language),
+            week=fmt_int(users.active_week, language),
+            banned=fmt_int(users.banned, language),
+            blocked=fmt_int(users.blocked, language),
+        ),
+        _periods("stats_turns", report.turns, language),
+        _periods("stats_tokens", report.tokens, language),
+    ]
+    if report.cost is None:
+        lines.append(t("stats_cost_off", language))
+    else:
+        cost = _periods("stats_cost", report.cost, language, fmt_cost)
+        if report.unpriced:
+            models = ", ".join(f"<code>{esc(m)}</code>" for m in report.unpriced)
+            cost += f" ({t('stats_cost_unpriced', language, models=models)})"
+        lines.append(cost)
+    r = report.reminders
+    lines.append(
+        t(
+            "stats_reminders",
+            language,
+            pending=fmt_int(r.pending, language),
+            overdue=fmt_int(r.overdue, language),
+            paused=fmt_int(r.paused, language),
+        )
+    )
+    lines += ["", t("stats_models_header", language)]
+    lines += _capped([_model_line(m, language) for m in report.models], LIST_LIMIT, language)
+    lines += ["", t("stats_endpoints_header", language)]
+    lines += _capped([_endpoint_line(e, language) for e in report.endpoints], ENDPOINT_LIMIT, language)
+    lines += ["", t("stats_tools_header", language)]
+    tools = [
+        t(
+            "stats_tool_line",
+            language,
+            tool=f"<code>{esc(tool.tool)}</code>",
+            calls=fmt_int(tool.calls, language),
+            failures=fmt_int(tool.failures, language),
+            timeouts=fmt_int(tool.timeouts, language),
+            avg=fmt_int(tool.avg_ms, language),
+        )
+        for tool in report.tools
+    ]
+    lines += _capped(tools, LIST_LIMIT, language)
+    return lines
+
+
+def chart_labels(language: str) -> ChartLabels:
+    return ChartLabels(
+        title=t("stats_chart_title", language),
+        turns=t("stats_chart_turns", language),
+        tokens=t("stats_chart_tokens", language),
+    )
+
+
+# /users ----------------------------------------------------------------------
+
+
+def _user_line(row: UserRow, language: str) -> str:
+    name = " ".join(part for part in (row.first_name, row.last_name) if part).strip() or "—"
+    if len(name) > NAME_CHARS:
+        name = name[: NAME_CHARS - 1] + "…"
+    role = t(f"users_role_{row.role}", language) if row.role in ("admin", "user", "banned") else row.role
+    return t(
+        "users_line",
+        language,
+        id=row.id,
+        name=esc(name),
+        username=f" @{esc(row.username)}" if row.username else "",
+        role=esc(role),
+        allowed=t("users_allowed" if row.allowed else "users_not_allowed", language),
+        active=t("users_active" if row.active else "users_blocked", language),
+        seen=fmt_time(row.last_seen_at),
+    )
+
+
+def users_text(page: UserPage, language: str) -> str:
+    if not page.rows:
+        return t("users_none", language, query=esc(page.query)) if page.query else t("users_empty", language)
+    search = t("users_search", language, query=esc(page.query)) if page.query else ""
+    header = t(
+        "users_header", language, search=search, total=fmt_int(page.total, language), page=page.page + 1, pages=page.pages
+    )
+    return "\n".join([header, ""] + [_user_line(row, language) for row in page.rows])
+
+
+def page_data(page: int, query: str) -> str:
+    return f"{PREFIX}:{page}:{query}"
+
+
+def parse_page_data(data: str) -> tuple[int, str] | None:
+    """(page, query) from callback data, or None if it is not ours or malformed."""
+    match = _PAGE_DATA.match(data)
+    if match is None or len(match.group(2).encode()) > MAX_QUERY_BYTES:
+        return None
+    return int(match.group(1)), match.group(2)
+
+
+def users_keyboard(page: UserPage) -> InlineKeyboardMarkup | None:
+    buttons = []
+    if page.page > 0:
+        buttons.append(InlineKeyboardButton("◀", callback_data=page_data(page.page - 1, page.query)))
+    if page.page < page.pages - 1:
+        buttons.append(InlineKeyboardButton("▶", callback_data=page_data(page.page + 1, page.query)))
+    return InlineKeyboardMarkup([buttons]) if buttons else None
+
+
+# /health ---------------------------------------------------------------------
+
+
+def health_lines(report: HealthReport, language: str) -> list[str]:
+    def count(value: int | None) -> str:
+        return t("stats_unknown", language) if value is None else fmt_int(value, language)
+
+    q = report.queues
+    lines = [
+        t("health_title", language, time=fmt_time(report.generated_at)),
+        "",
+        t("health_version", language, version=esc(report.version), uptime=fmt_duration(report.uptime, language)),
+        t("health_database", language, kind=esc(report.database), size=fmt_bytes(report.database_bytes, language)),
+    ]
+    if report.memory is None:
+        lines.append(t("health_memory", language, size=t("stats_unknown", language)))
+    else:
+        key = "health_memory_peak" if report.memory.peak else "health_memory"
+        lines.append(t(key, language, size=fmt_bytes(report.memory.bytes, language)))
+    lines.append(
+        t(
+            "health_queues",
+            language,
+            tasks=count(q.background_tasks),
+            tools=count(q.tool_calls),
+            capacity=count(q.tool_capacity),
+            waiting=count(q.updates_waiting),
+            handling=count(q.updates_in_progress),
+        )
+    )
+    states = " · ".join(
+        f"{t(f'stats_breaker_{state}', language) if state in ('closed', 'open', 'half_open') else esc(state)} {n}"
+        for state, n in sorted(report.breakers.items())
+    )
+    lines.append(t("health_models", language, endpoints=report.endpoints, states=states or "—"))
+    error = report.last_error
+    if error is None:
+        lines.append(t("health_no_error", language))
+    else:
+        lines.append(
+            t(
+                "health_last_error",
+                language,
+                time=fmt_time(error.at),
+                where=esc(error.where),
+                summary=f"<code>{esc(error.summary)}</code>",
+                total=fmt_int(report.errors_total, language),
+            )
+        )
+    return lines
+
+
+# The feature -----------------------------------------------------------------
+
+
+class StatsCommands(AdminCommands):
+    """/stats, /users (with its page buttons) and /health."""
+
+    def __init__(
+        self,
+        events: EventBus,
+        *,
+        stats: AdminStats,
+        users: UserDirectory,
+        health: HealthMonitor,
+        errors: ErrorLog,
+        secrets: Sequence[str],
+    ) -> None:
+        super().__init__(events)
+        self._stats = stats
+        self._users = users
+        self._health = health
+        self._errors = errors
+        self._redact = Redactor(secrets)
+        self._application: Application | None = None
+
+    def register_admin(self, application: Application) -> None:
+        self._application = application
+        self.command(application, "stats", self._on_stats)
+        self.command(application, "users", self._on_users)
+        self.command(application, "health", self._on_health)
+        application.add_handler(CallbackQueryHandler(self._on_users_button, pattern=rf"^{PREFIX}:"))
+        # PTB calls every error handler; this one only remembers the error for
+        # /health (the channel's own handler logs it and answers the user).
+        application.add_error_handler(self._remember_error)
+
+    # Commands --------------------------------------------------------------
+
+    async def _on_stats(self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]) -> str:
+        if args:
+            return await self.usage(update, ctx, "/stats")
+        if not await self._private(update, ctx):
+            return "refused: not a private chat"
+        report = await self._stats.report()
+        language = ctx.language
+        # Draw while the text goes out; the chart needs only the report.
+        chart, _ = await asyncio.gather(self._draw(report, language), self._send(update, stats_lines(report, language)))
+        if chart is None:
+            await self._send(update, [t("stats_chart_failed", language)])
+            return "stats shown without the chart"
+        await self._send_chart(update, chart, t("stats_chart_caption", language))
+        return "stats shown"
+
+    async def _on_users(self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]) -> str:
+        query = " ".join(args).strip()
+        if len(query.encode()) > MAX_QUERY_BYTES:
+            await reply(update, t("admin_usage", ctx.language, usage=t("users_usage", ctx.language, limit=MAX_QUERY_BYTES)))
+            return "usage shown"
+        if not await self._private(update, ctx):
+            return "refused: not a private chat"
+        page = await self._users.page(query, 0)
+        await self._send(update, [users_text(page, ctx.language)], users_keyboard(page))
+        return f"{page.total} users listed"
+
+    async def _on_health(self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]) -> str:
+        if args:
+            return await self.usage(update, ctx, "/health")
+        if not await self._private(update, ctx):
+            return "refused: not a private chat"
+        application = self._application
+        report = await self._health.report(
+            updates_waiting=application.update_queue.qsize() if application else None,
+            updates_in_progress=application.update_processor.current_concurrent_updates if application else None,
+        )
+        await self._send(update, health_lines(report, ctx.language))
+        return "health shown"
+
+    # The page buttons ------------------------------------------------------
+
+    async def _on_users_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        assert self._gate is not None
+        ctx = await self._gate(update)
+        if ctx is None or ctx.role is not Role.ADMIN or not ctx.is_private:
+            await _answer(query)  # stops the spinner and says nothing
+            return
+        parsed = parse_page_data(query.data or "")
+        if parsed is None:  # forged, or from a client that mangled it
+            await _answer(query, t("users_button_stale", ctx.language))
+            return
+        page = await self._users.page(parsed[1], parsed[0])
+        await _answer(query)
+        await _edit(query, self._redact(users_text(page, ctx.language)), users_keyboard(page))
+
+    # Helpers ---------------------------------------------------------------
+
+    async def _private(self, update: Update, ctx: RequestContext) -> bool:
+        if ctx.is_private:
+            return True
+        await reply(update, t("stats_private_only", ctx.language))
+        return False
+
+    async def _draw(self, report: StatsReport, language: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(render_usage_chart, report.daily, chart_labels(language))
+        except Exception:  # noqa: BLE001 - the numbers still go out without the chart
+            log.exception("could not draw the stats chart")
+            return None
+
+    async def _send(self, update: Update, lines: Sequence[str], markup: InlineKeyboardMarkup | None = None) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        chunks = join_messages(lines)
+        for number, chunk in enumerate(chunks, 1):
+            try:
+                await message.reply_text(
+                    self._redact(chunk),
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup if number == len(chunks) else None,
+                    do_quote=False,
+                )
+            except TelegramError as exc:
+                log.error("could not send an admin answer in chat %s: %s", message.chat.id, exc)
+                return
+
+    async def _send_chart(self, update: Update, png: bytes, caption: str) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        try:
+            await message.reply_photo(png, caption=caption, filename="stats.png", do_quote=False)
+        except TelegramError as exc:
+            log.error("could not send the stats chart to chat %s: %s", message.chat.id, exc)
+
+    async def _remember_error(self, _: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if context.error is not None:
+            self._errors.record(context.error, "update")
+
+
+async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+    try:
+        await query.answer(text)
+    except TelegramError as exc:
+        log.warning("could not answer a button press: %s", exc)
+
+
+async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    try:
+        await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+    except BadRequest as exc:
+        if "not modified" not in str(exc).lower():
+            log.warning("could not show the users page: %s", exc)
+    except TelegramError as exc:
+        log.warning("could not show the users page: %s", exc)
+
