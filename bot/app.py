@@ -15,8 +15,20 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
+from bot.admin.access import (
+    INVITE_NOTICE_INTERVAL,
+    REFUSAL_NOTICE_INTERVAL,
+    AccessControl,
+    AccessMode,
+    AllowListCheck,
+    BanCheck,
+)
+from bot.admin.audit import AuditView
+from bot.admin.gates import GateChain, NoticeLimiter
+from bot.admin.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimiter
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
+from bot.channels.telegram.access_handlers import AccessCommands
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
@@ -42,6 +54,7 @@ from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
+from bot.storage.invites import InviteRepository
 from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
 from bot.storage.repositories import MessageRepository, UserRepository
@@ -148,6 +161,7 @@ class Arium:
         )
         self.stuck_tools: list[str] = []
         self._build_events()
+        self._build_access(settings)
         self.alerts = AdminAlerts(self.tasks)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
@@ -196,7 +210,12 @@ class Arium:
             conversation=self.conversation,
             tasks=self.tasks,
             files=self.files,
-            features=[ReminderHandlers(self.reminders), MemoryCommands(self.memory, self.userdata)],
+            features=[
+                ReminderHandlers(self.reminders),
+                MemoryCommands(self.memory, self.userdata),
+                AccessCommands(self.events, self.access, self.budget, self.audit_view),
+            ],
+            gates=self.gates,
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
@@ -215,6 +234,33 @@ class Arium:
         )
         self.events.subscribe(TurnFinished, self.usage_writer.record)
         self.events.subscribe(AdminAction, self.audit_writer.record)
+
+    def _build_access(self, settings: Settings) -> None:
+        # The gates of every message, in DESIGN.md's order: banned, allow-list,
+        # rate limit, daily quota; and what the access admin commands change.
+        refusal_notices = NoticeLimiter(REFUSAL_NOTICE_INTERVAL)
+        mode = AccessMode(settings.bot_access_mode)
+        self.invites = InviteRepository(self.db)
+        self.access = AccessControl(
+            mode=mode,
+            users=self.users,
+            invites=self.invites,
+            auth=self.auth,
+            refusal_notices=refusal_notices,
+            invite_ttl=timedelta(hours=settings.bot_invite_ttl_hours) if settings.bot_invite_ttl_hours else None,
+            now=self.clock.now,
+        )
+        self.rate_limiter = RateLimiter(settings.bot_rate_per_minute, settings.bot_rate_burst)
+        self.budget = DailyBudget(
+            self.usage.tokens_on, lambda: self.usage_writer.pending, default=settings.bot_daily_tokens, now=self.clock.now
+        )
+        self.audit_view = AuditView(self.audit_log, lambda: self.audit_writer.pending, self.users)
+        self.gates = GateChain([
+            BanCheck(refusal_notices),
+            AllowListCheck(mode, self.invites, refusal_notices, NoticeLimiter(INVITE_NOTICE_INTERVAL), self.clock.now),
+            RateLimitCheck(self.rate_limiter),
+            QuotaCheck(self.budget),
+        ])
 
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:
