@@ -39,9 +39,10 @@ INVITE_NOTICE_INTERVAL = 60.0
 # Telegram user ids are positive and below 2**52 today; BigInteger holds 2**63-1.
 MAX_USER_ID = 2**63 - 1
 _USER_ID = re.compile(r"[0-9]{1,19}")
-# Telegram usernames: 5-32 of a-z, 0-9 and _, starting with a letter (older
-# accounts may be shorter, so accept from 1).
-_USERNAME = re.compile(r"@?([A-Za-z][A-Za-z0-9_]{0,31})")
+# Telegram usernames: 5-32 of a-z, 0-9 and _, starting with a letter (a few
+# are shorter, so accept from 1). The @ is required: a bare word is more
+# likely a typo than a name.
+_USERNAME = re.compile(r"@([A-Za-z][A-Za-z0-9_]{0,31})")
 # Deep-link payloads are 1-64 of A-Z a-z 0-9 _ - (Bot API, "Deep linking").
 _INVITE_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -63,7 +64,7 @@ class UserRef:
 
 
 def parse_user_ref(text: str) -> UserRef | None:
-    """``12345`` or ``@name`` (or ``name``); None for anything else. ASCII
+    """``12345`` or ``@name``; None for anything else. ASCII
     digits only: ``int()`` would also take Arabic-Indic or full-width ones."""
     value = text.strip()
     if _USER_ID.fullmatch(value):

@@ -105,8 +105,10 @@ def who(user: UserRecord | None, ref: UserRef) -> str:
     if user is None:
         return f"user {ref}" if ref.user_id is not None else f"@{ref.username}"
     handle = f"@{user.username}, " if user.username else ""
-    name = " ".join(p for p in (user.first_name, user.last_name or "") if p) or "user"
-    return f"{name} ({handle}id {user.id})"
+    name = " ".join(p for p in (user.first_name, user.last_name or "") if p)
+    if not name and not handle:  # named by id before they ever wrote
+        return f"user {user.id}"
+    return f"{name or 'user'} ({handle}id {user.id})"
 
 
 def _target_id(change: Change) -> str:
