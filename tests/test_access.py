@@ -9,6 +9,8 @@ import asyncio
 import re
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from bot.admin.access import UserRef, parse_user_ref
 from bot.channels.telegram.access_handlers import parse_budget, render_audit
 from bot.admin.audit import AuditLine
@@ -116,7 +118,8 @@ def test_budget_amounts() -> None:
     assert parse_budget("default") is None
     assert parse_budget("0") == 0 and parse_budget("Unlimited") == 0
     for bad in ("", "-1", "lots", "1.5k", "５０", "99999999999", "3000m", "1e6"):
-        assert parse_budget(bad) == "invalid", bad
+        with pytest.raises(ValueError):
+            parse_budget(bad)
 
 
 def test_audit_view_escapes_and_fits_one_message() -> None:

@@ -77,10 +77,10 @@ def reaches_model(update: Update) -> bool:
 # --- parsing admin arguments --------------------------------------------------------
 
 
-def parse_budget(text: str) -> int | None | str:
+def parse_budget(text: str) -> int | None:
     """Tokens per day (``50000``, ``50k``, ``2m``), ``0``/``unlimited`` for no
-    limit, ``default`` for the configured default (None). Returns the string
-    "invalid" for anything else, including numbers a 32-bit column cannot hold."""
+    limit, ``default`` for the configured default (None). ValueError for
+    anything else, including numbers the 32-bit column cannot hold."""
     word = text.strip().lower()
     if word == "default":
         return None
@@ -88,9 +88,11 @@ def parse_budget(text: str) -> int | None | str:
         return 0
     match = _BUDGET.fullmatch(text.strip())
     if match is None:
-        return "invalid"
+        raise ValueError(f"not a token amount: {text!r}")
     value = int(match.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
-    return value if value <= MAX_BUDGET else "invalid"
+    if value > MAX_BUDGET:
+        raise ValueError(f"at most {MAX_BUDGET} tokens")
+    return value
 
 
 def parse_small_number(text: str, low: int, high: int) -> int | None:
@@ -253,8 +255,11 @@ class AccessCommands(AdminCommands):
         self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]
     ) -> str:
         ref = parse_user_ref(args[0]) if len(args) in (1, 2) else None
-        amount = parse_budget(args[1]) if len(args) == 2 else "invalid"
-        if ref is None or (len(args) == 2 and amount == "invalid"):
+        try:
+            amount = parse_budget(args[1]) if len(args) == 2 else None
+        except ValueError:
+            ref = None
+        if ref is None:
             return await self.usage(update, ctx, USAGE["budget"])
         if len(args) == 1:
             user = await self._access.find(ref)
@@ -262,7 +267,6 @@ class AccessCommands(AdminCommands):
                 return await self._unknown(update, ctx, Change(Status.UNKNOWN, ref)) or ""
             await reply(update, await self._describe_budget(user, ref, ctx.language))
             return f"shown {user.id}"
-        assert not isinstance(amount, str)
         change = await self._access.set_budget(ref, amount)
         if unknown := await self._unknown(update, ctx, change):
             return unknown
