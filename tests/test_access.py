@@ -332,3 +332,21 @@ async def test_bad_arguments_get_the_usage_line(
     assert await ask(tg, ADMIN, "/budget 1001") == "I have no user with id 1001: they have never written to the bot."
     assert "I haven't seen @ghost" in await ask(tg, ADMIN, "/budget @ghost 5k")
     assert not model.chat_requests()
+
+
+def test_access_and_limit_settings_are_validated() -> None:
+    from bot.errors import ConfigError
+    from bot.settings import load_settings
+
+    assert load_settings(_env_file=None, bot_access_mode="Allow-List").bot_access_mode == "allowlist"
+    defaults = load_settings(_env_file=None)
+    assert (defaults.bot_access_mode, defaults.bot_daily_tokens, defaults.bot_rate_burst) == ("open", 0, 10)
+    for name, value in (
+        ("bot_access_mode", "closed"),
+        ("bot_rate_burst", 0),
+        ("bot_rate_per_minute", -1),
+        ("bot_daily_tokens", -5),
+        ("bot_invite_ttl_hours", -1),
+    ):
+        with pytest.raises(ConfigError, match=name.upper()):
+            load_settings(_env_file=None, **{name: value})

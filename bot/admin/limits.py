@@ -188,7 +188,7 @@ class DailyBudget:
         now = self._now()
         limit = effective_budget(override, self._default)
         day = usage_day(now)
-        held = pending_tokens(list(self._pending()), user_id, day)
+        held = pending_tokens(self._pending(), user_id, day)
         used = held + await self._tokens_on(user_id, day)
         return BudgetState(limit, used, next_reset(now))
 
