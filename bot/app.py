@@ -19,8 +19,20 @@ from bot import __version__
 from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
 from bot.admin.health import ErrorLog, HealthMonitor
 from bot.admin.stats import AdminStats, UserDirectory, prices_from
+from bot.admin.access import (
+    INVITE_NOTICE_INTERVAL,
+    REFUSAL_NOTICE_INTERVAL,
+    AccessControl,
+    AccessMode,
+    AllowListCheck,
+    BanCheck,
+)
+from bot.admin.audit import AuditView
+from bot.admin.gates import GateChain, NoticeLimiter
+from bot.admin.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimiter
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
+from bot.channels.telegram.access_handlers import AccessCommands
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
@@ -48,6 +60,7 @@ from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
+from bot.storage.invites import InviteRepository
 from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
 from bot.storage.runtime import RuntimeSettingsRepository
@@ -167,6 +180,7 @@ class Arium:
             PromptControl(self.prompts, self.runtime_settings),
             PluginControl(self.tool_registry, plugins, plugin_packages),
         )
+        self._build_access(settings)
         self.alerts = AdminAlerts(self.tasks)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
@@ -220,7 +234,9 @@ class Arium:
                 MemoryCommands(self.memory, self.userdata),
                 RuntimeCommands(self.runtime, self.events),
                 self._stats_commands(settings),
+                AccessCommands(self.events, self.access, self.budget, self.audit_view),
             ],
+            gates=self.gates,
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
@@ -268,6 +284,33 @@ class Arium:
         )
         self.events.subscribe(TurnFinished, self.usage_writer.record)
         self.events.subscribe(AdminAction, self.audit_writer.record)
+
+    def _build_access(self, settings: Settings) -> None:
+        # The gates of every message, in DESIGN.md's order: banned, allow-list,
+        # rate limit, daily quota; and what the access admin commands change.
+        refusal_notices = NoticeLimiter(REFUSAL_NOTICE_INTERVAL)
+        mode = AccessMode(settings.bot_access_mode)
+        self.invites = InviteRepository(self.db)
+        self.access = AccessControl(
+            mode=mode,
+            users=self.users,
+            invites=self.invites,
+            auth=self.auth,
+            refusal_notices=refusal_notices,
+            invite_ttl=timedelta(hours=settings.bot_invite_ttl_hours) if settings.bot_invite_ttl_hours else None,
+            now=self.clock.now,
+        )
+        self.rate_limiter = RateLimiter(settings.bot_rate_per_minute, settings.bot_rate_burst)
+        self.budget = DailyBudget(
+            self.usage.tokens_on, lambda: self.usage_writer.pending, default=settings.bot_daily_tokens, now=self.clock.now
+        )
+        self.audit_view = AuditView(self.audit_log, lambda: self.audit_writer.pending, self.users)
+        self.gates = GateChain([
+            BanCheck(refusal_notices),
+            AllowListCheck(mode, self.invites, refusal_notices, NoticeLimiter(INVITE_NOTICE_INTERVAL), self.clock.now),
+            RateLimitCheck(self.rate_limiter),
+            QuotaCheck(self.budget),
+        ])
 
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:

@@ -44,6 +44,10 @@ class RequestContext(BaseModel):
     user_name: str
     request_id: str
     received_at: datetime
+    # Access and limits (read by the gates): admitted in allow-list mode, and
+    # the per-user daily token budget (None: the configured default).
+    allowed: bool = False
+    token_budget: int | None = None
 
     @field_validator("language")
     @classmethod
@@ -131,7 +135,10 @@ def configure_logging(level: str, secrets: list[str], log_file: str | None = Non
 class ContextMiddleware:
     """Turns what a channel knows about a message into a validated
     RequestContext: records the user (first contact creates them), resolves
-    the role, and picks language and time zone."""
+    the role, and picks language and time zone.
+
+    The user row is read on every message and never cached here, so a ban,
+    an admission or a new budget applies from the user's next message."""
 
     def __init__(self, users: UserRepository, auth: AuthProvider) -> None:
         self._users = users
@@ -159,4 +166,6 @@ class ContextMiddleware:
             user_name=user.first_name or (f"@{user.username}" if user.username else "friend"),
             request_id=request_id,
             received_at=received_at or datetime.now(timezone.utc),
+            allowed=user.allowed,
+            token_budget=user.token_budget,
         )

@@ -213,6 +213,22 @@ class Settings(BaseSettings):
     bot_backup_time: str = "03:30"
     bot_prune_time: str = "04:15"
     bot_health_time: str = "09:00"
+    # Access control and per-user limits (see bot/admin/access.py, limits.py).
+    bot_access_mode: Literal["open", "allowlist"] = "open"
+    bot_rate_per_minute: float = Field(default=20.0, ge=0, le=6000)
+    bot_rate_burst: int = Field(default=10, ge=1, le=1000)
+    bot_daily_tokens: int = Field(default=0, ge=0)
+    bot_invite_ttl_hours: float = Field(default=72.0, ge=0, le=24 * 366)
+
+    @field_validator("bot_access_mode", mode="before")
+    @classmethod
+    def _normalize_access_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            spelled = value.strip().lower().replace("-", "").replace("_", "")
+            if spelled not in ("open", "allowlist"):
+                raise ValueError(f"BOT_ACCESS_MODE {value!r} must be 'open' or 'allowlist'")
+            return spelled
+        return value
 
     @field_validator("bot_models", mode="before")
     @classmethod

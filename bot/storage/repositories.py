@@ -4,7 +4,7 @@ transaction and returns plain dataclasses, never live ORM objects."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,11 @@ class UserRecord:
     timezone: str
     role: str
     last_seen_at: datetime
+    # Admitted in allow-list mode; False once Telegram said the user blocked
+    # the bot; the per-user daily token budget (None: the configured default).
+    allowed: bool = False
+    active: bool = True
+    token_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class UserRepository:
                     "role": role,
                     "created_at": now,
                     "last_seen_at": now,
+                    "allowed": False,
+                    "active": True,
                 },
             )
             user = (await s.execute(select(User).where(User.id == profile.id))).scalar_one()
@@ -112,6 +119,8 @@ class UserRepository:
             if user.role != "banned" or role == "admin":
                 user.role = role
             user.last_seen_at = now
+            # Writing to the bot again undoes "blocked the bot" (a 403 seen by a broadcast).
+            user.active = True
             return _user_record(user)
 
     async def get(self, user_id: int) -> UserRecord | None:
@@ -123,9 +132,74 @@ class UserRepository:
         async with self._db.reading() as s:
             return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
 
+    async def get_many(self, user_ids: Collection[int]) -> dict[int, UserRecord]:
+        if not user_ids:
+            return {}
+        async with self._db.reading() as s:
+            rows = (await s.execute(select(User).where(User.id.in_(set(user_ids))))).scalars().all()
+            return {user.id: _user_record(user) for user in rows}
+
+    async def find_by_username(self, username: str) -> UserRecord | None:
+        """The user who last had ``username`` (without the @, any case).
+        Telegram usernames are unique at any moment but can change hands, so
+        of several stored holders the most recently seen one wins."""
+        name = username.removeprefix("@").lower()
+        if not name:
+            return None
+        query = (
+            select(User)
+            .where(func.lower(User.username) == name)
+            .order_by(User.last_seen_at.desc(), User.id.desc())
+            .limit(1)
+        )
+        async with self._db.reading() as s:
+            user = (await s.execute(query)).scalar_one_or_none()
+            return _user_record(user) if user else None
+
+    async def set_role(self, user_id: int, role: str, *, create: bool = False) -> UserRecord | None:
+        """Store ``role`` (user / banned); None if the user is unknown and
+        ``create`` is False. Takes effect at the user's next message: the
+        context middleware reads the stored role every time."""
+        return await self._update(user_id, {"role": role}, create=create)
+
+    async def set_allowed(self, user_id: int, allowed: bool, *, create: bool = False) -> UserRecord | None:
+        return await self._update(user_id, {"allowed": allowed}, create=create)
+
+    async def set_token_budget(self, user_id: int, budget: int | None) -> UserRecord | None:
+        """Per-user daily token budget; None returns the user to the default."""
+        return await self._update(user_id, {"token_budget": budget}, create=False)
+
+    async def _update(self, user_id: int, values: dict[str, Any], *, create: bool) -> UserRecord | None:
+        async with self._db.session() as s:
+            if create:
+                await _insert_ignore(s, User, self._placeholder(user_id))
+            user = await s.get(User, user_id)
+            if user is None:
+                return None
+            for name, value in values.items():
+                setattr(user, name, value)
+            return _user_record(user)
+
+    def _placeholder(self, user_id: int) -> dict[str, Any]:
+        """A user an admin named by id before they ever wrote. Inactive: the
+        bot may not message someone who has not started it, so broadcasts
+        skip them until their first message (which fills in the profile)."""
+        now = utcnow()
+        return {
+            "id": user_id,
+            "first_name": "",
+            "language": "en",
+            "timezone": self._default_timezone,
+            "role": "user",
+            "created_at": now,
+            "last_seen_at": now,
+            "allowed": False,
+            "active": False,
+        }
+
 
 def _stale(current: UserRecord, profile: UserProfile, role: str) -> bool:
-    if utcnow() - current.last_seen_at >= LAST_SEEN_RESOLUTION:
+    if utcnow() - current.last_seen_at >= LAST_SEEN_RESOLUTION or not current.active:
         return True
     if current.role != role and not (current.role == "banned" and role != "admin"):
         return True
@@ -148,6 +222,9 @@ def _user_record(user: User) -> UserRecord:
         timezone=user.timezone,
         role=user.role,
         last_seen_at=user.last_seen_at,
+        allowed=bool(user.allowed),
+        active=bool(user.active),
+        token_budget=user.token_budget,
     )
 
 

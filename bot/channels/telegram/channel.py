@@ -22,7 +22,9 @@ from telegram.ext import (
     filters,
 )
 
-from bot.auth import Role
+from bot.admin.access import REFUSAL_NOTICE_INTERVAL, BanCheck
+from bot.admin.gates import GateChain, GateRequest, NoticeLimiter
+from bot.channels.telegram.access_handlers import reaches_model as _reaches_model, start_payload
 from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.streaming import TelegramReplySink
@@ -83,8 +85,12 @@ class TelegramChannel:
         tasks: TaskTracker,
         files: FileSandbox | None = None,
         features: Sequence[ChannelFeature] = (),
+        gates: GateChain | None = None,
     ) -> None:
+        """``gates``: banned? allow-list? rate limit? daily quota? (bot/admin);
+        without them only bans are enforced."""
         self._config = config
+        self._gates = gates or GateChain([BanCheck(NoticeLimiter(REFUSAL_NOTICE_INTERVAL))])
         self._middleware = middleware
         self._conversation = conversation
         self._tasks = tasks
@@ -155,16 +161,21 @@ class TelegramChannel:
             profile, chat_id=chat.id, chat_type=chat.type, received_at=message.date
         )
 
-    async def _gate(self, update: Update) -> RequestContext | None:
-        """The context for a message the bot should act on, else None (and
-        banned users are told once per message they address to the bot)."""
+    async def _gate(self, update: Update, *, reaches_model: bool | None = None) -> RequestContext | None:
+        """The context for a message the bot should act on, else None. The
+        gates decide, in order: banned, allow-list (where ``/start <code>``
+        redeems an invite), rate limit, daily quota (only for messages that
+        reach the model; ``reaches_model`` None: judged from the update). A
+        refusal's notice is given at most once per interval, so a flood is
+        not answered message by message."""
         ctx = await self._context(update)
         if ctx is None:
             return None
-        if ctx.role is Role.BANNED:
-            await self._reply(update, t("banned", ctx.language))
-            return None
-        return ctx
+        model_bound = _reaches_model(update) if reaches_model is None else reaches_model
+        result = await self._gates.check(GateRequest(ctx, model_bound, start_payload(update)))
+        for notice in result.notices:
+            await self._reply(update, notice)
+        return ctx if result.passed else None
 
     async def _on_start(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
