@@ -89,14 +89,17 @@ class BatchWriter(Generic[E]):
         self._batch_size = batch_size
         self._max_pending = max_pending  # bounds memory if the database is down for long
         self._pending: list[E] = []
+        self._writing: list[E] = []  # the batch being written: still counted by readers
         self._flusher: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
 
     @property
     def pending(self) -> Sequence[E]:
-        """Items not yet written (readers that must see them, such as quotas)."""
-        return self._pending
+        """Items not yet committed, including the batch being written (readers
+        that must see them, such as the daily quota, would otherwise miss a
+        batch for the length of its write)."""
+        return [*self._writing, *self._pending]
 
     def record(self, item: E) -> None:
         if len(self._pending) >= self._max_pending:
@@ -120,6 +123,7 @@ class BatchWriter(Generic[E]):
         while self._pending:
             batch = self._pending[: self._batch_size]
             del self._pending[: self._batch_size]
+            self._writing = batch
             try:
                 await self._write(batch)
             except StorageError as exc:
@@ -127,4 +131,6 @@ class BatchWriter(Generic[E]):
                 self.dropped += len(batch)
                 log.warning("could not write %d %s: %s", len(batch), self._name, exc)
                 continue
+            finally:
+                self._writing = []
             self.written += len(batch)

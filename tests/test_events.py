@@ -73,8 +73,10 @@ async def test_audit_entries_come_back_newest_first(database_url: str) -> None:
 
 async def test_batch_writer_writes_one_batch_per_burst(tmp_path) -> None:  # type: ignore[no-untyped-def]
     written: list[list[int]] = []
+    seen_while_writing: list[list[int]] = []
 
     async def write(batch: object) -> None:
+        seen_while_writing.append(list(writer.pending))  # the batch in flight still counts
         written.append(list(batch))  # type: ignore[call-overload]
 
     tasks = TaskTracker()
@@ -84,6 +86,7 @@ async def test_batch_writer_writes_one_batch_per_burst(tmp_path) -> None:  # typ
     assert written == [] and list(writer.pending) == list(range(6))
     await tasks.drain(timeout=5)
     assert written == [[0, 1, 2, 3], [4, 5]] and writer.written == 6
+    assert seen_while_writing == [list(range(6)), [4, 5]] and list(writer.pending) == []
 
 
 async def test_a_chat_turn_is_counted_in_usage(
