@@ -15,13 +15,16 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
+from bot.admin.backup import BackupConfig, BackupService
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
+from bot.channels.telegram.backup_handlers import BackupCommands
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
-from bot.context import ContextMiddleware
+from bot.context import ContextMiddleware, SecretMasker
 from bot.conversation import Conversation, ConversationConfig
+from bot.errorlog import ErrorReporter
 from bot.errors import ConfigError
 from bot.events import AdminAction, BatchWriter, EventBus, TurnFinished
 from bot.llm.service import ModelService
@@ -113,7 +116,12 @@ class Arium:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.tasks = TaskTracker()
+        # The one error handler: logs with the request id, keeps the last
+        # error (self.error_log, for /health), alerts the admins (rate limited).
+        self.masker = SecretMasker(settings.secrets())
+        self.errors = ErrorReporter(self.masker, window=settings.bot_alert_window)
+        self.error_log = self.errors.log
+        self.tasks = TaskTracker(self.errors.report)
         self.db = Database(settings.effective_database_url)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
@@ -149,6 +157,7 @@ class Arium:
         self.stuck_tools: list[str] = []
         self._build_events()
         self.alerts = AdminAlerts(self.tasks)
+        self.errors.connect(self.alerts)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
         self.conversation = Conversation(
@@ -196,14 +205,18 @@ class Arium:
             conversation=self.conversation,
             tasks=self.tasks,
             files=self.files,
-            features=[ReminderHandlers(self.reminders), MemoryCommands(self.memory, self.userdata)],
+            features=[
+                ReminderHandlers(self.reminders),
+                MemoryCommands(self.memory, self.userdata),
+                BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
+            ],
         )
         self.alerts.connect(self.telegram.send_to_admins)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
 
     def _status(self) -> dict[str, object]:
-        return {"version": __version__, "models": self.models.health()}
+        return {"version": __version__, "models": self.models.health(), "errors": self.error_log.snapshot()}
     def _build_events(self) -> None:
         # Statistics and audit writers: subscribers that write in batches.
         self.events = EventBus()
@@ -266,9 +279,18 @@ class Arium:
         for tool in (self.reminder_tools.create_reminder, self.reminder_tools.list_reminders, self.reminder_tools.cancel_reminder):
             self.tool_registry.register(tool, plugin="reminders", hints=REMINDER_HINTS)
         self.periodic = PeriodicTasks(self.scheduler, self.clock, self.tasks.report_error)
+        self.backups = BackupService(
+            BackupConfig(
+                data_dir=settings.bot_data_dir.resolve(),
+                database_url=settings.effective_database_url,
+                keep=settings.bot_backup_keep,
+                include_files=settings.bot_backup_files,
+            )
+        )
         self.system_jobs = SystemJobs(
             self.periodic, self.reminder_store, self.reminder_scheduler, self.clock,
             RetentionConfig(settings.reminder_retention_days, settings.bot_message_retention_days),
+            backup=self.backups.run,
         )
 
     async def start(self) -> None:
