@@ -33,6 +33,15 @@ from tests.test_operations import cli
 
 ADMIN = 555
 USER = 1001
+def schema_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from bot.storage.db import alembic_config
+
+    [head] = ScriptDirectory.from_config(alembic_config()).get_heads()
+    return str(head)
+
+
 POSTGRES = "postgresql+asyncpg://arium@127.0.0.1:1/none"  # never connected to: the database is pg_dump's job
 
 
@@ -280,6 +289,28 @@ async def test_restore_refuses_while_the_bot_runs(start_bot: BotFactory, tmp_pat
     assert not list((tmp_path / "data").glob("*.replaced-*"))
 
 
+async def test_restore_reads_the_pid_file_of_start_sh(tmp_path: Path) -> None:
+    """scripts/start.sh (background or --foreground) writes arium.pid; a live
+    bot process named there blocks a restore, a stale pid file does not."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    await make_database(data, "Ann")
+    backup = (await service(data).run()).path
+    bot = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "bot", "run"])
+    try:
+        (data / "arium.pid").write_text(f"{bot.pid}\n")
+        with pytest.raises(RestoreRefused, match=f"pid {bot.pid}"):
+            await restore(service(data).config, backup.name)
+    finally:
+        bot.kill()
+        bot.wait()
+    result = await restore(service(data).config, backup.name)  # the pid file is stale now
+    assert result.revision == schema_head()
+
+
 async def test_restore_migrates_an_older_backup(tmp_path: Path) -> None:
     from alembic import command
 
@@ -300,8 +331,8 @@ async def test_restore_migrates_an_older_backup(tmp_path: Path) -> None:
     data.mkdir()
     await make_database(data, "Ann")
     result = await restore(service(data).config, str(old))
-    assert result.revision == "0005_memory" and result.migrated_to == "0006_admin"
-    assert rows(data / "arium.db", "SELECT version_num FROM alembic_version") == [("0006_admin",)]
+    assert result.revision == "0005_memory" and result.migrated_to == schema_head()
+    assert rows(data / "arium.db", "SELECT version_num FROM alembic_version") == [(schema_head(),)]
     assert integrity(data / "arium.db") == "ok"
 
 
