@@ -104,7 +104,7 @@ def _backup(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _restore(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.admin.backup import describe_restore, restore
+    from bot.admin.restore import describe_restore, restore
 
     result = asyncio.run(restore(_backup_config(settings), args.backup))
     print(describe_restore(result))

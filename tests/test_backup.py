@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.admin.backup import (
-    BackupBusy,
-    BackupConfig,
-    BackupService,
-    RestoreRefused,
-    exclusive,
-    list_backups,
-    restore,
-)
+from bot.admin.backup import BackupBusy, BackupConfig, BackupService, exclusive, list_backups
+from bot.admin.restore import RestoreRefused, restore
 from bot.app import Arium
 from bot.doctor import run_doctor
 from bot.memory.records import NewMemory

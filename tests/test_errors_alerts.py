@@ -15,6 +15,7 @@ from telegram import Update
 from telegram.ext import CommandHandler, ContextTypes
 
 from bot.context import SecretMasker, configure_logging, current_request_id
+from bot.doctor import run_doctor
 from bot.errorlog import ErrorReporter
 from bot.tasks import TaskTracker
 from tests.conftest import BotFactory
@@ -91,6 +92,14 @@ async def test_a_failing_handler_answers_kindly_logs_and_alerts_admins_once(
         assert secret not in log and secret not in alert.text and all(secret not in text for text in chat)
         assert secret not in app.error_log.last.summary
     assert tg.messages(ADMIN) == [alert], "repeated errors within the window send one alert"
+
+    # `python -m bot doctor` shows it from the status file.
+    app.status.write_now()
+    lines: list[str] = []
+    await run_doctor(app.settings, lines.append)
+    [shown] = [line for line in lines if "errors since start" in line]
+    assert "errors since start: 3" in shown and "RuntimeError: upstream refused" in shown
+    assert API_KEY not in shown and token not in shown
 
 
 async def test_background_task_errors_reach_the_same_handler(
