@@ -304,6 +304,40 @@ async def test_restore_reads_the_pid_file_of_start_sh(tmp_path: Path) -> None:
     assert result.revision == schema_head()
 
 
+async def test_start_sh_foreground_names_the_bot_in_the_pid_file(tmp_path: Path) -> None:
+    """Under systemd the bot runs through `start.sh --foreground`, which execs
+    it: the pid file holds the bot's own pid, so restore and stop.sh find it."""
+    import os
+    import signal
+
+    from tests.test_operations import REPO, clean_env
+
+    async with FakeTelegram() as tg, FakeModelServer() as model:
+        env = clean_env(
+            tmp_path, TELEGRAM_BOT_TOKEN=tg.TOKEN, TELEGRAM_API_URL=tg.url, BOT_MODELS="openai:gpt-4o-mini",
+            OPENAI_API_KEY="test-key", OPENAI_BASE_URL=model.openai_base_url, BOT_POLL_TIMEOUT="1",
+        )
+        process = await asyncio.create_subprocess_exec(
+            "bash", str(REPO / "scripts" / "start.sh"), "--foreground", cwd=REPO, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        pid_file = tmp_path / "data" / "arium.pid"
+        try:
+            await wait_for_file(pid_file, timeout=90)
+            assert int(pid_file.read_text()) == process.pid
+            cmdline = Path(f"/proc/{process.pid}/cmdline")
+            deadline = asyncio.get_running_loop().time() + 60
+            while b"-m\x00bot\x00run" not in cmdline.read_bytes():  # until start.sh has exec'd the bot
+                assert asyncio.get_running_loop().time() < deadline, "start.sh never started the bot"
+                await asyncio.sleep(0.05)
+            with pytest.raises(RestoreRefused, match=f"pid {process.pid}"):
+                await restore(service(tmp_path / "data").config, "anything")
+        finally:
+            if process.returncode is None:
+                os.kill(process.pid, signal.SIGKILL)  # a clean SIGTERM stop is test_operations' subject
+            await process.wait()
+
+
 async def test_restore_migrates_an_older_backup(tmp_path: Path) -> None:
     from alembic import command
 
