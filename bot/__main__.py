@@ -8,16 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no code path may fetch from a model hub
 
 from bot.context import configure_logging  # noqa: E402
 from bot.errors import AriumError, ConfigError  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
-
-if TYPE_CHECKING:
-    from bot.admin.backup import BackupConfig
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
@@ -35,6 +31,8 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         app = Arium(settings)
         asyncio.run(app.run_until_signal())
+    except ConfigError:
+        raise  # one line from main(), as before the log existed
     except Exception:
         # Into the bot's own log too, not only to stderr (console.log or the journal).
         logging.getLogger("bot").critical("the bot stopped on an error", exc_info=True)
@@ -83,30 +81,20 @@ def _tools(settings: Settings, _args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _backup_config(settings: Settings) -> BackupConfig:
-    from bot.admin.backup import BackupConfig
-
-    return BackupConfig(
-        data_dir=settings.bot_data_dir.resolve(),
-        database_url=settings.effective_database_url,
-        keep=settings.bot_backup_keep,
-        include_files=settings.bot_backup_files,
-    )
-
-
 def _backup(settings: Settings, _args: argparse.Namespace) -> int:
     """A backup now; safe while the bot runs (SQLite's online backup API)."""
-    from bot.admin.backup import BackupService, describe_backup
+    from bot.admin.backup import BackupConfig, BackupService, describe_backup
 
-    result = BackupService(_backup_config(settings)).run_sync()
+    result = BackupService(BackupConfig.from_settings(settings)).run_sync()
     print(f"backup written: {describe_backup(result)}")
     return 0
 
 
 def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.admin.backup import BackupConfig
     from bot.admin.restore import describe_restore, restore
 
-    result = asyncio.run(restore(_backup_config(settings), args.backup))
+    result = asyncio.run(restore(BackupConfig.from_settings(settings), args.backup))
     print(describe_restore(result))
     return 0
 

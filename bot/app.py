@@ -279,14 +279,7 @@ class Arium:
         for tool in (self.reminder_tools.create_reminder, self.reminder_tools.list_reminders, self.reminder_tools.cancel_reminder):
             self.tool_registry.register(tool, plugin="reminders", hints=REMINDER_HINTS)
         self.periodic = PeriodicTasks(self.scheduler, self.clock, self.tasks.report_error)
-        self.backups = BackupService(
-            BackupConfig(
-                data_dir=settings.bot_data_dir.resolve(),
-                database_url=settings.effective_database_url,
-                keep=settings.bot_backup_keep,
-                include_files=settings.bot_backup_files,
-            )
-        )
+        self.backups = BackupService(BackupConfig.from_settings(settings))
         self.system_jobs = SystemJobs(
             self.periodic, self.reminder_store, self.reminder_scheduler, self.clock,
             RetentionConfig(settings.reminder_retention_days, settings.bot_message_retention_days),

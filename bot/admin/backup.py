@@ -51,6 +51,7 @@ from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
 from bot.errors import AriumError
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,15 @@ class BackupConfig:
     @property
     def backups_dir(self) -> Path:
         return self.data_dir / "backups"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BackupConfig:
+        return cls(
+            data_dir=settings.bot_data_dir.resolve(),
+            database_url=settings.effective_database_url,
+            keep=settings.bot_backup_keep,
+            include_files=settings.bot_backup_files,
+        )
 
 
 @dataclass(frozen=True)
