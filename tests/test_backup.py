@@ -259,6 +259,8 @@ async def test_restore_puts_the_backup_back_and_keeps_the_replaced_data(tmp_path
     await UserRepository(db, "UTC").touch(UserProfile(3, "Cleo"), "user")
     await db.dispose()
     (data / "memory" / "1.faiss").write_bytes(b"new index")
+    (data / "files" / "3").mkdir(parents=True)
+    (data / "files" / "3" / "notes.md").write_text("Cleo's notes")
 
     result = await restore(service(data).config, backup.name)
 
@@ -269,6 +271,9 @@ async def test_restore_puts_the_backup_back_and_keeps_the_replaced_data(tmp_path
     assert [r[1] for r in table(aside_db, "users")] == ["Ann", "Bob", "Cleo"], "the replaced database is kept, whole"
     [aside_memory] = [p for p in result.set_aside if p.name.startswith("memory.replaced-")]
     assert (aside_memory / "1.faiss").read_bytes() == b"new index"
+    assert result.user_files == 0 and not (data / "files" / "3").exists(), "the backup had no user files"
+    [aside_files] = [p for p in result.set_aside if p.name.startswith("files.replaced-")]
+    assert (aside_files / "3" / "notes.md").read_text() == "Cleo's notes"
 
 
 async def test_restore_refuses_while_the_bot_runs(start_bot: BotFactory, tmp_path: Path) -> None:

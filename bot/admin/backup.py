@@ -336,8 +336,13 @@ class BackupService:
     def _write(self, target: Path) -> _Written:
         data_dir = self.config.data_dir
         # Indexes before the database: see the module docstring.
+        # The folders exist even when empty: "no files then" is restored as such.
+        (target / "memory").mkdir()
         index_files = copy_files(data_dir / "memory", target / "memory", suffix=".faiss", skip_hidden=True)
-        user_files = copy_files(data_dir / "files", target / "files") if self.config.include_files else None
+        user_files: int | None = None
+        if self.config.include_files:
+            (target / "files").mkdir()
+            user_files = copy_files(data_dir / "files", target / "files")
         source = sqlite_path(self.config.database_url)
         revision: str | None = None
         rows: dict[str, int] = {}
