@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot run | migrate | doctor``."""
+"""Command line: ``python -m bot run | migrate | doctor | tools | backup | restore <backup>``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,27 @@ from bot.errors import AriumError, ConfigError  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 
 
-def _run(settings: Settings) -> int:
-    from bot.app import Arium
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.app import Arium, check_run_settings
 
-    configure_logging(settings.bot_log_level, settings.secrets())
-    app = Arium(settings)
-    asyncio.run(app.run_until_signal())
+    check_run_settings(settings)  # a bad setting is one line on stderr, not a log entry
+    configure_logging(
+        settings.bot_log_level,
+        settings.secrets(),
+        str(settings.log_file),
+        max_bytes=int(settings.bot_log_max_mb * 1024 * 1024),
+        backup_count=settings.bot_log_backups,
+        also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr,
+    )
+    try:
+        app = Arium(settings)
+        asyncio.run(app.run_until_signal())
+    except ConfigError:
+        raise  # one line from main(), as before the log existed
+    except Exception:
+        # Into the bot's own log too, not only to stderr (console.log or the journal).
+        logging.getLogger("bot").critical("the bot stopped on an error", exc_info=True)
+        raise
     if app.stuck_tools:
         # A hung tool thread cannot be stopped, and the interpreter would wait
         # for it forever at exit; everything else is closed, so leave now.
@@ -30,7 +45,7 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.app import check_database_url
     from bot.storage.db import Database
 
@@ -48,13 +63,13 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _doctor(settings: Settings) -> int:
+def _doctor(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.doctor import run_doctor
 
     return asyncio.run(run_doctor(settings, print))
 
 
-def _tools(settings: Settings) -> int:
+def _tools(settings: Settings, _args: argparse.Namespace) -> int:
     """List plugins and the tools they add, as `run` would load them."""
     from bot.doctor import _plugins, load_for_report
 
@@ -66,11 +81,36 @@ def _tools(settings: Settings) -> int:
     return 0 if ok else 1
 
 
-COMMANDS: dict[str, tuple[str, Callable[[Settings], int]]] = {
+def _backup(settings: Settings, _args: argparse.Namespace) -> int:
+    """A backup now; safe while the bot runs (SQLite's online backup API)."""
+    from bot.admin.backup import BackupConfig, BackupService, describe_backup
+
+    result = BackupService(BackupConfig.from_settings(settings)).run_sync()
+    print(f"backup written: {describe_backup(result)}")
+    return 0
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.admin.backup import BackupConfig
+    from bot.admin.restore import describe_restore, restore
+
+    result = asyncio.run(restore(BackupConfig.from_settings(settings), args.backup))
+    print(describe_restore(result))
+    return 0
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Command]] = {
     "run": ("start the bot (long polling) until SIGTERM/Ctrl-C", _run),
     "migrate": ("apply database migrations and exit", _migrate),
-    "doctor": ("check settings, database, model endpoints and Telegram", _doctor),
+    "doctor": ("check settings, database, model endpoints, Telegram, backups, disk and logs", _doctor),
     "tools": ("list plugins and the tools the model can call (BOT_TOOLS_DISABLED applied)", _tools),
+    "backup": ("back up the database, memory indexes and user files into BOT_DATA_DIR/backups", _backup),
+    "restore": ("replace the data with a backup (the bot must be stopped); the current data is kept aside", _restore),
+}
+# Positional arguments of the commands that take some: (name, help).
+ARGUMENTS: dict[str, list[tuple[str, str]]] = {
+    "restore": [("backup", "a backup name under BOT_DATA_DIR/backups (e.g. 20250101-033000), a backup directory, or a database file")],
 }
 
 
@@ -78,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Arium, a Telegram AI assistant")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _) in COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        for argument, argument_help in ARGUMENTS.get(name, []):
+            command.add_argument(argument, help=argument_help)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        return COMMANDS[args.command][1](settings)
+        return COMMANDS[args.command][1](settings, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

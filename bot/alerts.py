@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from bot.errorlog import ALERT_TASK
 from bot.errors import ModelUnavailable
 from bot.tasks import TaskTracker
 
@@ -32,7 +33,16 @@ class AdminAlerts:
     def chain_recovered(self) -> None:
         self._notify("✅ The AI answers again.")
 
+    def notify(self, text: str) -> None:
+        """Send ``text`` to the admins in the background (the error reporter's alerts)."""
+        self._notify(text)
+
     def _notify(self, text: str) -> None:
         log.warning("admin alert: %s", text.replace("\n", " "))
-        if self._send is not None:
-            self._tasks.spawn(self._send(text), "admin-alert")
+        if self._send is None:
+            return
+        coro = self._send(text)
+        try:
+            self._tasks.spawn(coro, ALERT_TASK)
+        except RuntimeError:  # shutting down: the log line above is all we can do
+            log.info("shutting down; the alert was not sent")

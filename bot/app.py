@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
 from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
-from bot.admin.health import ErrorLog, HealthMonitor
+from bot.admin.health import HealthMonitor
 from bot.admin.stats import AdminStats, UserDirectory, prices_from
 from bot.admin.access import (
     INVITE_NOTICE_INTERVAL,
@@ -38,8 +38,11 @@ from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
 from bot.channels.telegram.runtime_handlers import RuntimeCommands
 from bot.channels.telegram.stats_handlers import StatsCommands
-from bot.context import ContextMiddleware
+from bot.admin.backup import BackupConfig, BackupService
+from bot.channels.telegram.backup_handlers import BackupCommands
+from bot.context import ContextMiddleware, Redactor
 from bot.conversation import Conversation, ConversationConfig
+from bot.errorlog import ErrorReporter
 from bot.errors import ConfigError
 from bot.events import AdminAction, BatchWriter, EventBus, TurnFinished
 from bot.llm.service import ModelService
@@ -135,9 +138,12 @@ class Arium:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        # The last errors, scrubbed, for /health; fed by the task tracker and the channel.
-        self.errors = ErrorLog(settings.secrets())
-        self.tasks = TaskTracker(on_error=self.errors.task_failed)
+        # The one error handler: logs with the request id, keeps the last
+        # error (self.error_log, for /health), alerts the admins (rate limited).
+        self.masker = Redactor(settings.secrets())
+        self.errors = ErrorReporter(self.masker, window=settings.bot_alert_window)
+        self.error_log = self.errors.log
+        self.tasks = TaskTracker(self.errors.report)
         self.db = Database(settings.effective_database_url)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
@@ -182,6 +188,7 @@ class Arium:
         )
         self._build_access(settings)
         self.alerts = AdminAlerts(self.tasks)
+        self.errors.connect(self.alerts)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
         self.conversation = Conversation(
@@ -235,6 +242,7 @@ class Arium:
                 RuntimeCommands(self.runtime, self.events),
                 self._stats_commands(settings),
                 AccessCommands(self.events, self.access, self.budget, self.audit_view),
+                BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
             ],
             gates=self.gates,
         )
@@ -259,19 +267,18 @@ class Arium:
             now=self.clock.now,
         )
         self.health = HealthMonitor(
-            self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.errors, models=self.models
+            self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models
         )
         return StatsCommands(
             self.events,
             stats=self.admin_stats,
             users=UserDirectory(self.db),
             health=self.health,
-            errors=self.errors,
             secrets=settings.secrets(),
         )
 
     def _status(self) -> dict[str, object]:
-        return {"version": __version__, "models": self.models.health()}
+        return {"version": __version__, "models": self.models.health(), "errors": self.error_log.snapshot()}
 
     def _build_events(self) -> None:
         # Statistics and audit writers: subscribers that write in batches.
@@ -366,9 +373,11 @@ class Arium:
         for tool in (self.reminder_tools.create_reminder, self.reminder_tools.list_reminders, self.reminder_tools.cancel_reminder):
             self.tool_registry.register(tool, plugin="reminders", hints=REMINDER_HINTS)
         self.periodic = PeriodicTasks(self.scheduler, self.clock, self.tasks.report_error)
+        self.backups = BackupService(BackupConfig.from_settings(settings))
         self.system_jobs = SystemJobs(
             self.periodic, self.reminder_store, self.reminder_scheduler, self.clock,
             RetentionConfig(settings.reminder_retention_days, settings.bot_message_retention_days),
+            backup=self.backups.run,
         )
 
     async def start(self) -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from enum import StrEnum
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from urllib.parse import quote
 
 import pytz
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -93,39 +98,112 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class SecretsFilter(logging.Filter):
-    """Replaces known secret values in log output (the bot token appears in
-    Telegram URLs that HTTP libraries log)."""
+class SecretMasker:
+    """Replaces known secret values with ``***`` in any text: log lines,
+    tracebacks, admin alerts, error replies. The URL-encoded form of each
+    secret is masked too (a token's ``:`` becomes ``%3A`` inside URLs)."""
 
-    def __init__(self, secrets: list[str]) -> None:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= 6:  # shorter values would mask ordinary words
+                forms.update((secret, quote(secret, safe="")))
+        # Longest first, so a secret that contains another is masked whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+
+# A URL ends at whitespace, a quote or an angle bracket, so these never eat
+# into HTML markup around a URL.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@<>\"']*@")
+_URL_TAIL = re.compile(r"(?P<url>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#<>\"']*)[?#][^\s<>\"']*")
+# A Telegram bot token anywhere, e.g. inside a Bot API URL an HTTP error quotes
+# ("/bot123456789:AAH..."): digits, a colon, ~35 URL-safe characters.
+_BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}")
+
+
+def strip_url_secrets(text: str) -> str:
+    """Removes credentials, query strings and fragments from every URL in ``text``."""
+    return _URL_TAIL.sub(r"\g<url>", _URL_CREDENTIALS.sub(r"\g<scheme>", text))
+
+
+class Redactor(SecretMasker):
+    """The last line of defence for anything shown to admins (alerts, /health,
+    /stats, /models): known secrets, plus token-shaped text and URL
+    credentials, queries and fragments, whether configured or not."""
+
+    def __call__(self, text: str) -> str:
+        return _BOT_TOKEN.sub("***", strip_url_secrets(super().__call__(text)))
+
+
+class SecretsFilter(logging.Filter):
+    """Masks known secret values in log output (the bot token appears in
+    Telegram URLs that HTTP libraries log), in the message and in the
+    traceback of a logged exception, whose text may quote a secret too."""
+
+    def __init__(self, secrets: list[str] | SecretMasker) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 6]
+        self._mask = secrets if isinstance(secrets, SecretMasker) else SecretMasker(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._mask:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "***")
+        redacted = self._mask(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # Formatter.format() uses exc_text when it is set: format the
+            # traceback here, once, so the masked text is what gets written.
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._mask(record.stack_info)
         return True
 
 
-def configure_logging(level: str, secrets: list[str], log_file: str | None = None) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler()
-    )
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
-    )
-    handler.addFilter(RequestIdFilter())
-    handler.addFilter(SecretsFilter(secrets))
+_TRACEBACKS = logging.Formatter()
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+
+
+def configure_logging(
+    level: str,
+    secrets: list[str],
+    log_file: str | None = None,
+    *,
+    max_bytes: int = 0,
+    backup_count: int = 0,
+    also_stderr: bool = False,
+) -> None:
+    """Log to ``log_file`` (rotated by size when ``max_bytes`` > 0, keeping
+    ``backup_count`` old files) and/or stderr. The bot owns its log file, so
+    rotation works without shell redirection holding the old file open."""
+    handlers: list[logging.Handler] = []
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        )
+    if not log_file or also_stderr:
+        handlers.append(logging.StreamHandler())
+    masker = SecretMasker(secrets)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(RequestIdFilter())
+        handler.addFilter(SecretsFilter(masker))
+        root.addHandler(handler)
     root.setLevel(level.upper())
     # httpx logs every request URL at INFO, and Telegram URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)

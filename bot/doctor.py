@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,10 @@ from bot.settings import EndpointSettings, Settings
 
 Report = Callable[[str], None]
 CHECK_TIMEOUT = 15.0
+# The nightly backup runs once a day; two days without one means it fails.
+BACKUP_STALE_AFTER = timedelta(hours=48)
+# Free space below twice the data (a backup's worth plus room to grow) plus this fails.
+DISK_MARGIN = 100 * 1024 * 1024
 
 
 async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]) -> bool:
@@ -41,6 +47,10 @@ async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tup
         report("ok   settings: everything `run` needs is set")
     ok &= await _check(report, "data dir", lambda: _data_dir(settings.bot_data_dir))
     ok &= await _check(report, "database", lambda: _database(settings))
+    ok &= await _check(report, "log dir", lambda: _writable_dir(settings.log_file.parent))
+    ok &= await _check(report, "backups dir", lambda: _writable_dir(settings.backups_dir))
+    ok &= _last_backup(settings, report)
+    ok &= await _check(report, "disk", lambda: _disk(settings))
     ok &= await _check(report, "prompts", _prompts)
     ok &= _plugins(settings, report, plugin_packages)
     for tier in settings.tiers():
@@ -59,6 +69,63 @@ async def _data_dir(path: Path) -> str:
     if not os.access(path, os.W_OK):
         raise AriumError(f"{path} is not writable")
     return f"{path.resolve()} is writable"
+
+
+async def _writable_dir(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".doctor-probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise AriumError(f"{path} is not writable ({exc.strerror})") from None
+    return f"{path} is writable"
+
+
+def _last_backup(settings: Settings, report: Report) -> bool:
+    from bot.admin.backup import backup_age, list_backups
+
+    found = backup_age(settings.backups_dir)
+    if found is None:
+        report(f"info last backup: none yet (nightly at {settings.bot_backup_time}, or /backup, or `python -m bot backup`)")
+        return True
+    path, age = found
+    hours = age.total_seconds() / 3600
+    kept = len(list_backups(settings.backups_dir))
+    detail = f"{path.name}, {hours:.0f} h ago ({kept} kept, at most {settings.bot_backup_keep})"
+    if age > BACKUP_STALE_AFTER:
+        report(f"FAIL last backup: {detail}; the nightly backup at {settings.bot_backup_time} has not run since (is the bot running? see the log)")
+        return False
+    report(f"ok   last backup: {detail}")
+    return True
+
+
+async def _disk(settings: Settings) -> str:
+    from bot.admin.backup import human_size, sqlite_path, tree_size
+
+    data_dir = settings.bot_data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(data_dir)
+
+    def data_size() -> int:
+        size = 0
+        database = sqlite_path(settings.effective_database_url)
+        if database is not None:
+            size += sum(tree_size(p) for p in (database, Path(f"{database}-wal")) if p.is_file())
+        for part in ("memory", "files"):
+            if (data_dir / part).is_dir():
+                size += tree_size(data_dir / part)
+        return size
+
+    data = await asyncio.to_thread(data_size)
+    need = 2 * data + DISK_MARGIN
+    free = f"{human_size(usage.free)} free of {human_size(usage.total)} under {data_dir}"
+    if usage.free < need:
+        raise AriumError(
+            f"{free}: a backup needs about {human_size(data)} plus room to grow; "
+            "free some space (older backups in backups/, old logs)"
+        )
+    return f"{free}; the data takes {human_size(data)}"
 
 
 async def _database(settings: Settings) -> str:
@@ -139,6 +206,10 @@ def _report_running_bot(settings: Settings, report: Report) -> None:
         report("info running bot: none (no fresh status file)")
         return
     report(f"info running bot: pid {status.get('pid')}, version {status.get('version')}")
+    errors = status.get("errors") or {}
+    last = errors.get("last") if isinstance(errors, dict) else None
+    if isinstance(last, dict):
+        report(f"info   errors since start: {errors.get('count')}; last at {last.get('at')}: {last.get('summary')}")
     for model in status.get("models", []):
         errors = ", ".join(f"{k} {v}" for k, v in (model.get("errors") or {}).items()) or "none"
         latency = model.get("latency_p50")

@@ -22,12 +22,25 @@ from bot.tasks import ErrorHandler
 
 log = logging.getLogger(__name__)
 
-BackupHook = Callable[[], Awaitable[None]]
+BackupHook = Callable[[], Awaitable[object]]
 
 
 async def no_backup() -> None:
-    """The default nightly backup: nothing yet (the admin feature provides one)."""
+    """The nightly backup when none is wired in (Arium wires BackupService.run)."""
     log.info("nightly backup: no backup hook is configured; nothing to do")
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What one guarded run did."""
+
+    ran: bool  # False: the previous run was still going, so this one was refused
+    result: object = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ran and self.error is None
 
 
 @dataclass
@@ -70,21 +83,29 @@ class PeriodicTasks:
 
     async def run_now(self, name: str) -> bool:
         """Run a task unless its previous run is still going; True if it ran and succeeded."""
+        return (await self.run_guarded(name)).ok
+
+    async def run_guarded(self, name: str, *, report: bool = True) -> TaskRun:
+        """Run a task behind its overlap guard (the scheduler and admin
+        commands share it, so a nightly run and /backup never overlap).
+        ``report=False``: a failure is returned, not sent to the error
+        handler (the caller tells whoever asked)."""
         task = self.tasks[name]
         if task.running:
             task.skipped += 1
             log.warning("periodic task %s is still running from last time; skipping this run", name)
-            return False
+            return TaskRun(ran=False)
         task.running = True
         try:
             task.last_result = await task.run()
             task.last_error = None
-            return True
+            return TaskRun(ran=True, result=task.last_result)
         except Exception as exc:  # noqa: BLE001 - reported, and the next run tries again
             task.failures += 1
             task.last_error = f"{type(exc).__name__}: {exc}"
-            self._on_error(exc, f"periodic task {name}")
-            return False
+            if report:
+                self._on_error(exc, f"periodic task {name}")
+            return TaskRun(ran=True, error=exc)
         finally:
             task.runs += 1
             task.running = False
@@ -135,8 +156,8 @@ class SystemJobs:
         log.info("pruned old data: %s", pruned)
         return pruned
 
-    async def run_backup(self) -> None:
-        await self.backup()
+    async def run_backup(self) -> object:
+        return await self.backup()
 
     async def health(self) -> dict[str, object]:
         now = self._clock.now()

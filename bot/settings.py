@@ -229,6 +229,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"BOT_ACCESS_MODE {value!r} must be 'open' or 'allowlist'")
             return spelled
         return value
+    # Operations: backups, log file rotation, admin error alerts.
+    bot_backup_keep: int = Field(default=7, ge=1, le=1000)
+    bot_backup_files: bool = True
+    bot_log_max_mb: float = Field(default=10.0, ge=0)
+    bot_log_backups: int = Field(default=5, ge=1, le=1000)
+    bot_log_stderr: bool | None = None  # None: also to stderr when it is a terminal
+    bot_alert_window: float = Field(default=600.0, ge=0)
 
     @field_validator("bot_models", mode="before")
     @classmethod
@@ -312,6 +319,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.bot_data_dir.resolve() / 'arium.db'}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.bot_data_dir.resolve() / "logs" / "arium.log"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.bot_data_dir.resolve() / "backups"
 
     def tiers(self) -> list[TierSettings]:
         """The fallback chain: model_tiers if given, else one tier per BOT_MODELS entry."""

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Start Arium on a VPS: install into ./.venv if needed, apply migrations, then
-# run in the background with a pid file and a log file under BOT_DATA_DIR.
+# run in the background with a pid file under BOT_DATA_DIR. The bot writes and
+# rotates its own log (BOT_DATA_DIR/logs/arium.log, BOT_LOG_MAX_MB and
+# BOT_LOG_BACKUPS); whatever the process prints outside logging (a crash
+# before logging is set up, native library warnings) goes to logs/console.log.
 #   scripts/start.sh               background (refuses a second copy)
 #   scripts/start.sh --foreground  stay in the foreground (systemd, containers)
 set -euo pipefail
@@ -35,6 +38,7 @@ PY
 mkdir -p "$data_dir/logs"
 pid_file="$data_dir/arium.pid"
 log_file="$data_dir/logs/arium.log"
+console_file="$data_dir/logs/console.log"
 
 running_pid() {
     [ -f "$pid_file" ] || return 1
@@ -52,16 +56,23 @@ rm -f "$pid_file"
 "$py" -m bot migrate
 
 if [ "${1:-}" = "--foreground" ]; then
+    # exec keeps this pid, so the pid file names the bot (stop.sh, restore).
+    echo $$ >"$pid_file"
     exec "$py" -m bot run
 fi
 
-nohup "$py" -m bot run >>"$log_file" 2>&1 &
+# console.log only grows on crashes; still, keep one previous copy at most.
+if [ -f "$console_file" ] && [ "$(stat -c %s "$console_file")" -gt 5242880 ]; then
+    mv -f "$console_file" "$console_file.1"
+fi
+nohup "$py" -m bot run >>"$console_file" 2>&1 &
 echo $! >"$pid_file"
 sleep 2
 if ! running_pid >/dev/null; then
     rm -f "$pid_file"
-    echo "Arium failed to start; the end of $log_file:" >&2
-    tail -n 20 "$log_file" >&2
+    echo "Arium failed to start; the end of $console_file and $log_file:" >&2
+    tail -n 20 "$console_file" >&2
+    [ -f "$log_file" ] && tail -n 20 "$log_file" >&2
     exit 1
 fi
 echo "Arium started (pid $(cat "$pid_file")); log: $log_file"

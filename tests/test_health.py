@@ -11,12 +11,14 @@ import pytest
 from sqlalchemy import insert
 
 from bot import __version__
-from bot.admin.health import ErrorLog, HealthMonitor, database_size, memory_use, sqlite_files
+from bot.admin.health import HealthMonitor, database_size, memory_use, sqlite_files
 from bot.app import Arium
 from bot.channels.telegram.stats_handlers import fmt_duration
 from bot.storage.db import Database
 from bot.storage.models import AuditEntry, utcnow
 from bot.tasks import TaskTracker
+from bot.context import Redactor
+from bot.errorlog import ErrorLog, ErrorReporter
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram
@@ -29,35 +31,36 @@ FAKE_KEY = "sk-fake-SECRET-key-4242"
 # --- The error log ------------------------------------------------------------------
 
 
-def test_error_log_keeps_one_scrubbed_line_per_error() -> None:
-    errors = ErrorLog([FAKE_KEY, "123456:TEST-TOKEN"], size=3)
-    assert errors.last is None and errors.total == 0
+def test_the_error_reporter_keeps_one_scrubbed_line_per_error() -> None:
+    reporter = ErrorReporter(Redactor([FAKE_KEY, "123456:TEST-TOKEN"]))
+    assert reporter.log.last is None and reporter.log.count == 0
     failure = RuntimeError(
         f"POST https://bot:pw@api.example.com/bot123456:TEST-TOKEN/sendMessage?key={FAKE_KEY} failed\n"
         "Traceback line two with more detail"
     )
-    entry = errors.record(failure, "task memory-extract")
+    reporter.report(failure, "background task memory-extract")
+    entry = reporter.log.last
+    assert entry is not None
     assert entry.summary == "RuntimeError: POST https://api.example.com/bot***/sendMessage failed"
-    assert entry.where == "task memory-extract"
+    assert entry.where == "background task memory-extract"
     assert FAKE_KEY not in entry.summary and "TEST-TOKEN" not in entry.summary and "pw" not in entry.summary
-
-    assert errors.record(ValueError(), "update").summary == "ValueError"
-    long = errors.record(KeyError("x" * 1000), "update")
-    assert len(long.summary) == 200 and long.summary.endswith("…")
-    errors.record(TimeoutError("slow"), "update")
-    assert errors.total == 4 and len(errors.recent()) == 3, "bounded: the oldest goes"
-    assert errors.last is not None and errors.last.summary == "TimeoutError: slow"
+    reporter.report(ValueError(), "update")
+    assert reporter.log.last is not None and reporter.log.last.summary == "ValueError"
+    reporter.report(KeyError("x" * 1000), "update")
+    assert reporter.log.last is not None and len(reporter.log.last.summary) == 200
+    assert reporter.log.last.summary.endswith("…") and reporter.log.count == 3
 
 
 def test_token_shaped_text_is_hidden_even_when_not_configured() -> None:
-    errors = ErrorLog([])
-    entry = errors.record(OSError("https://api.telegram.org/bot987654321:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getMe"), "x")
-    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in entry.summary
+    reporter = ErrorReporter(Redactor([]))
+    reporter.report(OSError("https://api.telegram.org/bot987654321:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/getMe"), "x")
+    assert reporter.log.last is not None
+    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in reporter.log.last.summary
 
 
 async def test_the_task_tracker_reports_failures_to_the_error_log(caplog: pytest.LogCaptureFixture) -> None:
-    errors = ErrorLog([FAKE_KEY])
-    tasks = TaskTracker(on_error=errors.task_failed)
+    reporter = ErrorReporter(Redactor([FAKE_KEY]))
+    tasks = TaskTracker(on_error=reporter.report)
 
     async def fails() -> None:
         raise RuntimeError(f"bad key {FAKE_KEY}")
@@ -66,9 +69,10 @@ async def test_the_task_tracker_reports_failures_to_the_error_log(caplog: pytest
     with pytest.raises(RuntimeError):
         await task
     await tasks.drain(timeout=1)
-    assert errors.last is not None and errors.last.where == "task probe"
-    assert errors.last.summary == "RuntimeError: bad key ***"
-    assert "background task probe failed" in caplog.text, "still logged, with the traceback"
+    last = reporter.log.last
+    assert last is not None and "probe" in last.where
+    assert last.summary == "RuntimeError: bad key ***"
+    assert "unhandled error" in caplog.text and "probe" in caplog.text, "still logged, with the traceback"
 
 
 # --- Measurements --------------------------------------------------------------------
@@ -169,14 +173,20 @@ async def test_health_shows_uptime_version_sizes_queues_and_the_last_error_witho
         raise ConnectionError(f"https://user:hunter2@api.example.com/v1?key={FAKE_KEY} refused ({tg.TOKEN})")
 
     admin_bot.tasks.spawn(leaks(), "probe-task")
-    await tg.wait_for(lambda: admin_bot.errors.total == 1)
-    # An error in an update handler reaches the channel's error handlers too.
+    await tg.wait_for(lambda: admin_bot.error_log.count == 1)
+    first_error = admin_bot.error_log.last
+    assert first_error is not None
+    assert first_error.summary == "ConnectionError: https://api.example.com/v1 refused (***)"
+    # An error in an update handler reaches the same reporter through the channel.
     await admin_bot.telegram.application.process_error(None, ValueError(f"handler broke with {FAKE_KEY}"))
 
     tg.user_text("/health", chat_id=ADMIN)
-    [_, second] = await tg.wait_messages(ADMIN, 2)
-    assert re.search(r"Last error: \d{4}-\d\d-\d\d \d\d:\d\d UTC, update: ValueError: handler broke with \*\*\* \(2 since the start\)", second.text)
-    assert admin_bot.errors.recent()[0].summary == "ConnectionError: https://api.example.com/v1 refused (***)"
+    # The admin also gets one alert per kind of error, before the second /health.
+    later = (await tg.wait_messages(ADMIN, 4))[1:]
+    [second] = [m for m in later if m.text.startswith("Health · ")]
+    alerts = sorted(m.text.split(":")[0] for m in later if m is not second)
+    assert alerts == ["⚠️ Error in probe-task", "⚠️ Error in update handler"]
+    assert re.search(r"Last error: \d{4}-\d\d-\d\d \d\d:\d\d UTC, update handler: ValueError: handler broke with \*\*\* \(2 since the start\)", second.text)
     for message in tg.messages(ADMIN):
         assert FAKE_KEY not in message.text and tg.TOKEN not in message.text and "hunter2" not in message.text
 

@@ -1,11 +1,8 @@
 """What /health shows, channel-agnostic: uptime, version, database size,
 memory use, queue depths, the last error and the model chain's state.
 
-``ErrorLog`` keeps the last few errors that reached an error handler (the
-task tracker's and the channel's), each as a time and one scrubbed line:
-the exception class and the first line of its message, with known secrets,
-bot tokens and URL credentials or queries removed. It lives in memory only;
-the full tracebacks are in the log."""
+The last error comes from the one error reporter (bot/errorlog.py): a time
+and one masked line; the full tracebacks are in the log."""
 
 from __future__ import annotations
 
@@ -13,8 +10,8 @@ import logging
 import resource
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,55 +21,14 @@ from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
 
 from bot import __version__
-from bot.admin.stats import ModelHealth, Redactor
+from bot.admin.stats import ModelHealth
+from bot.errorlog import ErrorEntry, ErrorLog
 from bot.storage.db import Database
 from bot.storage.models import utcnow
 from bot.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
-ERROR_LOG_SIZE = 20
-SUMMARY_CHARS = 200
-
-
-@dataclass(frozen=True)
-class ErrorEntry:
-    at: datetime
-    where: str  # "task <name>", "update", ...
-    summary: str  # "<ExceptionClass>: <first line of the message>", scrubbed
-
-
-class ErrorLog:
-    """The most recent errors, newest last; safe to show to admins."""
-
-    def __init__(self, secrets: Sequence[str] = (), size: int = ERROR_LOG_SIZE) -> None:
-        self._redact = Redactor(secrets)
-        self._entries: deque[ErrorEntry] = deque(maxlen=size)
-        self.total = 0  # errors recorded since the start
-
-    def record(self, exc: BaseException, where: str) -> ErrorEntry:
-        entry = ErrorEntry(utcnow(), self._redact(where)[:80], self.summarize(exc))
-        self._entries.append(entry)
-        self.total += 1
-        return entry
-
-    def summarize(self, exc: BaseException) -> str:
-        first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        summary = type(exc).__name__ + (f": {first_line}" if first_line else "")
-        summary = self._redact(summary)
-        return summary if len(summary) <= SUMMARY_CHARS else summary[: SUMMARY_CHARS - 1] + "…"
-
-    def task_failed(self, exc: BaseException, name: str) -> None:
-        """TaskTracker's error handler: log with the traceback, and remember."""
-        log.error("background task %s failed", name, exc_info=exc)
-        self.record(exc, f"task {name}")
-
-    @property
-    def last(self) -> ErrorEntry | None:
-        return self._entries[-1] if self._entries else None
-
-    def recent(self) -> list[ErrorEntry]:
-        return list(self._entries)
 
 
 # Measurements -------------------------------------------------------------------
@@ -198,7 +154,7 @@ class HealthMonitor:
                 updates_in_progress=updates_in_progress,
             ),
             last_error=self._errors.last,
-            errors_total=self._errors.total,
+            errors_total=self._errors.count,
             breakers=dict(Counter(str(e.get("breaker", "?")) for e in endpoints)),
             endpoints=len(endpoints),
         )

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 
+from bot.context import Redactor, strip_url_secrets
 from bot.storage.admin import DayUsage, ModelUsage, UsageRepository
 from bot.storage.db import Database
 from bot.storage.models import User, utcnow
@@ -86,20 +87,6 @@ def price_for(stored_model: str, prices: Mapping[str, ModelPrice]) -> ModelPrice
 
 # URLs and secrets ------------------------------------------------------------
 
-# A URL ends at whitespace, a quote or an angle bracket, so these never eat
-# into HTML markup around a URL.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@<>\"']*@")
-_URL_TAIL = re.compile(r"(?P<url>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#<>\"']*)[?#][^\s<>\"']*")
-# A Telegram bot token anywhere, e.g. inside a Bot API URL an HTTP error quotes
-# ("/bot123456789:AAH..."): digits, a colon, ~35 URL-safe characters.
-_BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}")
-
-
-def strip_url_secrets(text: str) -> str:
-    """Removes credentials, query strings and fragments from every URL in ``text``."""
-    return _URL_TAIL.sub(r"\g<url>", _URL_CREDENTIALS.sub(r"\g<scheme>", text))
-
-
 def endpoint_label(endpoint: str) -> str:
     """An endpoint's display name (``provider:model@host/path``) made safe to show:
     no userinfo, no query, no fragment, whatever the base URL held."""
@@ -110,20 +97,6 @@ def endpoint_label(endpoint: str) -> str:
     location = location.rsplit("@", 1)[-1]  # a "user:password@host" without a scheme
     location = re.split(r"[?#]", location, maxsplit=1)[0]
     return f"{name}@{location}"
-
-
-class Redactor:
-    """Replaces known secret values (keys, the bot token) and token-shaped text;
-    the last line of defence for anything an admin command sends."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _BOT_TOKEN.sub("***", strip_url_secrets(text))
 
 
 # The report --------------------------------------------------------------------

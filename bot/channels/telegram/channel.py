@@ -263,7 +263,11 @@ class TelegramChannel:
             await self._reply(update, t("unsupported_media", ctx.language))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("error while handling an update", exc_info=context.error)
+        # The one error handler (Arium's ErrorReporter behind the task
+        # tracker) logs it with the request id and alerts the admins; the
+        # user only gets the friendly message, never the error's text.
+        if context.error is not None:
+            self._tasks.report_error(context.error, "update handler")
         if isinstance(update, Update) and update.effective_chat is not None:
             language = update.effective_user.language_code if update.effective_user else None
             try:

@@ -25,7 +25,7 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 import bot.admin.stats_strings  # noqa: F401  (registers the strings)
 from bot.admin.charts import ChartLabels, render_usage_chart
-from bot.admin.health import ErrorLog, HealthMonitor, HealthReport
+from bot.admin.health import HealthMonitor, HealthReport
 from bot.admin.stats import (
     AdminStats,
     EndpointLine,
@@ -349,14 +349,12 @@ class StatsCommands(AdminCommands):
         stats: AdminStats,
         users: UserDirectory,
         health: HealthMonitor,
-        errors: ErrorLog,
         secrets: Sequence[str],
     ) -> None:
         super().__init__(events)
         self._stats = stats
         self._users = users
         self._health = health
-        self._errors = errors
         self._redact = Redactor(secrets)
         self._application: Application | None = None
 
@@ -366,9 +364,6 @@ class StatsCommands(AdminCommands):
         self.command(application, "users", self._on_users)
         self.command(application, "health", self._on_health)
         application.add_handler(CallbackQueryHandler(self._on_users_button, pattern=rf"^{PREFIX}:"))
-        # PTB calls every error handler; this one only remembers the error for
-        # /health (the channel's own handler logs it and answers the user).
-        application.add_error_handler(self._remember_error)
 
     # Commands --------------------------------------------------------------
 
@@ -470,10 +465,6 @@ class StatsCommands(AdminCommands):
             await message.reply_photo(png, caption=caption, filename="stats.png", do_quote=False)
         except TelegramError as exc:
             log.error("could not send the stats chart to chat %s: %s", message.chat.id, exc)
-
-    async def _remember_error(self, _: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if context.error is not None:
-            self._errors.record(context.error, "update")
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
