@@ -14,6 +14,7 @@ STRINGS: dict[str, dict[str, str]] = {
             "In groups, mention me or reply to my message.\n\n/help lists what I can do."
         ),
         "help_header": "<b>What I understand</b>\nJust write a message and I'll answer.",
+        "help_admin_header": "<b>Admin commands</b> (only you see these)",
         "cmd_start": "greeting",
         "cmd_help": "this list",
         "cmd_new": "start a fresh conversation (I forget the current one)",
@@ -36,6 +37,7 @@ STRINGS: dict[str, dict[str, str]] = {
             "В группах упомяните меня или ответьте на моё сообщение.\n\n/help — что я умею."
         ),
         "help_header": "<b>Что я понимаю</b>\nПросто напишите сообщение, и я отвечу.",
+        "help_admin_header": "<b>Команды администратора</b> (их видите только вы)",
         "cmd_start": "приветствие",
         "cmd_help": "этот список",
         "cmd_new": "начать новый разговор (текущий я забуду)",

@@ -36,6 +36,7 @@ class AdminCommands:
     def __init__(self, events: EventBus) -> None:
         self._events = events
         self._gate: Gate | None = None
+        self.admin_command_names: list[str] = []
 
     def register(self, application: Application, gate: Gate) -> None:
         self._gate = gate
@@ -46,6 +47,7 @@ class AdminCommands:
         raise NotImplementedError
 
     def command(self, application: Application, name: str, handler: AdminHandler) -> None:
+        self.admin_command_names.append(name)
         async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             assert self._gate is not None
             ctx = await self._gate(update)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, BotCommandScopeChat, Message, Update
 from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -25,6 +25,7 @@ from telegram.ext import (
 from bot.admin.access import REFUSAL_NOTICE_INTERVAL, BanCheck
 from bot.admin.gates import GateChain, GateRequest, NoticeLimiter
 from bot.channels.telegram.access_handlers import reaches_model as _reaches_model, start_payload
+from bot.auth import Role
 from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.streaming import TelegramReplySink
@@ -45,10 +46,18 @@ MENU_COMMANDS: list[str] = [
 MENU_LANGUAGES = ("en", "ru")
 
 
-def help_text(language: str) -> str:
-    lines = [t("help_header", language), ""]
+def _command_line(name: str, language: str) -> str:
     # /help is sent as HTML: a description may contain "<" ("/forget <words>").
-    lines += [f"/{name} — {html.escape(t(f'cmd_{name}', language), quote=False)}" for name in MENU_COMMANDS]
+    return f"/{name} — {html.escape(t(f'cmd_{name}', language), quote=False)}"
+
+
+def help_text(language: str, admin_commands: Sequence[str] = ()) -> str:
+    """The user commands; for an admin, the admin commands after them."""
+    lines = [t("help_header", language), ""]
+    lines += [_command_line(name, language) for name in MENU_COMMANDS]
+    if admin_commands:
+        lines += ["", t("help_admin_header", language), ""]
+        lines += [_command_line(name, language) for name in admin_commands]
     return "\n".join(lines)
 
 
@@ -97,6 +106,11 @@ class TelegramChannel:
         self._documents = DocumentIntake(self, files) if files is not None else None
         self._features = tuple(features)
         self.application = self._build_application()
+        # Admin commands, in the order features registered them (for /help
+        # and the admins' own command menu).
+        self.admin_commands: tuple[str, ...] = tuple(
+            name for feature in self._features for name in getattr(feature, "admin_command_names", ())
+        )
 
     # Building -------------------------------------------------------------
 
@@ -135,14 +149,22 @@ class TelegramChannel:
         return app
 
     async def register_commands(self) -> None:
-        """The command menu Telegram shows, in each interface language."""
+        """The command menu Telegram shows, in each interface language; each
+        admin's private chat also lists the admin commands."""
         for language in MENU_LANGUAGES:
             code = None if language == "en" else language
-            commands = [BotCommand(name, t(f"cmd_{name}", language)[:256]) for name in MENU_COMMANDS]
-            try:
-                await self.application.bot.set_my_commands(commands, language_code=code)
-            except TelegramError as exc:
-                log.warning("could not register the command menu: %s", exc)
+            await self._set_menu(MENU_COMMANDS, language, code, None)
+            for admin_id in sorted(self._config.admin_ids):
+                await self._set_menu([*MENU_COMMANDS, *self.admin_commands], language, code, admin_id)
+
+    async def _set_menu(self, names: Sequence[str], language: str, code: str | None, chat_id: int | None) -> None:
+        commands = [BotCommand(name, t(f"cmd_{name}", language)[:256]) for name in names]
+        scope = BotCommandScopeChat(chat_id) if chat_id is not None else None
+        try:
+            await self.application.bot.set_my_commands(commands, scope=scope, language_code=code)
+        except TelegramError as exc:
+            # An admin who never opened a chat with the bot: Telegram says "chat not found".
+            log.warning("could not register the command menu%s: %s", f" for admin {chat_id}" if chat_id else "", exc)
 
     # Handlers -------------------------------------------------------------
 
@@ -185,7 +207,8 @@ class TelegramChannel:
     async def _on_help(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
         if ctx:
-            await self._reply(update, help_text(ctx.language), html=True)
+            admin = ctx.role is Role.ADMIN and ctx.is_private
+            await self._reply(update, help_text(ctx.language, self.admin_commands if admin else ()), html=True)
 
     async def _on_new(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
