@@ -419,6 +419,25 @@ async def test_pacer_pause_holds_every_permit() -> None:
     assert clock["now"] == pytest.approx(103.1)
 
 
+async def test_pacer_keeps_its_rate_when_every_wake_up_is_late() -> None:
+    """A busy machine wakes each sleeper a few ms late; the rate must not
+    drift down by that much per permit, nor exceed the limit in any second."""
+    clock = {"now": 100.0}
+
+    async def late_sleep(seconds: float) -> None:
+        clock["now"] += seconds + 0.003
+        await asyncio.sleep(0)
+
+    pacer = Pacer(28, monotonic=lambda: clock["now"], sleep=late_sleep)
+    granted: list[float] = []
+    for _ in range(281):
+        await pacer.acquire()
+        granted.append(clock["now"])
+    assert granted[-1] - granted[0] == pytest.approx(280 / 28, abs=0.01)  # 10 s, not 10.8
+    in_any_second = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
+    assert in_any_second <= 29
+
+
 async def test_repository_claims_records_and_recovers(database_url: str) -> None:
     db = Database(database_url)
     await db.migrate()

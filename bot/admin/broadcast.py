@@ -20,9 +20,11 @@ then has three kinds of task:
 At most once, across crashes: a row is claimed before its send and keeps that
 status until its outcome is written, and a broadcast resuming at start counts
 rows still claimed as sent (the reminders' policy). A hard crash can thus
-lose the rows that were claimed but not yet sent - at most about two chunks
-(``2 * batch`` users, ~2 s of sending) - and never sends anyone the text
-twice. A graceful stop (``stop``) loses nothing: sends in flight finish, and
+skip the rows that were claimed but not yet sent - at most one chunk queued,
+one chunk being queued, and one row per worker waiting for its permit
+(``2 * batch + workers``, about 2 s of sending) - and never sends anyone the
+text twice. (Outcomes not yet written at a crash also read as sent, so a user
+who blocked the bot in that last second stays active until the next try.) A graceful stop (``stop``) loses nothing: sends in flight finish, and
 rows claimed but not sent go back to pending. Cancel stops the same way and
 leaves the unsent rows pending under a cancelled broadcast.
 
@@ -46,7 +48,6 @@ from bot.errors import AriumError
 from bot.pacing import Pacer
 from bot.storage.broadcasts import (
     BLOCKED,
-    CANCELLED,
     DONE,
     DRAFT,
     FAILED,

@@ -123,6 +123,7 @@ class TelegramBulkSender:
 
     def __init__(self, token: str, api_url: str, *, connections: int = 8) -> None:
         self._request = HTTPXRequest(connection_pool_size=connections, pool_timeout=10.0)
+        self._gone: set[tuple[int, int]] = set()  # progress messages deleted by the admin
         # One request object for both slots: this bot never polls.
         self._bot = Bot(
             token, base_url=f"{api_url}/bot", base_file_url=f"{api_url}/file/bot",
@@ -136,6 +137,8 @@ class TelegramBulkSender:
             raise _translate(exc) from exc
 
     async def show_progress(self, chat_id: int, message_id: int, view: ProgressView) -> None:
+        if (chat_id, message_id) in self._gone:
+            return
         try:
             await self._bot.edit_message_text(
                 progress_text(view), chat_id=chat_id, message_id=message_id,
@@ -144,7 +147,11 @@ class TelegramBulkSender:
         except RetryAfter as exc:
             raise FloodControl(exc.message, _retry_after(exc)) from exc
         except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
+            reason = exc.message.lower()
+            if "not found" in reason:
+                self._gone.add((chat_id, message_id))  # deleted: the broadcast goes on without it
+                log.info("the progress message of broadcast %s is gone; not updating it", view.broadcast_id)
+            elif "not modified" not in reason:
                 log.warning("could not update the progress of broadcast %s: %s", view.broadcast_id, exc.message)
         except TelegramError as exc:
             log.warning("could not update the progress of broadcast %s: %s", view.broadcast_id, exc)
