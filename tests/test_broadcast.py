@@ -214,7 +214,8 @@ async def test_a_stale_preview_cannot_be_confirmed(start_bot: BotFactory, tg: Fa
 
 
 async def test_cancel_while_sending_stops_promptly(start_bot: BotFactory, tg: FakeTelegram) -> None:
-    app = await start_bot(**settings(reminder_send_rate=25.0))
+    # Slow enough (4 s for everyone) that the stop lands mid-way even on a busy machine.
+    app = await start_bot(**settings(reminder_send_rate=10.0))
     users = await seed_users(app, 40)
     _, control = await draft(tg)
     bid = broadcast_id(control)
@@ -296,7 +297,7 @@ async def test_failures_are_retried_a_bounded_number_of_times(start_bot: BotFact
 
 
 async def test_a_restart_mid_broadcast_resumes_without_duplicates(start_bot: BotFactory, tg: FakeTelegram) -> None:
-    first = await start_bot(**settings(reminder_send_rate=25.0))
+    first = await start_bot(**settings(reminder_send_rate=10.0))  # 4 s for everyone: the stop lands mid-way
     users = await seed_users(first, 40)
     _, control = await draft(tg)
     bid = broadcast_id(control)
@@ -307,8 +308,13 @@ async def test_a_restart_mid_broadcast_resumes_without_duplicates(start_bot: Bot
     assert paused.text.startswith(f"⏸ Broadcast #{bid} paused")
     before = sum(received(tg, users).values())
     assert before < 40
+    db = Database(first.settings.effective_database_url)
+    counts = await BroadcastRepository(db).delivery_counts(bid)
+    await db.dispose()
+    # Nothing left claimed, and the table knows exactly who has it (the admin came first).
+    assert counts == {"sent": before + 1, "pending": 40 - before}
 
-    second = await start_bot(**settings(reminder_send_rate=25.0))
+    second = await start_bot(**settings())
     repo = BroadcastRepository(second.db)
     final = await until_final(tg, control, "✅")
     copies = received(tg, users)
