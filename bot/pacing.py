@@ -3,9 +3,9 @@
 Telegram allows about 30 messages per second to different chats. Interactive
 replies are not capped (see the rate limiter in channels/telegram/channel.py),
 so anything that sends in bulk takes a permit from one shared Pacer first.
-Permits are spaced at least 1/rate seconds apart with no burst allowance: a
-burst of 1,000 then never puts more than ``rate`` sends into any one-second
-window, which is how Telegram counts. When Telegram answers a bulk send with
+Permits go out on a grid of 1/rate seconds with no burst allowance: a burst
+of 1,000 then never puts more than ``rate + 1.5`` sends into any one-second
+window, which is how Telegram counts (see __init__ for the grid). When Telegram answers a bulk send with
 429 (flood control), the sender calls ``pause``: no permit goes out until
 the retry-after has passed, for any bulk sender, since the limit is per bot."""
 
