@@ -515,6 +515,41 @@ async def test_text_checks_use_the_senders_limit(tmp_path: Any) -> None:
         await db.dispose()
 
 
+async def test_a_cancel_the_run_did_not_hear_of_still_stops_it(tmp_path: Any) -> None:
+    """Cancelled in the table (a press racing the confirmation, or another
+    process): the feeder claims no more, and the run ends as cancelled."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    await db.migrate()
+    tasks = TaskTracker()
+    try:
+        now = datetime.now(timezone.utc)
+        async with db.session() as s:
+            await s.execute(insert(User), [
+                {"id": i, "first_name": "U", "language": "en", "timezone": "UTC", "role": "user",
+                 "created_at": now, "last_seen_at": now, "active": True} for i in range(1, 201)
+            ])
+        sender = RecordingSender()
+        repo = BroadcastRepository(db)
+        broadcaster = Broadcaster(repo, sender, pacer=Pacer(100), tasks=tasks,
+                                  config=BroadcastConfig(batch=10, workers=2, progress_interval=0.05))
+        draft_record = (await broadcaster.prepare(1, "hello", "hello")).record
+        await broadcaster.attach_progress(draft_record.id, 1, 1)
+        await broadcaster.confirm(draft_record.id)
+        while len(sender.sent) < 15:
+            await asyncio.sleep(0.01)
+        await repo.cancel(draft_record.id, datetime.now(timezone.utc))  # behind the broadcaster's back
+        while broadcaster.active:
+            await asyncio.sleep(0.01)
+        assert 15 <= len(sender.sent) <= 15 + 2 * 10 + 2  # what was claimed already, no more
+        assert len(set(sender.sent)) == len(sender.sent)
+        assert sender.views[-1].state is State.CANCELLED
+        counts = await repo.delivery_counts(draft_record.id)
+        assert counts == {"sent": len(sender.sent), "pending": 200 - len(sender.sent)}
+    finally:
+        await tasks.drain(1)
+        await db.dispose()
+
+
 def test_progress_text_shows_rate_and_eta() -> None:
     from bot.channels.telegram.broadcast_handlers import progress_keyboard, progress_text
 

@@ -24,9 +24,12 @@ skip the rows that were claimed but not yet sent - at most one chunk queued,
 one chunk being queued, and one row per worker waiting for its permit
 (``2 * batch + workers``, about 2 s of sending) - and never sends anyone the
 text twice. (Outcomes not yet written at a crash also read as sent, so a user
-who blocked the bot in that last second stays active until the next try.) A graceful stop (``stop``) loses nothing: sends in flight finish, and
-rows claimed but not sent go back to pending. Cancel stops the same way and
-leaves the unsent rows pending under a cancelled broadcast.
+who blocked the bot in that last second stays active until the next try.)
+A graceful stop (``stop``) loses nothing: sends in flight finish, and rows
+claimed but not sent go back to pending. Cancel stops the same way and
+leaves the unsent rows pending under a cancelled broadcast; the feeder also
+claims nothing for a broadcast the table no longer calls running, so a
+cancel that races a confirmation still stops it.
 
 The Sender is the channel's side (Telegram's lives in
 bot/channels/telegram/broadcast_handlers.py); it raises the errors below."""
@@ -48,6 +51,7 @@ from bot.errors import AriumError
 from bot.pacing import Pacer
 from bot.storage.broadcasts import (
     BLOCKED,
+    CANCELLED,
     DONE,
     DRAFT,
     FAILED,
@@ -198,6 +202,7 @@ class _Run:
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: bool = False  # the admin pressed cancel (else a halt is a stop)
     interrupted: bool = False  # the feeder failed (database): resume at next start
+    senders_done: bool = False  # every sender has returned: the recorder writes what is left and ends
     outcomes: dict[int, str] = field(default_factory=dict)  # not yet written
     batch_ready: asyncio.Event = field(default_factory=asyncio.Event)
     uncertain: set[int] = field(default_factory=set)  # cut off mid-send at a stop
@@ -366,8 +371,14 @@ class Broadcaster:
             progress = self._tasks.spawn(self._progress_loop(run), f"broadcast-{run.id}-progress")
             halter = self._tasks.spawn(self._halt_when_asked(run, feeder, workers), f"broadcast-{run.id}-halter")
             await asyncio.wait(workers)
-            halter.cancel()
-            for task in (feeder, recorder, progress):
+            for task in (halter, feeder, progress):
+                task.cancel()
+            # The recorder is told, not cancelled: a cancel can be lost while
+            # it wakes (asyncio.wait_for on 3.11), and it is mid-write anyway.
+            run.senders_done = True
+            run.batch_ready.set()
+            _, stuck = await asyncio.wait({recorder}, timeout=self.config.stop_timeout)
+            for task in stuck:
                 task.cancel()
             await asyncio.gather(feeder, recorder, progress, halter, return_exceptions=True)
             await self._finish(run)
@@ -430,7 +441,8 @@ class Broadcaster:
                 log.warning("broadcast %s: user %s not reached after %d attempt(s): %s", run.id, user_id, attempts, error)
                 return FAILED
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.halt.wait(), self.config.retry_delay * attempts)
+                async with asyncio.timeout(self.config.retry_delay * attempts):
+                    await run.halt.wait()
         return None
 
     async def _attempt(self, run: _Run, slot: int, user_id: int) -> BroadcastSendError | None:
@@ -467,9 +479,10 @@ class Broadcaster:
                 task.cancel()
 
     async def _record_loop(self, run: _Run) -> None:
-        while True:
+        while not run.senders_done:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.batch_ready.wait(), self.config.record_interval)
+                async with asyncio.timeout(self.config.record_interval):
+                    await run.batch_ready.wait()
             run.batch_ready.clear()
             try:
                 await self._flush(run)
@@ -494,6 +507,11 @@ class Broadcaster:
         except Exception as exc:  # noqa: BLE001 - rows stay claimed: counted as sent on resume
             self._tasks.report_error(exc, f"broadcast {run.id}: final write")
             released = 0
+        if not run.halt.is_set():
+            # Out of rows: every recipient has an outcome, or the broadcast was
+            # cancelled before this run could hear of it (claims stop then).
+            final = await self._repo.finish(run.id, self._now())
+            run.cancelled = final is not None and final.status == CANCELLED
         if run.cancelled:
             log.info("broadcast %s cancelled: %d of %d done, %d left unsent", run.id, run.done, run.record.total, released)
             await self._show(run, State.CANCELLED, spaced=True)
@@ -503,7 +521,6 @@ class Broadcaster:
                 async with asyncio.timeout(2.0):  # a stop must not wait out a long flood pause
                     await self._show(run, State.PAUSED)
         else:
-            await self._repo.finish(run.id, self._now())
             log.info(
                 "broadcast %s done: %d sent, %d blocked, %d failed of %d (%d flood waits)",
                 run.id, run.sent, run.blocked, run.failed, run.record.total, run.flood_waits,

@@ -198,8 +198,12 @@ class BroadcastRepository:
             return recovered
 
     async def claim(self, broadcast_id: int, limit: int, now: datetime) -> list[int]:
-        """Take up to ``limit`` pending recipients (lowest user id first) for sending."""
+        """Take up to ``limit`` pending recipients (lowest user id first) for
+        sending; none once the broadcast is no longer running (cancelled)."""
         async with self._db.session() as s:
+            status = await s.scalar(select(Broadcast.status).where(Broadcast.id == broadcast_id))
+            if status != RUNNING:
+                return []
             user_ids = list((await s.execute(
                 select(BroadcastDelivery.user_id)
                 .where(BroadcastDelivery.broadcast_id == broadcast_id, BroadcastDelivery.status == PENDING)
