@@ -550,6 +550,28 @@ async def test_a_cancel_the_run_did_not_hear_of_still_stops_it(tmp_path: Any) ->
         await db.dispose()
 
 
+def test_the_text_after_the_command_keeps_its_formatting() -> None:
+    from telegram import Chat, Message, MessageEntity
+
+    from bot.channels.telegram.broadcast_handlers import text_after_command
+
+    text = "/broadcast@arium_test_bot \n 😀 <b> & <i>News</i>: see docs "
+    command = len("/broadcast@arium_test_bot")
+    emoji_at = command + 3  # after " \n "
+    link_at = emoji_at + 2 + len(" <b> & <i>News</i>: see ")  # the emoji is two UTF-16 units
+    message = Message(
+        1, datetime.now(timezone.utc), Chat(1001, "private"), text=text,
+        entities=[
+            MessageEntity("bot_command", 0, command),
+            MessageEntity("bold", 0, command + 8),  # the command and " \n 😀 <b": clipped to "😀 <b"
+            MessageEntity("text_link", link_at, 4, url="https://example.com/docs"),
+        ],
+    )
+    html, visible = text_after_command(message)
+    assert visible == "😀 <b> & <i>News</i>: see docs"
+    assert html == '<b>😀 &lt;b</b>&gt; &amp; &lt;i&gt;News&lt;/i&gt;: see <a href="https://example.com/docs">docs</a>'
+
+
 def test_progress_text_shows_rate_and_eta() -> None:
     from bot.channels.telegram.broadcast_handlers import progress_keyboard, progress_text
 
