@@ -33,6 +33,8 @@ from bot.admin.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimite
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.access_handlers import AccessCommands
+from bot.admin.broadcast import BroadcastConfig, Broadcaster
+from bot.channels.telegram.broadcast_handlers import BroadcastCommands, TelegramBulkSender
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
@@ -62,6 +64,7 @@ from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
+from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
 from bot.storage.invites import InviteRepository
 from bot.status import StatusWriter
@@ -217,6 +220,7 @@ class Arium:
             events=self.events,
         )
         self._build_reminders(settings)
+        self._build_broadcasts(settings)
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)
         self.userdata.add(RemindersSection(UserDataRepository(self.db)))
@@ -243,6 +247,7 @@ class Arium:
                 self._stats_commands(settings),
                 AccessCommands(self.events, self.access, self.budget, self.audit_view),
                 BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
+                BroadcastCommands(self.events, self.broadcaster),
             ],
             gates=self.gates,
         )
@@ -347,7 +352,7 @@ class Arium:
     def _build_reminders(self, settings: Settings) -> None:
         # One APScheduler for reminder timers and periodic system tasks.
         self.scheduler = AsyncIOScheduler(timezone=pytz.utc)
-        # Shared by every bulk sender (reminders now, broadcasts later).
+        # Shared by every bulk sender (fired reminders and broadcasts).
         self.bulk_pacer = Pacer(settings.reminder_send_rate)
         self.reminder_store = ReminderRepository(self.db)
         self.reminder_scheduler = ReminderScheduler(
@@ -380,6 +385,27 @@ class Arium:
             backup=self.backups.run,
         )
 
+    def _build_broadcasts(self, settings: Settings) -> None:
+        # /broadcast: its own connection pool, paced by the shared bulk Pacer.
+        assert settings.telegram_bot_token is not None
+        self.bulk_sender = TelegramBulkSender(
+            settings.telegram_bot_token.get_secret_value(), settings.telegram_api_url,
+            connections=settings.broadcast_workers,
+        )
+        self.broadcaster = Broadcaster(
+            BroadcastRepository(self.db, allow_list=settings.bot_access_mode == "allowlist"),
+            self.bulk_sender,
+            pacer=self.bulk_pacer,
+            tasks=self.tasks,
+            config=BroadcastConfig(
+                batch=settings.broadcast_batch,
+                workers=settings.broadcast_workers,
+                progress_interval=settings.broadcast_progress_interval,
+                max_attempts=settings.broadcast_max_attempts,
+                retry_delay=settings.broadcast_retry_delay,
+            ),
+        )
+
     async def start(self) -> None:
         await self.db.migrate()
         await self.runtime.restore()  # before the first update: the chain and prompts as the admin left them
@@ -389,6 +415,7 @@ class Arium:
         await app.start()
         await self.telegram.register_commands()
         await self._start_scheduler()
+        await self.broadcaster.start()  # broadcasts that were running when the bot stopped
         assert app.updater is not None
         await app.updater.start_polling(
             timeout=self.settings.bot_poll_timeout,
@@ -420,6 +447,7 @@ class Arium:
         app = self.telegram.application
         timeout = self.settings.bot_shutdown_timeout
         if self._started:
+            await self.broadcaster.stop()  # sends in flight finish; unsent claims go back to pending
             await self._stop_scheduler()
             assert app.updater is not None
             if app.updater.running:
@@ -434,6 +462,7 @@ class Arium:
             self._started = False
         for writer in (self.tool_events, self.usage_writer, self.audit_writer):
             await writer.flush()
+        await self.bulk_sender.close()
         self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()

@@ -210,6 +210,12 @@ class Settings(BaseSettings):
     reminder_max_per_user: int = Field(default=500, ge=1)
     reminder_retention_days: int = Field(default=30, ge=0)
     bot_message_retention_days: int = Field(default=0, ge=0)
+    # Broadcasts (/broadcast); their rate is the shared REMINDER_SEND_RATE.
+    broadcast_batch: int = Field(default=30, ge=1, le=500)
+    broadcast_workers: int = Field(default=8, ge=1, le=64)
+    broadcast_progress_interval: float = Field(default=2.0, ge=0.05)
+    broadcast_max_attempts: int = Field(default=3, ge=1, le=10)
+    broadcast_retry_delay: float = Field(default=2.0, ge=0)
     bot_backup_time: str = "03:30"
     bot_prune_time: str = "04:15"
     bot_health_time: str = "09:00"

@@ -88,6 +88,10 @@ _CHAT_ACTIONS = frozenset(
     }
 )
 
+# Methods that put something into a chat: a user who blocked the bot refuses them.
+_DELIVERING = frozenset({"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "sendDocument"})
+_BLOCKED = "Forbidden: bot was blocked by the user"
+
 # Updates Telegram only sends when asked for explicitly in allowed_updates.
 _OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
@@ -682,6 +686,7 @@ class FakeTelegram:
         self._commands: dict[tuple[str, str], list[JsonDict]] = {}
         # faults
         self._faults: list[_Fault] = []
+        self._blocked: dict[int, str] = {}  # private chat id -> the 403 description
         self._send_times: collections.deque[float] = collections.deque()
 
     # ---------------------------------------------------------------- lifecycle
@@ -940,6 +945,21 @@ class FakeTelegram:
         name = _CANONICAL.get(method.lower(), method)
         self._faults.append(_Fault(name, status, description, retry_after, times, when))
 
+    def block_bot(self, chat_id: int, description: str = _BLOCKED) -> None:
+        """The user of this private chat blocked the bot (or, with
+        description "Forbidden: user is deactivated", deleted their account):
+        every send to the chat is answered 403 until ``unblock_bot``."""
+        self._blocked[chat_id] = description
+
+    def unblock_bot(self, chat_id: int) -> None:
+        self._blocked.pop(chat_id, None)
+
+    def _check_blocked(self, method: str, params: JsonDict) -> None:
+        if method in _DELIVERING and self._blocked:
+            description = self._blocked.get(_as_int(params.get("chat_id")) or 0)
+            if description is not None:
+                raise ApiError(403, description)
+
     def _take_fault(self, method: str, params: JsonDict) -> None:
         for fault in self._faults:
             if fault.method == method and (fault.when is None or fault.when(params)):
@@ -997,6 +1017,7 @@ class FakeTelegram:
             raise ApiError(404, "Not Found")
         self._take_fault(call.method, call.params)
         self._check_rate_limit(call.method)
+        self._check_blocked(call.method, call.params)
         return await handler(call.params)
 
     def _handlers(self) -> dict[str, Callable[[JsonDict], Awaitable[Any]]]:
