@@ -109,7 +109,7 @@ async def parallel_turn(repeats: int) -> list[tuple[str, str]]:
     ideal = TOOL_SECONDS
     return [
         (f"turn with {CALLS_PER_TURN} tool calls of 200 ms, parallel (8 workers)", f"{p * 1000:.0f} ms (median of {repeats})"),
-        (f"same turn, sequential (1 worker)", f"{s * 1000:.0f} ms"),
+        ("same turn, sequential (1 worker)", f"{s * 1000:.0f} ms"),
         ("parallel / sequential", f"{p / s:.3f} (ideal 1/8 = 0.125)"),
         ("parallel overhead above one 200 ms call", f"{(p - ideal) * 1000:.0f} ms (two model round trips included)"),
     ]

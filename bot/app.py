@@ -94,7 +94,7 @@ def check_database_url(url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"DATABASE_URL is not a valid SQLAlchemy URL") from None
+        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
     backend, driver = parsed.get_backend_name(), parsed.drivername
     expected = ASYNC_DRIVERS.get(backend)
     if expected is None:

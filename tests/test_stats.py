@@ -23,15 +23,14 @@ from bot.admin.stats import (
     STATS_DAYS,
     AdminStats,
     ModelPrice,
-    Redactor,
     UserDirectory,
     endpoint_label,
     fill_days,
     price_for,
     prices_from,
     split_usage_model,
-    strip_url_secrets,
 )
+from bot.context import Redactor, strip_url_secrets
 from bot.app import Arium
 from bot.channels.telegram.stats_handlers import join_messages, parse_page_data
 from bot.errors import ConfigError

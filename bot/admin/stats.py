@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 
-from bot.context import Redactor, strip_url_secrets
+from bot.context import strip_url_secrets
 from bot.storage.admin import DayUsage, ModelUsage, UsageRepository
 from bot.storage.db import Database
 from bot.storage.models import User, utcnow

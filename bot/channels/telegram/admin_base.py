@@ -12,12 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
-from telegram.constants import ChatType as TgChatType, ParseMode
-from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 import bot.admin.strings  # noqa: F401  (registers the strings)
 from bot.auth import Role
+from bot.channels.telegram.replies import reply
 from bot.context import RequestContext
 from bot.events import AdminAction, EventBus
 from bot.i18n import t
@@ -70,15 +69,3 @@ class AdminCommands:
         """Answers a malformed admin command with its usage; returns the outcome to audit."""
         await reply(update, t("admin_usage", ctx.language, usage=usage))
         return "usage shown"
-
-
-async def reply(update: Update, text: str, *, html: bool = False) -> None:
-    message = update.effective_message
-    if message is None:
-        return
-    try:
-        await message.reply_text(
-            text, parse_mode=ParseMode.HTML if html else None, do_quote=message.chat.type != TgChatType.PRIVATE
-        )
-    except TelegramError as exc:
-        log.error("could not reply in chat %s: %s", message.chat.id, exc)

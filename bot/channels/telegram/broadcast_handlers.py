@@ -30,6 +30,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 import bot.admin.broadcast_strings  # noqa: F401  (registers the strings)
+from bot.channels.telegram.replies import answer_button
 from bot.admin.broadcast import (
     Broadcaster,
     BroadcastTextError,
@@ -308,10 +309,7 @@ class BroadcastCommands(AdminCommands):
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
-    try:
-        await query.answer(text)
-    except TelegramError as exc:  # too old to answer: the action itself still counts
-        log.info("could not answer a button press: %s", exc)
+    await answer_button(query, text)
 
 
 async def _edit(query: CallbackQuery, text: str) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from telegram import BotCommand, BotCommandScopeChat, Message, Update
-from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
+from telegram.constants import ChatType as TgChatType, MessageEntityType
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -28,6 +28,7 @@ from bot.channels.telegram.access_handlers import reaches_model as _reaches_mode
 from bot.auth import Role
 from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
+from bot.channels.telegram.replies import reply
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import ContextMiddleware, RequestContext, current_request_id
 from bot.conversation import Conversation
@@ -325,15 +326,7 @@ class TelegramChannel:
         return False
 
     async def _reply(self, update: Update, text: str, *, html: bool = False) -> None:
-        message = update.effective_message
-        if message is None:
-            return
-        try:
-            await message.reply_text(
-                text, parse_mode=ParseMode.HTML if html else None, do_quote=message.chat.type != TgChatType.PRIVATE
-            )
-        except TelegramError as exc:
-            log.error("could not reply in chat %s: %s", message.chat.id, exc)
+        await reply(update, text, html=html)
 
 
 def _strip_mention(text: str, username: str | None) -> str:

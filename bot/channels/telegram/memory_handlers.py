@@ -17,12 +17,12 @@ import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ChatType as TgChatType
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 import bot.memory.strings  # noqa: F401  (registers this module's strings)
+from bot.channels.telegram.replies import answer_button, reply
 from bot.context import RequestContext
 from bot.errors import AriumError
 from bot.i18n import t
@@ -269,20 +269,11 @@ def _page_argument(args: list[str] | None) -> int:
 
 
 async def _reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-    message = update.effective_message
-    if message is None:
-        return
-    try:
-        await message.reply_text(text, reply_markup=markup, do_quote=message.chat.type != TgChatType.PRIVATE)
-    except TelegramError as exc:
-        log.error("could not reply in chat %s: %s", message.chat.id, exc)
+    await reply(update, text, keyboard=markup)
 
 
-async def _answer(query: object, text: str | None = None) -> None:
-    try:
-        await query.answer(text)  # type: ignore[attr-defined]
-    except TelegramError as exc:  # e.g. pressed long ago: the press itself still counts
-        log.info("could not answer a button press: %s", exc)
+async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+    await answer_button(query, text)
 
 
 async def _edit(query: object, text: str, markup: InlineKeyboardMarkup | None) -> None:

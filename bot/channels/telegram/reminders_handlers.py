@@ -10,10 +10,10 @@ import re
 from collections.abc import Awaitable, Callable
 
 from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ChatType as TgChatType, ParseMode
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.channels.telegram.replies import answer_button, edit_after_button, reply
 from bot.context import RequestContext
 from bot.i18n import t
 from bot.reminders.notifier import DeliveryFailed, DueReminder, RecipientBlocked
@@ -276,34 +276,17 @@ def _created_text(outcome: Outcome, language: str) -> str:
 async def _reply(
     message: Message, text: str, *, html_mode: bool = False, keyboard: InlineKeyboardMarkup | None = None
 ) -> None:
-    try:
-        await message.reply_text(
-            text,
-            parse_mode=ParseMode.HTML if html_mode else None,
-            reply_markup=keyboard,
-            do_quote=message.chat.type != TgChatType.PRIVATE,
-        )
-    except TelegramError as exc:
-        log.error("could not reply in chat %s: %s", message.chat.id, exc)
+    await reply(message, text, html=html_mode, keyboard=keyboard)
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
-    try:
-        await query.answer(text)
-    except TelegramError as exc:  # too old to answer: the action itself still counts
-        log.info("could not answer a button press: %s", exc)
+    await answer_button(query, text)
 
 
 async def _edit(
     query: CallbackQuery, text: str, *, html_mode: bool = False, keyboard: InlineKeyboardMarkup | None = None
 ) -> None:
-    try:
-        await query.edit_message_text(text, parse_mode=ParseMode.HTML if html_mode else None, reply_markup=keyboard)
-    except BadRequest as exc:
-        if "not modified" not in exc.message.lower():
-            log.warning("could not update a message after a button press: %s", exc)
-    except TelegramError as exc:
-        log.warning("could not update a message after a button press: %s", exc)
+    await edit_after_button(query, text, html=html_mode, keyboard=keyboard)
 
 
 async def _append_status(query: CallbackQuery, status: str) -> None:

@@ -13,11 +13,10 @@ import logging
 import time
 
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ChatType as TgChatType, ParseMode
-from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 import bot.admin.runtime_strings  # noqa: F401  (registers the strings)
+from bot.channels.telegram.replies import answer_button, edit_after_button
 from bot.admin.runtime import (
     ChainView,
     EndpointView,
@@ -297,32 +296,14 @@ def _shorten(text: str, limit: int) -> str:
 
 
 async def _send(update: Update, text: str, keyboard: InlineKeyboardMarkup | None) -> None:
-    message = update.effective_message
-    if message is None:
-        return
-    try:
-        await message.reply_text(
-            text,
-            parse_mode=ParseMode.HTML,
-            reply_markup=keyboard,
-            do_quote=message.chat.type != TgChatType.PRIVATE,
-        )
-    except TelegramError as exc:
-        log.error("could not reply in chat %s: %s", message.chat.id, exc)
+    await reply(update, text, html=True, keyboard=keyboard)
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
-    try:
-        await query.answer(text[:200] if text else None)
-    except TelegramError as exc:  # too old to answer: the action itself still counts
-        log.info("could not answer a button press: %s", exc)
+    await answer_button(query, text)
 
 
 async def _edit(query: CallbackQuery, text: str, keyboard: InlineKeyboardMarkup | None) -> None:
-    try:
-        await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
-    except BadRequest as exc:
-        if "not modified" not in exc.message.lower():
-            log.warning("could not update /models after a button press: %s", exc)
-    except TelegramError as exc:
-        log.warning("could not update /models after a button press: %s", exc)
+    await edit_after_button(query, text, html=True, keyboard=keyboard)
+
+

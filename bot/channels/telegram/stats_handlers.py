@@ -20,10 +20,12 @@ from typing import Any
 
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 import bot.admin.stats_strings  # noqa: F401  (registers the strings)
+from bot.context import Redactor
+from bot.channels.telegram.replies import answer_button, edit_after_button
 from bot.admin.charts import ChartLabels, render_usage_chart
 from bot.admin.health import HealthMonitor, HealthReport
 from bot.admin.stats import (
@@ -31,7 +33,6 @@ from bot.admin.stats import (
     EndpointLine,
     ModelLine,
     PeriodTotals,
-    Redactor,
     StatsReport,
     UserDirectory,
     UserPage,
@@ -468,18 +469,10 @@ class StatsCommands(AdminCommands):
 
 
 async def _answer(query: CallbackQuery, text: str | None = None) -> None:
-    try:
-        await query.answer(text)
-    except TelegramError as exc:
-        log.warning("could not answer a button press: %s", exc)
+    await answer_button(query, text)
 
 
 async def _edit(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
-    try:
-        await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
-    except BadRequest as exc:
-        if "not modified" not in str(exc).lower():
-            log.warning("could not show the users page: %s", exc)
-    except TelegramError as exc:
-        log.warning("could not show the users page: %s", exc)
+    await edit_after_button(query, text, html=True, keyboard=markup)
+
 
