@@ -54,3 +54,17 @@ async def test_the_admin_menu_is_scoped_to_the_admins_chat(
     for language in (None, "ru"):
         assert not menus[("default", language)] & ADMIN_COMMANDS
         assert ADMIN_COMMANDS | {"new", "help"} <= menus[(admin_scope, language)]
+
+
+async def test_an_edited_admin_command_is_not_a_second_order(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    app = await start_bot(bot_admin_ids=str(ADMIN))
+    update = tg.user_text("/ban 777", chat_id=ADMIN)
+    [banned] = await tg.wait_messages(ADMIN, 1)
+    tg.edited_text(update["message"]["message_id"], "/unban 777", chat_id=ADMIN)
+    tg.user_text("/audit", chat_id=ADMIN)  # answered after the edit was handled (one chat, in order)
+    [_, audit] = await tg.wait_messages(ADMIN, 2)
+    assert "777" in banned.text and "unban" not in audit.text
+    stored = await app.users.get(777)
+    assert stored is not None and stored.role == "banned"

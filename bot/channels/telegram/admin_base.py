@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import Application, CommandHandler, ContextTypes, filters
 
 import bot.admin.strings  # noqa: F401  (registers the strings)
 from bot.auth import Role
@@ -59,7 +59,8 @@ class AdminCommands:
             outcome = await handler(update, context, ctx, args)
             self.audit(ctx, name, " ".join(args), outcome)
 
-        application.add_handler(CommandHandler(name, guarded))
+        # New messages only: an edited "/ban 42" or "/broadcast ..." is not a second order.
+        application.add_handler(CommandHandler(name, guarded, filters=filters.UpdateType.MESSAGE))
 
     def audit(self, ctx: RequestContext, action: str, arguments: str, outcome: str) -> None:
         self._events.publish(AdminAction(ctx.user_id, action, arguments, outcome))
