@@ -307,7 +307,7 @@ class ReminderRepository:
 
     async def counts(self, overdue_before: datetime) -> dict[str, int]:
         """Reminders per status, plus active ones overdue by ``overdue_before``."""
-        async with self._db.session() as s:
+        async with self._db.reading() as s:
             by_status = dict((await s.execute(
                 select(Reminder.status, func.count()).group_by(Reminder.status)
             )).all())
