@@ -46,7 +46,7 @@ from bot.context import ContextMiddleware, Redactor
 from bot.conversation import Conversation, ConversationConfig
 from bot.errorlog import ErrorReporter
 from bot.errors import ConfigError
-from bot.events import AdminAction, BatchWriter, EventBus, TurnFinished
+from bot.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, SentenceTransformerEmbedder
 from bot.memory.extraction import MemoryWriter
@@ -71,7 +71,7 @@ from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
 from bot.storage.runtime import RuntimeSettingsRepository
 from bot.storage.repositories import MessageRepository, UserRepository
-from bot.storage.tool_events import ToolEventRepository
+from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
 from bot.storage.userdata import UserDataRepository
 from bot.tasks import TaskTracker
 from bot.tools.events import ToolEventRecorder
@@ -171,17 +171,17 @@ class Arium:
         )
         self.tool_event_store = ToolEventRepository(self.db)
         self.tool_events = ToolEventRecorder(self.tool_event_store, self.tasks)
+        self._build_events()
         self.tools = ToolCallManager(
             models=self.models,
             registry=self.tool_registry,
             executor=self.tool_executor,
-            events=self.tool_events,
+            events=Publisher(self.events),
             config=ToolLoopConfig(
                 max_rounds=settings.bot_tool_max_rounds, result_chars=settings.bot_tool_result_chars
             ),
         )
         self.stuck_tools: list[str] = []
-        self._build_events()
         # /models, /prompts, /reload: run-time changes, kept in runtime_settings.
         self.runtime_settings = RuntimeSettingsRepository(self.db)
         self.runtime = RuntimeControl(
@@ -296,6 +296,7 @@ class Arium:
         )
         self.events.subscribe(TurnFinished, self.usage_writer.record)
         self.events.subscribe(AdminAction, self.audit_writer.record)
+        self.events.subscribe(ToolEventRecord, self.tool_events.record)
 
     def _build_access(self, settings: Settings) -> None:
         # The gates of every message, in DESIGN.md's order: banned, allow-list,

@@ -1,5 +1,5 @@
-"""The internal event bus. Turns, model calls, tools, reminders and admin
-actions publish small frozen events; subscribers (the statistics and audit
+"""The internal event bus. Turns, tool calls and admin actions publish small
+frozen events; subscribers (the statistics and audit
 writers) buffer them and write in batches, so a busy bot does not write the
 database once per event.
 
@@ -65,6 +65,17 @@ class EventBus:
                 subscriber(event)
             except Exception:  # noqa: BLE001 - see the module docstring
                 log.exception("event subscriber failed on %s", type(event).__name__)
+
+
+class Publisher:
+    """The event sink a feature writes to (``record``), handing each event to
+    the bus; the feature need not know who listens."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def record(self, event: object) -> None:
+        self._bus.publish(event)
 
 
 class BatchWriter(Generic[E]):
