@@ -322,3 +322,13 @@ async def test_a_burst_of_1000_due_at_once_is_delivered_within_the_rate_limit(
     times = sorted(c.at for c in sent())
     window_max = max(sum(1 for t in times[i:i + 201] if t - times[i] < 1.0) for i in range(0, len(times)))
     assert window_max <= 200
+
+
+async def test_an_edited_remind_command_is_not_a_second_reminder(reminder_bot: BotStarter, tg: FakeTelegram) -> None:
+    app = await reminder_bot()
+    update = tg.user_text("/remind call mom tomorrow at 9", chat_id=CHAT)
+    await tg.wait_messages(CHAT, 1)
+    tg.edited_text(update["message"]["message_id"], "/remind call dad tomorrow at 10", chat_id=CHAT)
+    answer = await ask(tg, "/reminders")  # answered after the edit was handled: one chat, in order
+    assert "call mom" in answer.text and "call dad" not in answer.text
+    assert [r.text for r in await reminders_of(app)] == ["call mom"]

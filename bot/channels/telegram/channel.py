@@ -45,6 +45,8 @@ MENU_COMMANDS: list[str] = [
     "start", "help", "new", "remind", "reminders", "timezone", "memory", "forget", "export", "deleteme",
 ]
 MENU_LANGUAGES = ("en", "ru")
+# Commands act on new messages only: an edited "/remind ..." is not a second order.
+NEW_MESSAGES = filters.UpdateType.MESSAGE
 
 
 def _command_line(name: str, language: str) -> str:
@@ -133,9 +135,9 @@ class TelegramChannel:
             .rate_limiter(AIORateLimiter(overall_max_rate=0, group_max_rate=20, group_time_period=60, max_retries=3))
             .build()
         )
-        app.add_handler(CommandHandler("start", self._on_start))
-        app.add_handler(CommandHandler("help", self._on_help))
-        app.add_handler(CommandHandler("new", self._on_new))
+        app.add_handler(CommandHandler("start", self._on_start, filters=NEW_MESSAGES))
+        app.add_handler(CommandHandler("help", self._on_help, filters=NEW_MESSAGES))
+        app.add_handler(CommandHandler("new", self._on_new, filters=NEW_MESSAGES))
         for feature in self._features:
             feature.register(app, self._gate)
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))

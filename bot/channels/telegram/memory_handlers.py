@@ -22,6 +22,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 import bot.memory.strings  # noqa: F401  (registers this module's strings)
+from bot.channels.telegram.channel import NEW_MESSAGES
 from bot.channels.telegram.replies import answer_button, reply
 from bot.context import RequestContext
 from bot.errors import AriumError
@@ -83,10 +84,10 @@ class MemoryCommands:
 
     def register(self, app: Application, gate: Gate) -> None:  # type: ignore[type-arg]
         self._gate = gate
-        app.add_handler(CommandHandler("memory", self._on_memory))
-        app.add_handler(CommandHandler("forget", self._on_forget))
-        app.add_handler(CommandHandler("export", self._on_export))
-        app.add_handler(CommandHandler("deleteme", self._on_deleteme))
+        app.add_handler(CommandHandler("memory", self._on_memory, filters=NEW_MESSAGES))
+        app.add_handler(CommandHandler("forget", self._on_forget, filters=NEW_MESSAGES))
+        app.add_handler(CommandHandler("export", self._on_export, filters=NEW_MESSAGES))
+        app.add_handler(CommandHandler("deleteme", self._on_deleteme, filters=NEW_MESSAGES))
         app.add_handler(CallbackQueryHandler(self._on_button, pattern=rf"^{PREFIX}:"))
 
     # Commands -------------------------------------------------------------

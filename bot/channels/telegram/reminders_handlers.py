@@ -13,6 +13,7 @@ from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.channels.telegram.channel import NEW_MESSAGES
 from bot.channels.telegram.replies import answer_button, edit_after_button, reply
 from bot.context import RequestContext
 from bot.i18n import t
@@ -98,9 +99,9 @@ class ReminderHandlers:
 
     def register(self, application: Application, gate: Gate) -> None:  # type: ignore[type-arg]
         self._gate = gate
-        application.add_handler(CommandHandler("remind", self._on_remind))
-        application.add_handler(CommandHandler("reminders", self._on_list))
-        application.add_handler(CommandHandler("timezone", self._on_timezone))
+        application.add_handler(CommandHandler("remind", self._on_remind, filters=NEW_MESSAGES))
+        application.add_handler(CommandHandler("reminders", self._on_list, filters=NEW_MESSAGES))
+        application.add_handler(CommandHandler("timezone", self._on_timezone, filters=NEW_MESSAGES))
         application.add_handler(CallbackQueryHandler(self._on_button, pattern=r"^rem:"))
         application.add_handler(MessageHandler(filters.LOCATION & filters.ChatType.PRIVATE, self._on_location))
 
