@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from telegram import Update
+from telegram import CallbackQuery, Update
 from telegram.ext import Application, CommandHandler, ContextTypes, filters
 
 import bot.admin.strings  # noqa: F401  (registers the strings)
 from bot.auth import Role
-from bot.channels.telegram.replies import reply
+from bot.channels.telegram.replies import answer_button, reply
 from bot.context import RequestContext
 from bot.events import AdminAction, EventBus
 from bot.i18n import t
@@ -61,6 +61,20 @@ class AdminCommands:
 
         # New messages only: an edited "/ban 42" or "/broadcast ..." is not a second order.
         application.add_handler(CommandHandler(name, guarded, filters=filters.UpdateType.MESSAGE))
+
+    async def admin_button(self, update: Update) -> tuple[CallbackQuery, RequestContext] | None:
+        """The press and its context when an admin pressed; for anyone else the
+        press is acknowledged silently (a forged or forwarded button learns
+        nothing) and None is returned."""
+        query = update.callback_query
+        if query is None:
+            return None
+        assert self._gate is not None
+        ctx = await self._gate(update)
+        if ctx is None or ctx.role is not Role.ADMIN:
+            await answer_button(query)
+            return None
+        return query, ctx
 
     def audit(self, ctx: RequestContext, action: str, arguments: str, outcome: str) -> None:
         self._events.publish(AdminAction(ctx.user_id, action, arguments, outcome))

@@ -42,7 +42,6 @@ from bot.admin.broadcast import (
     SendFailed,
     State,
 )
-from bot.auth import Role
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
 from bot.events import EventBus
@@ -253,14 +252,10 @@ class BroadcastCommands(AdminCommands):
         return f"draft #{broadcast_id} for {draft.audience} users"
 
     async def _on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None:
+        pressed = await self.admin_button(update)
+        if pressed is None:
             return
-        assert self._gate is not None
-        ctx = await self._gate(update)
-        if ctx is None or ctx.role is not Role.ADMIN:
-            await _answer(query)  # the same silence for anyone who is not an admin
-            return
+        query, ctx = pressed
         match = _BUTTON.match(query.data or "")
         if match is None:
             await _answer(query, t("bc_stale", ctx.language))

@@ -27,7 +27,6 @@ from bot.admin.runtime import (
     TierView,
     parse_models_args,
 )
-from bot.auth import Role
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.channels.telegram.render import utf16_len
 from bot.context import RequestContext
@@ -80,14 +79,10 @@ class RuntimeCommands(AdminCommands):
         return outcome.key or "shown"
 
     async def _on_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None:
+        pressed = await self.admin_button(update)
+        if pressed is None:
             return
-        assert self._gate is not None
-        ctx = await self._gate(update)
-        if ctx is None or ctx.role is not Role.ADMIN:
-            await _answer(query)  # a forged or forwarded button: nothing happens, nothing is told
-            return
+        query, ctx = pressed
         action, version = _parse_button(query.data or "")
         if action is None:
             await _answer(query)

@@ -38,7 +38,6 @@ from bot.admin.stats import (
     UserPage,
     UserRow,
 )
-from bot.auth import Role
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
 from bot.events import EventBus
@@ -410,12 +409,11 @@ class StatsCommands(AdminCommands):
     # The page buttons ------------------------------------------------------
 
     async def _on_users_button(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None:
+        pressed = await self.admin_button(update)
+        if pressed is None:
             return
-        assert self._gate is not None
-        ctx = await self._gate(update)
-        if ctx is None or ctx.role is not Role.ADMIN or not ctx.is_private:
+        query, ctx = pressed
+        if not ctx.is_private:
             await _answer(query)  # stops the spinner and says nothing
             return
         parsed = parse_page_data(query.data or "")
