@@ -41,7 +41,7 @@ class ModelClock:
 
     def __init__(self, model: FakeModelServer) -> None:
         self._finished: dict[int, float] = {}
-        original = model._reply  # noqa: SLF001 - the one seam that sees the end of a reply
+        original = model._reply  # the one seam that sees the end of a reply
 
         async def timed(*args: Any) -> Any:
             request: Request = args[1]
@@ -273,7 +273,7 @@ async def _serve(conn: Connection) -> None:
         while True:
             if not conn.poll():
                 readable = loop.create_future()
-                loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+                loop.add_reader(conn.fileno(), lambda f=readable: f.done() or f.set_result(None))
                 try:
                     await readable
                 finally:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.app import Arium
 from bench.fakes_control import FakesControl, LocalFakes, ModelClock, RemoteFakes
+from bot.app import Arium
 from tests.conftest import fake_settings
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram
