@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -269,31 +269,15 @@ class MessageRepository:
         """Record the user's message and return the history before it. The
         history is read before the write transaction, so the write lock is
         held only for the insert."""
-        # Plain columns and Core statements on this per-turn path: the chat and
-        # its active conversation in one query, the insert without the ORM's
-        # unit of work (each statement is also a round trip to SQLite's thread).
         async with self._db.reading() as s:
-            found = (
-                await s.execute(
-                    select(Chat.active_conversation_id, Chat.title, Conversation.summary, Conversation.summary_until_id)
-                    .select_from(Chat)
-                    .outerjoin(Conversation, Conversation.id == Chat.active_conversation_id)
-                    .where(Chat.id == chat_id)
-                )
-            ).first()
-            conversation_id = found.active_conversation_id if found else None
-            retitle = found is not None and bool(chat_title) and found.title != chat_title
-            if conversation_id is None:
-                window = HistoryWindow([])
-            else:
-                window = await self._window_after(
-                    s, conversation_id, history_tokens, found.summary, found.summary_until_id
-                )
+            chat = await s.get(Chat, chat_id)
+            conversation_id = chat.active_conversation_id if chat else None
+            retitle = chat is not None and bool(chat_title) and chat.title != chat_title
+            window = await self._window(s, conversation_id, history_tokens) if conversation_id else HistoryWindow([])
         async with self._db.session() as s:
             if conversation_id is None or retitle:
                 conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
-            message_id = await _insert_message(
-                s,
+            message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
                 user_id=user_id,
@@ -302,10 +286,13 @@ class MessageRepository:
                 tokens=tokens,
                 status="complete",
                 request_id=request_id,
+                created_at=utcnow(),
             )
+            s.add(message)
+            await s.flush()
             return TurnStart(
                 conversation_id,
-                message_id,
+                message.id,
                 window.history,
                 window.summary,
                 window.overflow,
@@ -328,8 +315,7 @@ class MessageRepository:
         tokens_out: int | None,
     ) -> int:
         async with self._db.session() as s:
-            return await _insert_message(
-                s,
+            message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
                 user_id=user_id,
@@ -342,7 +328,11 @@ class MessageRepository:
                 prompt_version=prompt_version,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
+                created_at=utcnow(),
             )
+            s.add(message)
+            await s.flush()
+            return message.id
 
     async def new_conversation(self, chat_id: int, chat_type: str, chat_title: str | None) -> int:
         """Start a fresh conversation; the old one stays stored (for export)."""
@@ -435,18 +425,6 @@ class MessageRepository:
         conversation = await s.get(Conversation, conversation_id)
         summary = conversation.summary if conversation else None
         until_id = conversation.summary_until_id if conversation else None
-        return await self._window_after(s, conversation_id, history_tokens, summary, until_id, before_id)
-
-    async def _window_after(
-        self,
-        s: AsyncSession,
-        conversation_id: int,
-        history_tokens: int,
-        summary: str | None,
-        until_id: int | None,
-        before_id: int | None = None,
-    ) -> HistoryWindow:
-        """The window once the conversation's summary and its last folded id are known."""
         query = _message_columns().where(Message.conversation_id == conversation_id, Message.status != "failed")
         if until_id is not None:
             query = query.where(Message.id > until_id)
@@ -465,15 +443,6 @@ class MessageRepository:
         picked.reverse()
         unsummarized = sum(row.tokens for row in rows)
         return HistoryWindow(picked, summary, overflow or len(rows) == HISTORY_ROW_LIMIT, unsummarized)
-
-
-async def _insert_message(s: AsyncSession, **values: Any) -> int:
-    """One stored message through a Core insert (the ORM's flush costs more
-    than the statement); returns its id. Columns not given keep their
-    defaults, as with the ORM."""
-    values.setdefault("created_at", utcnow())
-    result = await s.execute(insert(Message).values(**values))
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 def _message_columns() -> Select[Any]:
