@@ -1,5 +1,6 @@
-"""What every benchmark needs: the fakes and the real bot in this event loop,
-the fake model's response times, percentiles, and one row of the table.
+"""What every benchmark needs: the fakes (in this event loop or in a child
+process) and the real bot, the fake model's response times, percentiles, and
+one row of the table.
 
 The fakes and their settings come from tests/ by import, so the benchmarks
 run the bot exactly the way the end-to-end tests do."""
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.fakes_control import FakesControl, LocalFakes, ModelClock, RemoteFakes
 from bot.app import Arium
 from tests.conftest import fake_settings
-from tests.fakes.model_server import FakeModelServer, Request
-from tests.fakes.telegram_server import Call, FakeTelegram
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.telegram_server import FakeTelegram
 
 PROVIDER_MODELS = {"openai": "openai:gpt-4o-mini", "mistral": "mistral:mistral-small-latest"}
 
@@ -38,46 +40,30 @@ class Row:
 
 @dataclass
 class Rig:
-    tg: FakeTelegram
-    model: FakeModelServer
+    fakes: FakesControl  # (a proxy to) the fakes' control, in this process or the child
     app: Arium
-    clock: ModelClock
+    tg: FakeTelegram | None = None  # the fake objects themselves: in-process runs only
+    model: FakeModelServer | None = None
+    clock: ModelClock | None = None
 
 
-class ModelClock:
-    """When the fake model finished each response.
-
-    The fake stamps a request's arrival (Request.at) but not the end of its
-    answer, so this wraps the fake's reply coroutine on this one instance
-    (the fake's code is not changed). Model time = arrival -> answer written."""
-
-    def __init__(self, model: FakeModelServer) -> None:
-        self._finished: dict[int, float] = {}
-        original = model._reply  # noqa: SLF001 - the one seam that sees the end of a reply
-
-        async def timed(*args: Any) -> Any:
-            request: Request = args[1]
-            try:
-                return await original(*args)
-            finally:
-                self._finished[id(request)] = time.monotonic()
-
-        model._reply = timed  # type: ignore[method-assign]
-
-    def finished_at(self, request: Request) -> float | None:
-        """When the fake finished answering `request` (None if it never answered normally)."""
-        return self._finished.get(id(request))
+FAKES_MODES = ("process", "inprocess")
 
 
 @asynccontextmanager
-async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
-    """Fresh fakes, a fresh SQLite file in a temp dir, and the real Arium."""
+async def running_bot(provider: str, fakes: str = "inprocess", **overrides: Any) -> AsyncIterator[Rig]:
+    """Fresh fakes, a fresh SQLite file in a temp dir, and the real Arium.
+
+    fakes="process" runs the fake Telegram and model servers in a child
+    process (bench/fakes_control.py), so their CPU is not the bot's; rig.tg
+    and rig.model are then None and everything goes through rig.fakes."""
+    home = RemoteFakes() if fakes == "process" else LocalFakes()
     with tempfile.TemporaryDirectory(prefix="arium-bench-") as tmp:
-        async with FakeTelegram() as tg, FakeModelServer() as model:
-            clock = ModelClock(model)
+        async with home as control:
+            endpoints = await control.endpoints()
             # A short shutdown wait keeps a failed run bounded in time.
             settings = fake_settings(
-                Path(tmp) / "data", tg, model, bot_models=PROVIDER_MODELS[provider],
+                Path(tmp) / "data", endpoints, endpoints, bot_models=PROVIDER_MODELS[provider],  # type: ignore[arg-type]
                 bot_shutdown_timeout=5.0, **overrides,
             )
             app = Arium(settings)
@@ -86,7 +72,10 @@ async def running_bot(provider: str, **overrides: Any) -> AsyncIterator[Rig]:
             # in a thread, and competes for the CPU with every turn until it is ready.
             await app.memory.embeddings.wait_ready(120)
             try:
-                yield Rig(tg, model, app, clock)
+                if isinstance(home, LocalFakes):
+                    yield Rig(control, app, home.tg, home.model, control.clock)
+                else:
+                    yield Rig(control, app)
             finally:
                 await app.stop()
 
@@ -113,18 +102,6 @@ async def poll_until(check: Callable[[], bool], timeout: float, interval: float 
             return False
         await asyncio.sleep(interval)
     return True
-
-
-def sent_messages(tg: FakeTelegram) -> list[Call]:
-    """Accepted sendMessage calls, in arrival order."""
-    return [c for c in tg.calls_of("sendMessage") if c.status == 200]
-
-
-def model_request_for(model: FakeModelServer, text: str) -> Request | None:
-    for request in reversed(model.chat_requests()):
-        if request.last_user_text == text:
-            return request
-    return None
 
 
 def percentile(values: list[float], pct: float) -> float:

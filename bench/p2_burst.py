@@ -8,16 +8,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import (
-    Rig,
-    Row,
-    percentile,
-    poll_until,
-    running_bot,
-    sent_messages,
-    until_idle,
-    verdict,
-)
+from bench.harness import Rig, Row, percentile, running_bot, until_idle, verdict
 from tests.fakes.model_server import Reply, Request
 
 FIRST_CHAT = 700_000
@@ -33,33 +24,41 @@ def slow_reply(request: Request) -> Reply:
     return Reply(text=f"{ANSWER_PREFIX} {request.last_user_text}", delay=MODEL_SECONDS)
 
 
+def warm_reply(request: Request) -> Reply:
+    return Reply(text="warm")
+
+
 async def warm_up(rig: Rig) -> None:
     """One quick turn first, so lazy imports and first-request setup inside the
     SDKs are not charged to the burst (a running bot has done them long ago)."""
-    rig.model.responder = lambda request: Reply(text="warm")
-    rig.tg.user_text("warm up", chat_id=FIRST_CHAT - 1)
-    await rig.tg.wait_messages(FIRST_CHAT - 1, 1)
+    await rig.fakes.set_responder(warm_reply)
+    await rig.fakes.user_text("warm up", FIRST_CHAT - 1)
+    await rig.fakes.wait_messages(FIRST_CHAT - 1, 1)
     await until_idle(rig.app)
 
 
-async def run_p2(provider: str, chats: int) -> list[Row]:
-    async with running_bot(provider, bot_draft_interval=0.6) as rig:
+async def run_p2(provider: str, chats: int, fakes: str = "process") -> list[Row]:
+    async with running_bot(provider, fakes, bot_draft_interval=0.6) as rig:
         await warm_up(rig)
-        rig.model.responder = slow_reply
-        rig.model.max_in_flight = 0
+        await rig.fakes.set_responder(slow_reply)
+        await rig.fakes.reset_max_in_flight()
         chat_ids = [FIRST_CHAT + i for i in range(chats)]
-        already = len(sent_messages(rig.tg))
-        injected, cpu_start = time.monotonic(), time.process_time()
-        for chat_id in chat_ids:
-            rig.tg.user_text(f"{QUESTION_PREFIX} {chat_id}", chat_id=chat_id)
-        await poll_until(lambda: len(sent_messages(rig.tg)) - already >= chats, timeout=WAIT_SECONDS)
+        already = await rig.fakes.sent_total()
+        cpu_start, fakes_cpu_start = time.process_time(), await rig.fakes.process_cpu()
+        injected = await rig.fakes.user_texts([(chat_id, f"{QUESTION_PREFIX} {chat_id}") for chat_id in chat_ids])
+        # The wait polls next to the fake (in the child process when the fakes run there).
+        await rig.fakes.wait_sent_total(already + chats, WAIT_SECONDS)
         cpu = time.process_time() - cpu_start
-        replies = sent_messages(rig.tg)[already:]
-        arrivals = sorted(r.at for r in rig.model.chat_requests() if r.last_user_text.startswith(QUESTION_PREFIX))
-        max_in_flight = rig.model.max_in_flight
+        fakes_cpu = await rig.fakes.process_cpu() - fakes_cpu_start if fakes == "process" else None
+        replies = await rig.fakes.sent_since(already)
+        arrivals = await rig.fakes.model_arrivals(QUESTION_PREFIX)
+        max_in_flight = await rig.fakes.max_in_flight()
     # Only the model's answer counts: an error notice is a reply, not an answer.
-    answered = [c.at for c in replies if str(c.params.get("text", "")).startswith(ANSWER_PREFIX)]
-    return p2_rows(provider, chats, injected, answered, len(replies) - len(answered), arrivals, max_in_flight, cpu)
+    answered = [c.at for c in replies if c.text.startswith(ANSWER_PREFIX)]
+    return p2_rows(
+        f"{provider}, fakes {fakes}", chats, injected, answered, len(replies) - len(answered), arrivals,
+        max_in_flight, cpu, fakes_cpu,
+    )
 
 
 def p2_rows(
@@ -71,6 +70,7 @@ def p2_rows(
     model_arrivals: list[float],
     max_in_flight: int,
     cpu: float,
+    fakes_cpu: float | None,
 ) -> list[Row]:
     if not answered_at:
         return [Row("P2", provider, "answered", f"0 of {chats} ({other_replies} error replies)", "all", "FAIL")]
@@ -83,7 +83,8 @@ def p2_rows(
         f"per-chat latency p50 {percentile(latencies, 50):.2f} s, p99 {percentile(latencies, 99):.2f} s; "
         f"model max_in_flight {max_in_flight}; model requests arrived {first_request:.2f} s to "
         f"{first_request + spread:.2f} s after injection; {other_replies} chats got an error reply instead; "
-        f"process CPU {cpu:.1f} s ({cpu / chats * 1000:.0f} ms per chat)"
+        f"bot process CPU {cpu:.1f} s ({cpu / chats * 1000:.0f} ms per chat"
+        + (f"; fakes process {fakes_cpu:.1f} s, {fakes_cpu / chats * 1000:.0f} ms per chat)" if fakes_cpu is not None else ", fakes included)")
     )
     return [
         Row(

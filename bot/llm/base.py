@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from bot.errors import (
@@ -17,6 +19,7 @@ from bot.errors import (
     StreamBrokenError,
 )
 from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta
+
 
 def display_url(url: str | None, default: str) -> str:
     """Host and path of a base URL for logs and alerts, never its credentials."""
@@ -128,3 +131,21 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date; rare from model APIs, and a backoff covers it
+
+
+async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON payloads of a chat-completions event stream, until [DONE].
+    Comment lines (some gateways send keep-alives) are skipped."""
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("a stream chunk is not a JSON object")  # noqa: TRY004 - reported as a malformed response
+        if chunk.get("error"):
+            # OpenAI-compatible servers report failures inside a 200 stream this way.
+            raise ModelTransientError(f"error event in the stream: {str(chunk['error'])[:200]}")
+        yield chunk

@@ -12,7 +12,7 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, display_url, parse_retry_after
+from bot.llm.base import Provider, classify_status, display_url, parse_retry_after, sse_chunks as _sse_chunks
 from bot.llm.types import (
     ChatMessage,
     ChatRequest,
@@ -129,24 +129,6 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-async def _sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON payloads of a chat-completions event stream, until [DONE].
-    Comment lines (some gateways send keep-alives) are skipped."""
-    async for line in lines:
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        chunk = json.loads(data)
-        if not isinstance(chunk, dict):
-            raise ValueError("a stream chunk is not a JSON object")
-        if chunk.get("error"):
-            # OpenAI-compatible servers report failures inside a 200 stream this way.
-            raise ModelTransientError(f"error event in the stream: {str(chunk['error'])[:200]}")
-        yield chunk
 
 
 def _add_tool_call_piece(calls: dict[int, _ToolCallParts], piece: dict[str, Any]) -> None:

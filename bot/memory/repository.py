@@ -41,6 +41,13 @@ def _record(row: Memory) -> MemoryRecord:
     )
 
 
+# MemoryRecord's fields, in the names it takes.
+_RECORD_COLUMNS = (
+    Memory.id, Memory.user_id, Memory.text, Memory.kind, Memory.importance, Memory.source,
+    Memory.created_at, Memory.updated_at, Memory.last_used_at, Memory.expires_at, Memory.source_message_id,
+)
+
+
 def _alive(now: datetime) -> ColumnElement[bool]:
     return or_(Memory.expires_at.is_(None), Memory.expires_at > now)
 
@@ -189,15 +196,15 @@ class MemoryRepository:
     async def get_many(self, user_id: int, ids: Sequence[int]) -> dict[int, MemoryRecord]:
         if not ids:
             return {}
+        # Plain columns (no ORM objects, no ~1.5 KB embedding per row): recall
+        # runs this on every turn.
         async with self._db.reading() as s:
-            rows = (
-                await s.execute(
-                    select(Memory).where(
-                        Memory.user_id == user_id, Memory.id.in_(list(ids)), _alive(utcnow())
-                    )
+            rows = await s.execute(
+                select(*_RECORD_COLUMNS).where(
+                    Memory.user_id == user_id, Memory.id.in_(list(ids)), _alive(utcnow())
                 )
-            ).scalars()
-            return {row.id: _record(row) for row in rows}
+            )
+            return {row.id: MemoryRecord(**row._asdict()) for row in rows}
 
     async def get(self, user_id: int, memory_id: int) -> MemoryRecord | None:
         return (await self.get_many(user_id, [memory_id])).get(memory_id)

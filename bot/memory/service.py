@@ -372,7 +372,8 @@ class MemoryService:
             if in_db or str(exc) != "missing":
                 log.info("memory index of user %s: %s; rebuilding from the database", user_id, exc)
             index = VectorIndex(dim)
-            await self._add_stored(user_id, index, None, model)
+            if in_db:  # nothing embedded with this model: no vectors to read (a new user)
+                await self._add_stored(user_id, index, None, model)
             return CachedIndex(index, unsaved_changes=index.size or int(str(exc) != "missing"))
         present = await self._run(index.ids)
         extra = present - in_db
