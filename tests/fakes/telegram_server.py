@@ -1430,26 +1430,25 @@ class FakeTelegram:
     async def _send_document(self, params: JsonDict) -> JsonDict:
         chat_id = self._chat_id(params)
         document, upload = self._document(params)
-        caption, entities, html = self._render(
-            params.get("caption"), params.get("parse_mode"), params.get("caption_entities"),
-            limit=_MAX_CAPTION, allow_empty=True, too_long="message caption is too long",
-        )
-        markup = self._reply_markup(params)
-        sent = self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
+        sent = self._store_captioned(chat_id, params)
         sent.document, sent.file = document, upload
         return self._payload(sent)
 
     async def _send_photo(self, params: JsonDict) -> JsonDict:
         chat_id = self._chat_id(params)
         sizes, upload = self._photo(params)
+        sent = self._store_captioned(chat_id, params)
+        sent.photo, sent.file = sizes, upload
+        return self._payload(sent)
+
+    def _store_captioned(self, chat_id: int, params: JsonDict) -> SentMessage:
+        """A media message: its caption checked like Telegram does, then stored."""
         caption, entities, html = self._render(
             params.get("caption"), params.get("parse_mode"), params.get("caption_entities"),
             limit=_MAX_CAPTION, allow_empty=True, too_long="message caption is too long",
         )
         markup = self._reply_markup(params)
-        sent = self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
-        sent.photo, sent.file = sizes, upload
-        return self._payload(sent)
+        return self._store_sent(chat_id, params, text=caption, entities=entities, html=html, markup=markup)
 
     def _photo(self, params: JsonDict) -> tuple[list[JsonDict], UploadedFile | None]:
         """PhotoSizes for an uploaded image (decoded, as Telegram does) or for

@@ -47,6 +47,7 @@ class AdminCommands:
 
     def command(self, application: Application, name: str, handler: AdminHandler) -> None:
         self.admin_command_names.append(name)
+
         async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             assert self._gate is not None
             ctx = await self._gate(update)
