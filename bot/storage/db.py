@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.errors import StorageError
+from bot.storage import sqlite_driver
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,11 @@ def build_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        if parsed.drivername == "sqlite+aiosqlite":
+            # Same aiosqlite thread, one hop per statement (see sqlite_driver).
+            sqlite_driver.register()
+            parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)
+        engine = create_async_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # Sized for many chats at once; sessions are short, so the pool rarely fills.
