@@ -71,6 +71,7 @@ async def running_bot(provider: str, fakes: str = "inprocess", **overrides: Any)
             # Measure the steady state: the embedding model loads once at start,
             # in a thread, and competes for the CPU with every turn until it is ready.
             await app.memory.embeddings.wait_ready(120)
+            await app.freeze_startup_heap()  # as `python -m bot run` does once started
             try:
                 if isinstance(home, LocalFakes):
                     yield Rig(control, app, home.tg, home.model, control.clock)
