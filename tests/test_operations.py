@@ -133,3 +133,18 @@ async def test_doctor_shows_the_running_bots_model_health(
     running = [line for line in lines if line.startswith("info")]
     assert any("running bot: pid" in line for line in running)
     assert any("openai:gpt-4o-mini: breaker closed, 1 requests" in line for line in running), running
+
+
+async def test_a_started_bot_freezes_its_start_up_heap(start_bot) -> None:  # type: ignore[no-untyped-def]
+    """`python -m bot run` moves start-up objects out of the collector's
+    reach once the embedder is ready, so full collections stay short."""
+    import gc
+
+    app = await start_bot()
+    gc.unfreeze()
+    try:
+        await app.freeze_startup_heap(embedder_wait=30)
+        assert app.memory.embeddings.ready
+        assert gc.get_freeze_count() > 10_000  # the bot, its libraries and the model
+    finally:
+        gc.unfreeze()  # the test process keeps collecting its own garbage

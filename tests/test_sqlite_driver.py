@@ -99,3 +99,4 @@ async def test_other_urls_keep_their_driver() -> None:
         assert memory.engine.dialect.driver == "arium_aiosqlite"
     finally:
         await memory.dispose()
+
