@@ -29,7 +29,7 @@ import numpy as np
 from bot.errors import EmbedderUnavailable, IndexFileError
 from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
-from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
+from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
 from bot.memory.repository import MemoryRepository
 from bot.storage.models import utcnow
@@ -65,6 +65,9 @@ class MemoryConfig:
     # What a chat turn waits for the dense half of recall (query embedding and
     # a cold index load); past it, the turn goes ahead with keyword hits.
     recall_wait: float = 0.5
+    # Past this many vectors a user's index is sketched (approximate, ~3x
+    # faster at 100k); the default per-user cap keeps everyone exact.
+    exact_search_max: int = 20_000
 
 
 def _vector_bytes(vector: np.ndarray) -> bytes:
@@ -374,6 +377,7 @@ class MemoryService:
             index = VectorIndex(dim)
             if in_db:  # nothing embedded with this model: no vectors to read (a new user)
                 await self._add_stored(user_id, index, None, model)
+            index = await self._run(fit, index, self.config.exact_search_max)
             return CachedIndex(index, unsaved_changes=index.size or int(str(exc) != "missing"))
         present = await self._run(index.ids)
         extra = present - in_db
@@ -386,7 +390,13 @@ class MemoryService:
         if extra or in_db - present:
             log.info("memory index of user %s was stale (%d added, %d removed); repaired",
                      user_id, len(in_db - present), len(extra))
-        return CachedIndex(index, unsaved_changes=len(extra) + len(missing))
+        # A file of the wrong kind for its size (the threshold changed, or it
+        # was saved just before crossing it) is converted, not trusted as is.
+        fitted = await self._run(fit, index, self.config.exact_search_max)
+        converted = int(fitted is not index)
+        if converted:
+            log.info("memory index of user %s: %s -> %s at %d vectors", user_id, index.kind, fitted.kind, fitted.size)
+        return CachedIndex(fitted, unsaved_changes=len(extra) + len(missing) + converted)
 
     async def _add_stored(self, user_id: int, index: VectorIndex, ids: list[int] | None, model: str) -> None:
         """Put stored vectors (all of the user's, or these ids) into ``index``."""
@@ -436,7 +446,14 @@ class MemoryService:
             if upsert and vectors is not None:
                 await self._run(entry.index.upsert, list(upsert), vectors)
             entry.unsaved_changes += len(remove) + len(upsert)
-            due = entry.index.size <= SMALL_INDEX or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
+            fitted = await self._run(fit, entry.index, self.config.exact_search_max)
+            # A conversion costs seconds at this size: saved at once, not redone at the next load.
+            converted, entry.index = fitted is not entry.index, fitted
+            due = (
+                converted
+                or entry.index.size <= SMALL_INDEX
+                or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
+            )
         if due:
             # At shutdown the spawn is refused, and close() saves it instead.
             self._spawn(self._save(user_id, entry), f"memory-index-save:{user_id}")
