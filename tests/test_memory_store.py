@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.memory import keyword
 from bot.memory.embedder import Embedder, EmbeddingService
 from bot.memory.index import SketchIndex, VectorIndex, load_index
 from bot.memory.records import NewMemory
@@ -256,6 +257,22 @@ async def test_an_index_growing_past_the_threshold_is_converted_and_saved(
         assert texts(await memory.search(ANN, "peanut allergy", 1)) == ["I am allergic to peanuts"]
     finally:
         await memory.close()
+
+
+async def test_common_words_do_not_drown_a_rare_one(
+    memory: MemoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyword, "COMMON_TERM_ROWS", 3)
+    await remember(memory, ANN, *(f"Я пью кофе по утрам, вариант {i}" for i in range(5)))
+    [sister] = await remember(memory, ANN, "Моя сестра Катя живёт в Казани")
+    # "кофе" matches five rows (common at a bound of 3), "сестре" (inflected) one.
+    found = await memory.repository.keyword_search(ANN, "Что сестре нравится, кофе?", 10)
+    assert found == [sister], "the common word is dropped once the rare prefix matched"
+    only_common = await memory.repository.keyword_search(ANN, "кофе", 10)
+    assert len(only_common) == 4 and only_common == sorted(only_common, reverse=True), (
+        "a common word alone ranks its newest matches (the bound plus one)"
+    )
+    assert await memory.repository.keyword_search(BOB, "кофе сестра", 10) == []
 
 
 async def test_memories_stored_before_the_model_loaded_are_indexed_later(

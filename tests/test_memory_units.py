@@ -42,6 +42,17 @@ def test_query_syntax_cannot_leak_into_the_match_expression(hostile: str) -> Non
     assert all(c.isalnum() or c in "':* |" for c in keyword.tsquery(keyword.query_terms(hostile)))
 
 
+def test_common_terms_are_dropped_only_when_a_rarer_term_matched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyword, "COMMON_TERM_ROWS", 10)
+    rare, common, missing = keyword.term_weights([2, 11, 0])
+    assert rare > 0 and common == 0 and missing == 0
+    alone = keyword.term_weights([11, 11])
+    assert alone[0] == alone[1] > 0, "only common terms: they rank on their own"
+    a, b = keyword.term_weights([1, 5])
+    assert a > b > 0 and isinstance(a, int), "rarer weighs more, in exact integers"
+    assert keyword.term_weights([]) == []
+
+
 def test_facts_parse_leniently_and_skip_junk() -> None:
     answer = 'Here you go:\n```json\n{"facts": [{"text": "  Lives   in Paris ", "kind": "PROFILE", "importance": 9},' \
         ' {"text": ""}, 42, "Likes tea", {"text": "lives in paris"},' \

@@ -243,14 +243,44 @@ class MemoryRepository:
             return await self._count(s, user_id)
 
     async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
-        """Ids of the user's memories matching the query's content words, best first."""
+        """Ids of the user's memories matching the query's content words, best
+        first. Two bounded passes over the full-text index (see keyword.py):
+        how many rows each term matches, then the ranking of the terms that
+        count, both written the same way for SQLite FTS5 and PostgreSQL."""
         terms = keyword.query_terms(query)
         if not terms or limit <= 0:
             return []
         async with self._db.reading() as s:
-            if self._db.dialect == "sqlite":
-                return await self._fts5(s, user_id, terms, limit)
-            return await self._tsquery(s, user_id, terms, limit)
+            params = self._term_params(user_id, terms)
+            counting = " UNION ALL ".join(
+                f"SELECT {i} AS term, count(*) AS n FROM ({self._term_matches(i, user_id)}) AS c{i}"
+                for i in range(len(terms))
+            )
+            counts = [0] * len(terms)
+            for term, n in await s.execute(text(counting), params):
+                counts[int(term)] = int(n)
+            weights = keyword.term_weights(counts)
+            used = [i for i, weight in enumerate(weights) if weight]
+            if not used:
+                return []
+            hits = " UNION ALL ".join(
+                f"SELECT {weights[i]} AS weight, id FROM ({self._term_matches(i, user_id, newest=True)}) AS h{i}"
+                for i in used
+            )
+            ranking = text(
+                "SELECT r.id FROM ("
+                f"  SELECT id, sum(weight) AS score FROM ({hits}) AS hits"
+                "   GROUP BY id ORDER BY score DESC, id DESC LIMIT :inner"
+                ") AS r JOIN memories m ON m.id = r.id "
+                "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
+                "ORDER BY r.score DESC, r.id DESC LIMIT :limit"
+            ).bindparams(bindparam("now", type_=UTCDateTime()))
+            # Spares for rows that expired but are not swept yet.
+            used_params = {f"t{i}": params[f"t{i}"] for i in used}
+            rows = await s.execute(
+                ranking, {**used_params, "user": user_id, "now": utcnow(), "inner": limit * 2, "limit": limit}
+            )
+            return [int(r[0]) for r in rows]
 
     async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
         """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""
@@ -309,39 +339,23 @@ class MemoryRepository:
             ).scalar_one()
         )
 
-    async def _fts5(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
-        # Rank inside the full-text index first (bm25 weights: the text column
-        # counts, the owner column does not), then re-check the few best against
-        # the table of record: owner and expiry. Joining every match before
-        # ranking costs a row lookup per match, thousands for common words.
-        rows = await s.execute(
-            text(
-                "SELECT m.id FROM ("
-                "  SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts"
-                "  WHERE memories_fts MATCH :match ORDER BY score LIMIT :inner"
-                ") f JOIN memories m ON m.id = f.rowid "
-                "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
-                "ORDER BY f.score, m.id DESC LIMIT :limit"
-            ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {
-                "match": keyword.fts5_match(user_id, terms),
-                "user": user_id,
-                "now": utcnow(),
-                "inner": limit * 2,
-                "limit": limit,
-            },
+    def _term_matches(self, i: int, user_id: int, *, newest: bool = False) -> str:
+        """A SELECT of ``id``: the user's rows matching term ``i`` (bound as
+        :t<i>), at most the common-term bound of them; ``newest``: the most
+        recent ones (what a common term ranks), else any (enough to count)."""
+        limit = f"LIMIT {keyword.COMMON_TERM_ROWS + 1}"
+        if self._db.dialect == "sqlite":
+            # Inside the full-text index; its owner column keeps it to this user's rows.
+            order = "ORDER BY rowid DESC " if newest else ""
+            return f"SELECT rowid AS id FROM memories_fts WHERE memories_fts MATCH :t{i} {order}{limit}"
+        order = "ORDER BY id DESC " if newest else ""
+        return (
+            f"SELECT id FROM memories WHERE user_id = {int(user_id)} AND "
+            f"to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ to_tsquery('simple', :t{i}) "
+            f"{order}{limit}"
         )
-        return [int(r[0]) for r in rows]
 
-    async def _tsquery(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
-        rows = await s.execute(
-            text(
-                "SELECT id FROM memories, to_tsquery('simple', :query) q "
-                "WHERE user_id = :user AND (expires_at IS NULL OR expires_at > :now) "
-                "AND to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ q "
-                "ORDER BY ts_rank(to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')), q) DESC, "
-                "id DESC LIMIT :limit"
-            ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {"query": keyword.tsquery(terms), "user": user_id, "now": utcnow(), "limit": limit},
-        )
-        return [int(r[0]) for r in rows]
+    def _term_params(self, user_id: int, terms: list[str]) -> dict[str, object]:
+        if self._db.dialect == "sqlite":
+            return {f"t{i}": keyword.fts5_match(user_id, [term]) for i, term in enumerate(terms)}
+        return {f"t{i}": keyword.tsquery([term]) for i, term in enumerate(terms)}
