@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import BigInteger, and_, column, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from bot.memory import keyword
 from bot.memory.records import MemoryRecord, NewMemory
 from bot.storage.db import Database
-from bot.storage.models import Memory, UTCDateTime, utcnow
+from bot.storage.models import Memory, utcnow
 
 
 @dataclass(frozen=True)
@@ -243,10 +243,16 @@ class MemoryRepository:
             return await self._count(s, user_id)
 
     async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
-        """Ids of the user's memories matching the query's content words, best
+        """Ids of the user's memories matching the query's content words, best first."""
+        return [record.id for record in await self.keyword_records(user_id, query, limit)]
+
+    async def keyword_records(self, user_id: int, query: str, limit: int) -> list[MemoryRecord]:
+        """The user's live memories matching the query's content words, best
         first. Two bounded passes over the full-text index (see keyword.py):
         how many rows each term matches, then the ranking of the terms that
-        count, both written the same way for SQLite FTS5 and PostgreSQL."""
+        count, joined to the rows themselves (recall needs them anyway, and
+        that join is also the owner and expiry check). Both passes are
+        written the same way for SQLite FTS5 and PostgreSQL."""
         terms = keyword.query_terms(query)
         if not terms or limit <= 0:
             return []
@@ -267,20 +273,22 @@ class MemoryRepository:
                 f"SELECT {weights[i]} AS weight, id FROM ({self._term_matches(i, user_id, newest=True)}) AS h{i}"
                 for i in used
             )
-            ranking = text(
-                "SELECT r.id FROM ("
-                f"  SELECT id, sum(weight) AS score FROM ({hits}) AS hits"
-                "   GROUP BY id ORDER BY score DESC, id DESC LIMIT :inner"
-                ") AS r JOIN memories m ON m.id = r.id "
-                "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
-                "ORDER BY r.score DESC, r.id DESC LIMIT :limit"
-            ).bindparams(bindparam("now", type_=UTCDateTime()))
-            # Spares for rows that expired but are not swept yet.
-            used_params = {f"t{i}": params[f"t{i}"] for i in used}
-            rows = await s.execute(
-                ranking, {**used_params, "user": user_id, "now": utcnow(), "inner": limit * 2, "limit": limit}
+            # Twice the rows wanted: spares for those that expired but are not swept yet.
+            ranked = (
+                text(f"SELECT id, sum(weight) AS score FROM ({hits}) AS hits "
+                     "GROUP BY id ORDER BY score DESC, id DESC LIMIT :inner")
+                .bindparams(inner=limit * 2, **{f"t{i}": params[f"t{i}"] for i in used})
+                .columns(column("id", BigInteger), column("score", BigInteger))
+                .subquery("ranked")
             )
-            return [int(r[0]) for r in rows]
+            rows = await s.execute(
+                select(*_RECORD_COLUMNS)
+                .join_from(Memory, ranked, Memory.id == ranked.c.id)
+                .where(Memory.user_id == user_id, _alive(utcnow()))
+                .order_by(ranked.c.score.desc(), ranked.c.id.desc())
+                .limit(limit)
+            )
+            return [MemoryRecord(**row._asdict()) for row in rows]
 
     async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
         """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""

@@ -142,11 +142,11 @@ class MemoryService:
         if not query or k <= 0:
             return []
         pool = k * CANDIDATES_PER_HIT
-        dense_hits, keyword_ids = await asyncio.gather(
+        dense_hits, keyword_found = await asyncio.gather(
             self._dense(user_id, query, pool, wait, vector) if dense else _nothing(),
-            self.repository.keyword_search(user_id, query, pool) if keyword else _nothing(),
+            self.repository.keyword_records(user_id, query, pool) if keyword else _nothing(),
         )
-        return await self._fuse(user_id, dense_hits, keyword_ids, k)
+        return await self._fuse(user_id, dense_hits, keyword_found, k)
 
     async def recall(self, user_id: int, query: str) -> list[Hit]:
         """Recall for a chat turn: bounded wait, and the hits count as used.
@@ -199,18 +199,22 @@ class MemoryService:
         return [(memory_id, score) for memory_id, score in found if score >= floor]
 
     async def _fuse(
-        self, user_id: int, dense_hits: list[tuple[int, float]], keyword_ids: list[int], k: int
+        self, user_id: int, dense_hits: list[tuple[int, float]], keyword_found: list[MemoryRecord], k: int
     ) -> list[Hit]:
         scores: dict[int, float] = {}
         similarity = dict(dense_hits)
-        keyword_rank = {memory_id: rank for rank, memory_id in enumerate(keyword_ids, 1)}
+        keyword_rank = {record.id: rank for rank, record in enumerate(keyword_found, 1)}
         for rank, (memory_id, _) in enumerate(dense_hits, 1):
             scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
         for memory_id, rank in keyword_rank.items():
             scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
         ranked = sorted(scores, key=lambda i: (-scores[i], -i))
-        # Fetch a few spare rows: an expired memory can still sit in an index.
-        records = await self.repository.get_many(user_id, ranked[: k * 2])
+        # Keyword hits come with their rows; read the rest (dense-only hits),
+        # with a few spares: an expired memory can still sit in an index.
+        records = {record.id: record for record in keyword_found}
+        missing = [i for i in ranked[: k * 2] if i not in records]
+        if missing:
+            records.update(await self.repository.get_many(user_id, missing))
         hits = [
             Hit(records[i], scores[i], similarity.get(i), keyword_rank.get(i)) for i in ranked if i in records
         ]
