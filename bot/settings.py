@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     bot_memory_extraction: bool = True
     bot_memory_ephemeral_days: int = Field(default=7, ge=1, le=365)
     bot_memory_cache_vectors: int = Field(default=500_000, ge=1)
+    # Past this many memories a user's index turns approximate (see bot/memory/index.py).
+    bot_memory_exact_search_max: int = Field(default=20_000, ge=1_000)
     bot_history_summary: bool = True
 
     # Tools (see bot/tools/): the executor, the per-turn loop, the file sandbox.

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.memory import keyword
 from bot.memory.embedder import Embedder, EmbeddingService
+from bot.memory.index import SketchIndex, VectorIndex, load_index
 from bot.memory.records import NewMemory
 from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
@@ -196,6 +198,81 @@ async def test_broken_index_file_is_rebuilt_with_the_same_results(
         await second.close()
     if damage == "stale":
         assert "I work as a firefighter" in after["What is my job?"]
+
+
+async def test_a_very_large_users_index_is_sketched_and_kept_right_across_writes_and_restarts(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    index_dir = tmp_path / "memory"
+    path = index_dir / f"{ANN}.faiss"
+    # A file saved exact (under a higher threshold) is the wrong kind for a
+    # lower one: it is converted on load, not trusted.
+    first = await build_service(db, embedder, index_dir)
+    ids = await remember(first, ANN, *FACTS, "I live in Berlin", "My sister Anna lives in Oslo")
+    await first.search(ANN, "anything", 1)  # loads the index, which saves it
+    await first.close()
+    assert load_index(path, embedder.name, embedder.dim)[0].kind == "exact"
+
+    memory = await build_service(db, embedder, index_dir, exact_search_max=6)
+    try:
+        assert texts(await memory.search(ANN, "What is my job?", 1)) == ["I work as a nurse at the city hospital"]
+        entry = memory._cache.get(ANN)  # noqa: SLF001
+        assert entry is not None and isinstance(entry.index, SketchIndex)
+        await memory.update(ANN, ids[5], "I live in Paris")
+        found = texts(await memory.search(ANN, "Which city do I live in?", 3))
+        assert "I live in Paris" in found and "I live in Berlin" not in found
+        await memory.delete(ANN, [ids[1]])
+        assert "I work as a nurse at the city hospital" not in texts(await memory.search(ANN, "What is my job?", 5))
+        assert entry.index.ids() == set(ids) - {ids[1]}
+    finally:
+        await memory.close()
+    assert load_index(path, embedder.name, embedder.dim)[0].kind == "sketch", "saved as converted"
+
+    again = await build_service(db, embedder, index_dir, exact_search_max=6)
+    try:
+        assert "I live in Paris" in texts(await again.search(ANN, "Which city do I live in?", 3))
+        assert isinstance(again._cache.get(ANN).index, SketchIndex)  # type: ignore[union-attr]  # noqa: SLF001
+    finally:
+        await again.close()
+
+    # Threshold raised well above the size: back to exact on load.
+    exact = await build_service(db, embedder, index_dir, exact_search_max=100)
+    try:
+        assert "I live in Paris" in texts(await exact.search(ANN, "Which city do I live in?", 3))
+        assert type(exact._cache.get(ANN).index) is VectorIndex  # type: ignore[union-attr]  # noqa: SLF001
+    finally:
+        await exact.close()
+
+
+async def test_an_index_growing_past_the_threshold_is_converted_and_saved(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    memory = await build_service(db, embedder, tmp_path / "m", exact_search_max=4)
+    try:
+        await remember(memory, ANN, *FACTS[:4])
+        await memory.search(ANN, "anything", 1)  # loads the index: writes now reach it
+        assert memory._cache.get(ANN).index.kind == "exact"  # type: ignore[union-attr]  # noqa: SLF001
+        await remember(memory, ANN, FACTS[4])
+        assert memory._cache.get(ANN).index.kind == "sketch"  # type: ignore[union-attr]  # noqa: SLF001
+        assert texts(await memory.search(ANN, "peanut allergy", 1)) == ["I am allergic to peanuts"]
+    finally:
+        await memory.close()
+
+
+async def test_common_words_do_not_drown_a_rare_one(
+    memory: MemoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyword, "COMMON_TERM_ROWS", 3)
+    await remember(memory, ANN, *(f"Я пью кофе по утрам, вариант {i}" for i in range(5)))
+    [sister] = await remember(memory, ANN, "Моя сестра Катя живёт в Казани")
+    # "кофе" matches five rows (common at a bound of 3), "сестре" (inflected) one.
+    found = await memory.repository.keyword_search(ANN, "Что сестре нравится, кофе?", 10)
+    assert found == [sister], "the common word is dropped once the rare prefix matched"
+    only_common = await memory.repository.keyword_search(ANN, "кофе", 10)
+    assert len(only_common) == 4 and only_common == sorted(only_common, reverse=True), (
+        "a common word alone ranks its newest matches (the bound plus one)"
+    )
+    assert await memory.repository.keyword_search(BOB, "кофе сестра", 10) == []
 
 
 async def test_memories_stored_before_the_model_loaded_are_indexed_later(

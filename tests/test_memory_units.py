@@ -12,7 +12,15 @@ import pytest
 from bot.errors import IndexFileError
 from bot.memory import keyword
 from bot.memory.extraction import ExtractionFailed, parse_decisions, parse_facts
-from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
+from bot.memory.index import (
+    CachedIndex,
+    IndexCache,
+    SketchIndex,
+    VectorIndex,
+    fit,
+    load_index,
+    save_index,
+)
 
 NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
 
@@ -32,6 +40,12 @@ def test_query_syntax_cannot_leak_into_the_match_expression(hostile: str) -> Non
     for term in inner.split(" OR "):
         assert term.startswith('"') and term.rstrip("*").endswith('"') and term.count('"') == 2
     assert all(c.isalnum() or c in "':* |" for c in keyword.tsquery(keyword.query_terms(hostile)))
+
+
+def test_rarer_terms_weigh_more_in_exact_integers() -> None:
+    weights = [keyword.rarity(n) for n in (1, 2, 10, 100, keyword.COMMON_TERM_ROWS + 1)]
+    assert weights == sorted(weights, reverse=True) and len(set(weights)) == len(weights)
+    assert all(isinstance(w, int) and w > 0 for w in weights)
 
 
 def test_facts_parse_leniently_and_skip_junk() -> None:
@@ -105,6 +119,69 @@ def test_upsert_replaces_instead_of_duplicating() -> None:
     assert index.size == 3
     assert index.search(np.ones(8, dtype=np.float32) / np.sqrt(8), 1)[0][0] == 2
     assert index.remove([2, 99]) == 1 and index.ids() == {1, 3}
+
+
+def _matrix(count: int, dim: int = 8, seed: int = 1) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    """Same ids in the same order; scores equal up to float rounding."""
+    return [i for i, _ in a] == [i for i, _ in b] and np.allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+
+
+def test_large_indexes_are_sketched_and_small_again_exact() -> None:
+    exact = _index(50)
+    sketched = fit(exact, 40)
+    assert isinstance(sketched, SketchIndex) and sketched.ids() == exact.ids()
+    assert fit(sketched, 40) is sketched
+    queries = _matrix(10, seed=2)
+    # Under SKETCH_CANDIDATES vectors every one is rescored: the same answers as exact.
+    assert all(_same(sketched.search(q, 5), exact.search(q, 5)) for q in queries)
+    assert fit(exact, 50) is exact, "at the threshold: still exact"
+    sketched.remove(range(1, 21))
+    assert fit(sketched, 40) is sketched, "between half the threshold and it: no flip-flopping"
+    sketched.remove(range(21, 31))
+    back = fit(sketched, 40)
+    assert type(back) is VectorIndex and back.ids() == set(range(31, 51))
+    assert _same(back.search(queries[0], 3), sketched.search(queries[0], 3))
+
+
+def test_sketch_index_updates_deletes_and_round_trips(tmp_path: Path) -> None:
+    index = fit(_index(30), 10)
+    assert isinstance(index, SketchIndex)
+    target = np.ones((1, 8), dtype=np.float32) / np.sqrt(8)
+    index.upsert([7], target)
+    assert index.size == 30 and index.search(target[0], 1)[0][0] == 7
+    assert index.remove([7, 99]) == 1 and 7 not in index.ids()
+    assert all(i != 7 for i, _ in index.search(target[0], 30))
+
+    path = tmp_path / "5.faiss"
+    save_index(path, index, "model-a", NOW)
+    loaded, _ = load_index(path, "model-a", 8)
+    assert isinstance(loaded, SketchIndex) and loaded.ids() == index.ids()
+    assert loaded.search(target[0], 5) == index.search(target[0], 5)
+    loaded.upsert([7], target)
+    assert loaded.search(target[0], 1)[0][0] == 7, "a loaded sketch index still takes writes"
+
+    data = path.read_bytes()
+    for damaged, reason in [
+        (data.replace(b'"kind": "sketch"', b'"kind": "exact"'), "FAISS|not an"),
+        (data.replace(b'"kind": "sketch"', b'"kind": "hnsw!"'), "unknown index kind"),
+    ]:
+        path.write_bytes(damaged)
+        with pytest.raises(IndexFileError, match=reason):
+            load_index(path, "model-a", 8)
+
+
+def test_index_files_without_a_kind_are_exact(tmp_path: Path) -> None:
+    path = tmp_path / "5.faiss"
+    save_index(path, _index(5), "model-a", NOW)
+    data = path.read_bytes().replace(b', "kind": "exact"', b"")
+    path.write_bytes(data)
+    loaded, _ = load_index(path, "model-a", 8)
+    assert type(loaded) is VectorIndex and loaded.size == 5
 
 
 def test_cache_evicts_least_recently_used_by_vectors_and_by_count() -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import TextualSelect
 
 from bot.memory import keyword
 from bot.memory.records import MemoryRecord, NewMemory
@@ -55,6 +56,7 @@ def _alive(now: datetime) -> ColumnElement[bool]:
 class MemoryRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._keyword_statements: dict[tuple[int, int], TextualSelect] = {}
 
     # Writing --------------------------------------------------------------
 
@@ -244,13 +246,24 @@ class MemoryRepository:
 
     async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
         """Ids of the user's memories matching the query's content words, best first."""
+        return [record.id for record in await self.keyword_records(user_id, query, limit)]
+
+    async def keyword_records(self, user_id: int, query: str, limit: int) -> list[MemoryRecord]:
+        """The user's live memories matching the query's content words, best
+        first: one statement, bounded work (see keyword.py), the same ranking
+        on SQLite FTS5 and PostgreSQL, joined to the rows themselves (recall
+        needs them anyway, and the join is also the owner and expiry check)."""
         terms = keyword.query_terms(query)
         if not terms or limit <= 0:
             return []
         async with self._db.reading() as s:
-            if self._db.dialect == "sqlite":
-                return await self._fts5(s, user_id, terms, limit)
-            return await self._tsquery(s, user_id, terms, limit)
+            rows = await s.execute(
+                self._keyword_statement(len(terms)),
+                # Twice the rows wanted inside: spares for expired rows not swept yet.
+                {**self._term_params(user_id, terms), "user": user_id, "now": utcnow(),
+                 "inner": limit * 2, "limit": limit},
+            )
+            return [MemoryRecord(**row._asdict()) for row in rows]
 
     async def indexed_state(self, user_id: int, model: str) -> tuple[set[int], list[int]]:
         """(ids whose embedding is from ``model``, ids that need (re-)embedding)."""
@@ -309,39 +322,40 @@ class MemoryRepository:
             ).scalar_one()
         )
 
-    async def _fts5(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
-        # Rank inside the full-text index first (bm25 weights: the text column
-        # counts, the owner column does not), then re-check the few best against
-        # the table of record: owner and expiry. Joining every match before
-        # ranking costs a row lookup per match, thousands for common words.
-        rows = await s.execute(
-            text(
-                "SELECT m.id FROM ("
-                "  SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS score FROM memories_fts"
-                "  WHERE memories_fts MATCH :match ORDER BY score LIMIT :inner"
-                ") f JOIN memories m ON m.id = f.rowid "
-                "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
-                "ORDER BY f.score, m.id DESC LIMIT :limit"
-            ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {
-                "match": keyword.fts5_match(user_id, terms),
-                "user": user_id,
-                "now": utcnow(),
-                "inner": limit * 2,
-                "limit": limit,
-            },
-        )
-        return [int(r[0]) for r in rows]
+    def _keyword_statement(self, term_count: int) -> TextualSelect:
+        """Built once per number of terms: parsing a 6 KB text for its bind
+        parameters costs about 0.3 ms."""
+        key = (term_count, keyword.COMMON_TERM_ROWS)
+        statement = self._keyword_statements.get(key)
+        if statement is None:
+            columns = ", ".join(f"m.{c.key}" for c in _RECORD_COLUMNS)
+            statement = (
+                text(
+                    keyword.ranking_sql([self._term_matches(i) for i in range(term_count)])
+                    + f"SELECT {columns} FROM ranked JOIN memories m ON m.id = ranked.id "
+                    "WHERE m.user_id = :user AND (m.expires_at IS NULL OR m.expires_at > :now) "
+                    "ORDER BY ranked.score DESC, ranked.id DESC LIMIT :limit"
+                )
+                .bindparams(bindparam("now", type_=UTCDateTime()))
+                .columns(*(Memory.__table__.c[c.key] for c in _RECORD_COLUMNS))
+            )
+            self._keyword_statements[key] = statement
+        return statement
 
-    async def _tsquery(self, s: AsyncSession, user_id: int, terms: list[str], limit: int) -> list[int]:
-        rows = await s.execute(
-            text(
-                "SELECT id FROM memories, to_tsquery('simple', :query) q "
-                "WHERE user_id = :user AND (expires_at IS NULL OR expires_at > :now) "
-                "AND to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ q "
-                "ORDER BY ts_rank(to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')), q) DESC, "
-                "id DESC LIMIT :limit"
-            ).bindparams(bindparam("now", type_=UTCDateTime())),
-            {"query": keyword.tsquery(terms), "user": user_id, "now": utcnow(), "limit": limit},
+    def _term_matches(self, i: int) -> str:
+        """A SELECT of ``id``: the user's newest rows matching term ``i``
+        (bound as :t<i>), at most the common-term bound of them."""
+        limit = f"LIMIT {keyword.COMMON_TERM_ROWS + 1}"
+        if self._db.dialect == "sqlite":
+            # Inside the full-text index; its owner column keeps it to this user's rows.
+            return f"SELECT rowid AS id FROM memories_fts WHERE memories_fts MATCH :t{i} ORDER BY rowid DESC {limit}"
+        return (
+            "SELECT id FROM memories WHERE user_id = :user AND "
+            f"to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ to_tsquery('simple', :t{i}) "
+            f"ORDER BY id DESC {limit}"
         )
-        return [int(r[0]) for r in rows]
+
+    def _term_params(self, user_id: int, terms: list[str]) -> dict[str, object]:
+        if self._db.dialect == "sqlite":
+            return {f"t{i}": keyword.fts5_match(user_id, [term]) for i, term in enumerate(terms)}
+        return {f"t{i}": keyword.tsquery([term]) for i, term in enumerate(terms)}

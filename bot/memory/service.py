@@ -29,7 +29,7 @@ import numpy as np
 from bot.errors import EmbedderUnavailable, IndexFileError
 from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
-from bot.memory.index import CachedIndex, IndexCache, VectorIndex, load_index, save_index
+from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
 from bot.memory.repository import MemoryRepository
 from bot.storage.models import utcnow
@@ -65,6 +65,9 @@ class MemoryConfig:
     # What a chat turn waits for the dense half of recall (query embedding and
     # a cold index load); past it, the turn goes ahead with keyword hits.
     recall_wait: float = 0.5
+    # Past this many vectors a user's index is sketched (approximate, ~3x
+    # faster at 100k); the default per-user cap keeps everyone exact.
+    exact_search_max: int = 20_000
 
 
 def _vector_bytes(vector: np.ndarray) -> bytes:
@@ -139,11 +142,11 @@ class MemoryService:
         if not query or k <= 0:
             return []
         pool = k * CANDIDATES_PER_HIT
-        dense_hits, keyword_ids = await asyncio.gather(
+        dense_hits, keyword_found = await asyncio.gather(
             self._dense(user_id, query, pool, wait, vector) if dense else _nothing(),
-            self.repository.keyword_search(user_id, query, pool) if keyword else _nothing(),
+            self.repository.keyword_records(user_id, query, pool) if keyword else _nothing(),
         )
-        return await self._fuse(user_id, dense_hits, keyword_ids, k)
+        return await self._fuse(user_id, dense_hits, keyword_found, k)
 
     async def recall(self, user_id: int, query: str) -> list[Hit]:
         """Recall for a chat turn: bounded wait, and the hits count as used.
@@ -196,18 +199,22 @@ class MemoryService:
         return [(memory_id, score) for memory_id, score in found if score >= floor]
 
     async def _fuse(
-        self, user_id: int, dense_hits: list[tuple[int, float]], keyword_ids: list[int], k: int
+        self, user_id: int, dense_hits: list[tuple[int, float]], keyword_found: list[MemoryRecord], k: int
     ) -> list[Hit]:
         scores: dict[int, float] = {}
         similarity = dict(dense_hits)
-        keyword_rank = {memory_id: rank for rank, memory_id in enumerate(keyword_ids, 1)}
+        keyword_rank = {record.id: rank for rank, record in enumerate(keyword_found, 1)}
         for rank, (memory_id, _) in enumerate(dense_hits, 1):
             scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
         for memory_id, rank in keyword_rank.items():
             scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
         ranked = sorted(scores, key=lambda i: (-scores[i], -i))
-        # Fetch a few spare rows: an expired memory can still sit in an index.
-        records = await self.repository.get_many(user_id, ranked[: k * 2])
+        # Keyword hits come with their rows; read the rest (dense-only hits),
+        # with a few spares: an expired memory can still sit in an index.
+        records = {record.id: record for record in keyword_found}
+        missing = [i for i in ranked[: k * 2] if i not in records]
+        if missing:
+            records.update(await self.repository.get_many(user_id, missing))
         hits = [
             Hit(records[i], scores[i], similarity.get(i), keyword_rank.get(i)) for i in ranked if i in records
         ]
@@ -374,6 +381,7 @@ class MemoryService:
             index = VectorIndex(dim)
             if in_db:  # nothing embedded with this model: no vectors to read (a new user)
                 await self._add_stored(user_id, index, None, model)
+            index = await self._run(fit, index, self.config.exact_search_max)
             return CachedIndex(index, unsaved_changes=index.size or int(str(exc) != "missing"))
         present = await self._run(index.ids)
         extra = present - in_db
@@ -386,7 +394,13 @@ class MemoryService:
         if extra or in_db - present:
             log.info("memory index of user %s was stale (%d added, %d removed); repaired",
                      user_id, len(in_db - present), len(extra))
-        return CachedIndex(index, unsaved_changes=len(extra) + len(missing))
+        # A file of the wrong kind for its size (the threshold changed, or it
+        # was saved just before crossing it) is converted, not trusted as is.
+        fitted = await self._run(fit, index, self.config.exact_search_max)
+        converted = int(fitted is not index)
+        if converted:
+            log.info("memory index of user %s: %s -> %s at %d vectors", user_id, index.kind, fitted.kind, fitted.size)
+        return CachedIndex(fitted, unsaved_changes=len(extra) + len(missing) + converted)
 
     async def _add_stored(self, user_id: int, index: VectorIndex, ids: list[int] | None, model: str) -> None:
         """Put stored vectors (all of the user's, or these ids) into ``index``."""
@@ -436,7 +450,14 @@ class MemoryService:
             if upsert and vectors is not None:
                 await self._run(entry.index.upsert, list(upsert), vectors)
             entry.unsaved_changes += len(remove) + len(upsert)
-            due = entry.index.size <= SMALL_INDEX or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
+            fitted = await self._run(fit, entry.index, self.config.exact_search_max)
+            # A conversion costs seconds at this size: saved at once, not redone at the next load.
+            converted, entry.index = fitted is not entry.index, fitted
+            due = (
+                converted
+                or entry.index.size <= SMALL_INDEX
+                or entry.unsaved_changes * SAVE_RATIO >= entry.index.size
+            )
         if due:
             # At shutdown the spawn is refused, and close() saves it instead.
             self._spawn(self._save(user_id, entry), f"memory-index-save:{user_id}")
