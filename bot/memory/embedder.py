@@ -203,34 +203,36 @@ class EmbeddingService:
         request = _Request(list(texts), loop.create_future())
         self._queue.append(request)
         if self._worker is None or self._worker.done():
+            # The first batch goes to the thread now, not a loop turn later
+            # from the worker task: other work of this turn (the keyword
+            # search) is about to start, and the query embedding is the
+            # longest part of a recall.
+            batch = self._take_batch()
+            running = loop.run_in_executor(self._executor, embedder.encode, _texts(batch))
             try:
-                self._worker = self._tasks.spawn(self._drain(embedder), "embedder-batch")
-            except RuntimeError:  # shutting down: serve this caller directly
-                self._queue.remove(request)
-                return await loop.run_in_executor(self._executor, embedder.encode, request.texts)
+                self._worker = self._tasks.spawn(self._drain(embedder, batch, running), "embedder-batch")
+            except RuntimeError:  # shutting down: this caller's batch is already running
+                return await running
         return await request.future
 
     async def encode_one(self, text: str) -> np.ndarray:
         return (await self.encode([text]))[0]
 
-    async def _drain(self, embedder: Embedder) -> None:
+    async def _drain(
+        self, embedder: Embedder, batch: list[_Request], running: asyncio.Future[np.ndarray]
+    ) -> None:
+        """Hands out the results of the batch already running, then encodes
+        whatever queued up meanwhile, a batch at a time."""
         loop = asyncio.get_running_loop()
-        while self._queue:
-            batch = self._take_batch()
-            texts = [t for request in batch for t in request.texts]
+        while True:
             try:
-                vectors = await loop.run_in_executor(self._executor, embedder.encode, texts)
+                _deliver(batch, await running)
             except Exception as exc:  # reaches every caller of this batch, not the task handler
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(exc)
-                continue
-            start = 0
-            for request in batch:
-                end = start + len(request.texts)
-                if not request.future.done():  # the caller may have given up waiting
-                    request.future.set_result(vectors[start:end])
-                start = end
+                _fail(batch, exc)
+            if not self._queue:
+                return
+            batch = self._take_batch()
+            running = loop.run_in_executor(self._executor, embedder.encode, _texts(batch))
 
     def _take_batch(self) -> list[_Request]:
         # Whole requests only; a large one goes alone rather than being split.
@@ -249,3 +251,22 @@ class EmbeddingService:
         self._queue.clear()
         # Waits for a load or encode in progress; a thread cannot be interrupted.
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+
+def _texts(batch: list[_Request]) -> list[str]:
+    return [text for request in batch for text in request.texts]
+
+
+def _deliver(batch: list[_Request], vectors: np.ndarray) -> None:
+    start = 0
+    for request in batch:
+        end = start + len(request.texts)
+        if not request.future.done():  # the caller may have given up waiting
+            request.future.set_result(vectors[start:end])
+        start = end
+
+
+def _fail(batch: list[_Request], exc: Exception) -> None:
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(exc)
