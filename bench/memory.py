@@ -3,6 +3,7 @@ retrieval quality. Prints one markdown table.
 
     .venv/bin/python -m bench.memory            # everything (about two minutes)
     .venv/bin/python -m bench.memory --quick    # 1k and 10k only
+    .venv/bin/python -m bench.memory --no-pinning   # threads where the kernel puts them
 
 Latency is measured through MemoryService.search, the call a chat turn makes
 (dense FAISS search + keyword search + rank fusion + fetching the rows),
@@ -34,6 +35,7 @@ from sqlalchemy import insert  # noqa: E402
 
 from bench.harness import Row, ms, percentile, verdict  # noqa: E402
 from bench.memory_quality import FACTS, QUESTIONS  # noqa: E402
+from bot.cpus import CpuPlan  # noqa: E402
 from bot.memory.embedder import EmbeddingService, SentenceTransformerEmbedder  # noqa: E402
 from bot.memory.index import VectorIndex, load_index  # noqa: E402
 from bot.memory.records import NewMemory  # noqa: E402
@@ -197,7 +199,9 @@ async def embedding_rows(service: MemoryService, runs: int) -> list[Row]:
     ]
 
 
-async def cold_load_rows(db: Database, service: MemoryService, user_id: int, index_dir: Path, size: int) -> list[Row]:
+async def cold_load_rows(
+    db: Database, service: MemoryService, user_id: int, index_dir: Path, size: int, cpus: CpuPlan
+) -> list[Row]:
     await service.close()  # saves every cached index
     path = index_dir / f"{user_id}.faiss"
     start = time.perf_counter()
@@ -205,7 +209,7 @@ async def cold_load_rows(db: Database, service: MemoryService, user_id: int, ind
     file_only = time.perf_counter() - start
 
     tasks = TaskTracker()
-    embeddings = EmbeddingService(lambda: service.embeddings._require(), tasks)  # noqa: SLF001 - reuse the loaded model
+    embeddings = EmbeddingService(lambda: service.embeddings._require(), tasks, cpus=cpus.embedder)  # noqa: SLF001 - reuse the loaded model
     fresh = MemoryService(MemoryRepository(db), embeddings, tasks, service.config)
     fresh.start()
     await embeddings.wait_ready(60)
@@ -252,10 +256,11 @@ for _language, _facts in FACTS_BY_LANGUAGE.items():
     FACTS_BY_LANGUAGE[_language] = list(dict.fromkeys(_facts))
 
 
-async def run(sizes: list[int], runs: int) -> list[Row]:
-    rows: list[Row] = []
+async def run(sizes: list[int], runs: int, pin_threads: bool) -> list[Row]:
+    cpus = CpuPlan.for_process(pin_threads)  # as the bot plans them (BOT_PIN_THREADS)
+    rows: list[Row] = [Row("P4", "memory", "worker threads", cpus.describe())]
     with tempfile.TemporaryDirectory(prefix="arium-bench-memory-") as tmp:
-        db = Database(f"sqlite+aiosqlite:///{tmp}/bench.db")
+        db = Database(f"sqlite+aiosqlite:///{tmp}/bench.db", worker_cpus=cpus.storage)
         await db.migrate()
         users = UserRepository(db, "UTC")
         for user_id in (*range(1, len(sizes) + 1), QUALITY_USER):
@@ -265,7 +270,7 @@ async def run(sizes: list[int], runs: int) -> list[Row]:
         rows.append(Row("P4", "memory", "embedding model load (import + weights)", f"{time.perf_counter() - start:.1f} s"))
         index_dir = Path(tmp) / "memory"
         tasks = TaskTracker()
-        embeddings = EmbeddingService(lambda: embedder, tasks)
+        embeddings = EmbeddingService(lambda: embedder, tasks, cpus=cpus.embedder)
         service = MemoryService(
             MemoryRepository(db), embeddings, tasks, MemoryConfig(index_dir=index_dir, cache_vectors=2_000_000)
         )
@@ -279,7 +284,7 @@ async def run(sizes: list[int], runs: int) -> list[Row]:
             seeded = time.perf_counter() - start
             rows += await latency_rows(service, user_id, size, runs, vocabulary)
             rows.append(Row("P4", "memory", f"seeding {size // 1000}k rows (bench setup, SQLite + FTS5)", f"{seeded:.1f} s"))
-        rows += await cold_load_rows(db, service, len(sizes), index_dir, sizes[-1])
+        rows += await cold_load_rows(db, service, len(sizes), index_dir, sizes[-1], cpus)
         await db.dispose()
     return rows
 
@@ -299,11 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1k and 10k memories only")
     parser.add_argument("--runs", type=int, default=300, help="measured recalls per size (default 300)")
     parser.add_argument("--limit", type=float, default=170.0, help="stop after this many seconds")
+    parser.add_argument("--no-pinning", action="store_true",
+                        help="leave the embedder and SQLite threads unpinned (as BOT_PIN_THREADS=false)")
     args = parser.parse_args(argv)
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     start = time.perf_counter()
     try:
-        rows = asyncio.run(asyncio.wait_for(run(sizes, args.runs), args.limit))
+        rows = asyncio.run(asyncio.wait_for(run(sizes, args.runs, not args.no_pinning), args.limit))
     except TimeoutError:
         print(f"| memory benchmark | timed out after {args.limit:.0f} s | - | FAIL |")
         return 1

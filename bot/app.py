@@ -45,6 +45,7 @@ from bot.admin.backup import BackupConfig, BackupService
 from bot.channels.telegram.backup_handlers import BackupCommands
 from bot.context import ContextMiddleware, Redactor
 from bot.conversation import Conversation, ConversationConfig
+from bot.cpus import CpuPlan
 from bot.errorlog import ErrorReporter
 from bot.errors import ConfigError
 from bot.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
@@ -148,7 +149,8 @@ class Arium:
         self.errors = ErrorReporter(self.masker, window=settings.bot_alert_window)
         self.error_log = self.errors.log
         self.tasks = TaskTracker(self.errors.report)
-        self.db = Database(settings.effective_database_url)
+        self.cpus = CpuPlan.for_process(settings.bot_pin_threads)
+        self.db = Database(settings.effective_database_url, worker_cpus=self.cpus.storage)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
         self.auth = AuthProvider(settings.bot_admin_ids)
@@ -336,7 +338,7 @@ class Arium:
 
         self.memory = MemoryService(
             MemoryRepository(self.db),
-            EmbeddingService(load, self.tasks),
+            EmbeddingService(load, self.tasks, cpus=self.cpus.embedder),
             self.tasks,
             MemoryConfig(
                 index_dir=settings.bot_data_dir.resolve() / "memory",
@@ -425,7 +427,7 @@ class Arium:
             allowed_updates=["message", "edited_message", "callback_query"])
         self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
-        log.info("Arium is running as @%s", app.bot.username)
+        log.info("Arium is running as @%s (%s)", app.bot.username, self.cpus.describe())
 
     async def _start_scheduler(self) -> None:
         settings = self.settings

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # Run the embedding model on ONNX Runtime (same vectors, ~3x faster per
     # query on a small CPU); false keeps torch.
     bot_embedding_onnx: bool = True
+    # Keep the embedding thread and SQLite's threads on different CPUs (see
+    # bot/cpus.py); only where at least two CPUs are available.
+    bot_pin_threads: bool = True
 
     # The fallback chain in full (TOML only): several endpoints per tier, weights.
     model_tiers: list[TierSettings] | None = None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.cpus import pin_current_thread
 from bot.errors import EmbedderUnavailable
 from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees
 from bot.tasks import TaskTracker
@@ -133,12 +134,16 @@ class _Request:
 class EmbeddingService:
     """The one embedder of the process, loaded in the background."""
 
-    def __init__(self, load: Callable[[], Embedder], tasks: TaskTracker) -> None:
+    def __init__(
+        self, load: Callable[[], Embedder], tasks: TaskTracker, *, cpus: frozenset[int] | None = None
+    ) -> None:
+        """``cpus``: where the embedding thread may run (bot/cpus.py); None: anywhere."""
         self._load = load
         self._tasks = tasks
-        # One thread: encodes run one at a time (torch already uses the cores
-        # inside a call) and never on the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        # One thread: encodes run one at a time and never on the event loop.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="embedder", initializer=pin_current_thread, initargs=(cpus,)
+        )
         self._embedder: Embedder | None = None
         self._failed: str | None = None
         self._loaded = asyncio.Event()

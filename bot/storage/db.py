@@ -38,7 +38,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def build_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+def build_engine(url: str, pool_size: int = 20, worker_cpus: frozenset[int] | None = None) -> AsyncEngine:
+    """``worker_cpus``: CPUs for SQLite's worker threads (bot/cpus.py); no
+    effect on PostgreSQL, whose work happens in the server."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -47,7 +49,10 @@ def build_engine(url: str, pool_size: int = 20) -> AsyncEngine:
             # Same aiosqlite thread, one hop per statement (see sqlite_driver).
             sqlite_driver.register()
             parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)
-        engine = create_async_engine(parsed, connect_args={"timeout": 10})
+        connect_args: dict[str, object] = {"timeout": 10}
+        if worker_cpus is not None and parsed.drivername == sqlite_driver.DRIVER_NAME:
+            connect_args["worker_cpus"] = worker_cpus
+        engine = create_async_engine(parsed, connect_args=connect_args)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # Sized for many chats at once; sessions are short, so the pool rarely fills.
@@ -57,9 +62,9 @@ def build_engine(url: str, pool_size: int = 20) -> AsyncEngine:
 class Database:
     """Owns the engine and hands out one session per unit of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, worker_cpus: frozenset[int] | None = None) -> None:
         self.url = url
-        self.engine = build_engine(url)
+        self.engine = build_engine(url, worker_cpus=worker_cpus)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Many connections racing for the lock
         # wait in SQLite's busy handler (sleeps of up to 100 ms, then "database
