@@ -29,7 +29,7 @@ import numpy as np
 from bot.errors import EmbedderUnavailable, IndexFileError
 from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
-from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, load_index, save_index
+from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, kind_for, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
 from bot.memory.repository import MemoryRepository
 from bot.storage.models import utcnow
@@ -450,9 +450,11 @@ class MemoryService:
             if upsert and vectors is not None:
                 await self._run(entry.index.upsert, list(upsert), vectors)
             entry.unsaved_changes += len(remove) + len(upsert)
-            fitted = await self._run(fit, entry.index, self.config.exact_search_max)
-            # A conversion costs seconds at this size: saved at once, not redone at the next load.
-            converted, entry.index = fitted is not entry.index, fitted
+            # Checked here, not in a thread: nearly every write keeps its kind.
+            converted = kind_for(entry.index.size, entry.index.kind, self.config.exact_search_max) != entry.index.kind
+            if converted:
+                # Seconds at this size: saved at once below, not redone at the next load.
+                entry.index = await self._run(fit, entry.index, self.config.exact_search_max)
             due = (
                 converted
                 or entry.index.size <= SMALL_INDEX
