@@ -197,6 +197,13 @@ class Arium:
         self.errors.connect(self.alerts)
         self.models.observe(self.alerts)
         self._build_memory(settings, embedder)
+        self.turn_memory = TurnMemory(
+            self.memory,
+            MemoryWriter(self.memory, self.models, self.prompts),
+            self.tasks,
+            extraction=settings.bot_memory_extraction,
+            quiet=settings.bot_memory_extract_after,
+        )
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -206,12 +213,7 @@ class Arium:
                 max_answer_tokens=settings.bot_max_answer_tokens,
             ),
             tools=self.tools,
-            memory=TurnMemory(
-                self.memory,
-                MemoryWriter(self.memory, self.models, self.prompts),
-                self.tasks,
-                extraction=settings.bot_memory_extraction,
-            ),
+            memory=self.turn_memory,
             summarizer=(
                 HistorySummarizer(
                     self.messages, self.models, self.prompts, self.tasks,
@@ -462,6 +464,7 @@ class Arium:
             except TimeoutError:
                 log.warning("replies still running after %.0f s; stopping anyway", timeout)
             self.status.stop()
+            self.turn_memory.flush_all()  # no new turns now; the drain below awaits these extractions
             await self.tasks.drain(timeout=5)
             await app.shutdown()
             self._started = False

@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
     bot_memory_recall_k: int = Field(default=5, ge=0, le=50)
     bot_memory_extraction: bool = True
+    # Seconds without a new private message before extraction reads the
+    # turns since its last run (one model call per conversation spell, not
+    # per turn); 0 extracts after every turn.
+    bot_memory_extract_after: float = Field(default=60.0, ge=0, le=3600)
     bot_memory_ephemeral_days: int = Field(default=7, ge=1, le=365)
     bot_memory_cache_vectors: int = Field(default=500_000, ge=1)
     # Past this many memories a user's index turns approximate (see bot/memory/index.py).

@@ -95,8 +95,10 @@ def fake_settings(data_dir: Path, tg: FakeTelegram, model: FakeModelServer, **ov
         "bot_paste_merge_window": 0.4,
         "bot_poll_timeout": 1,
         "bot_model_timeout": 10,
-        # Extraction is one more model request per turn; tests of it turn it on.
+        # Extraction is one more model request per turn; tests of it turn it on,
+        # after every turn unless a test waits for a quiet spell itself.
         "bot_memory_extraction": False,
+        "bot_memory_extract_after": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

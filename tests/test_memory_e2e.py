@@ -17,7 +17,8 @@ from bot.app import Arium
 from bot.memory.embedder import Embedder
 from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
-from tests.conftest import BotFactory, fake_settings
+from bot.memory.turn import MAX_BATCH_EXCHANGES
+from tests.conftest import BotFactory, fake_settings, stop_bot
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
@@ -89,6 +90,13 @@ async def settle(app: Arium, model: FakeModelServer, requests: int) -> None:
     await eventually(busy, lambda n: n == 0)
 
 
+def waiting_batches(app: Arium) -> Callable[[], Awaitable[int]]:
+    async def count() -> int:
+        return app.turn_memory.waiting
+
+    return count
+
+
 async def texts(app: Arium, user_id: int) -> list[str]:
     items, _ = await app.memory.page(user_id, 0, 100)
     return sorted(m.text for m in items)
@@ -155,6 +163,90 @@ async def test_extraction_runs_after_the_reply_and_skips_small_talk(
     await tg.wait_messages(ANN, 3)
     await settle(app, model, 5)  # chat, extract, chat (no extract for "thanks!"), chat, extract
     assert [kind_of(r) for r in model.chat_requests()] == ["chat", "extract", "chat", "chat", "extract"]
+
+
+async def test_a_quiet_spell_extracts_the_whole_conversation_in_one_request(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts("Has a daughter, Lisa", "Lisa plays the violin")
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=0.5)
+    said = ["My daughter is called Lisa.", "thanks!", "She plays the violin, badly but happily."]
+    for i, text in enumerate(said, 1):
+        tg.user_text(text)
+        await tg.wait_messages(ANN, i)
+    assert app.turn_memory.waiting == 1 and requests_of(model, "extract") == []
+    await settle(app, model, 4)  # three chats, then one extraction
+    [extract] = requests_of(model, "extract")
+    assert all(text in system_prompt(extract) for text in said)
+    assert extract.at > tg.calls_of("sendMessage")[-1].at
+    assert await texts(app, ANN) == ["Has a daughter, Lisa", "Lisa plays the violin"]
+
+
+async def test_small_talk_alone_starts_no_batch(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    model.responder = Brain()
+    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=0.2)
+    tg.user_text("ok thanks!")
+    await tg.wait_messages(ANN, 1)
+    tg.user_text("cool")  # this chat's updates go in order: the first turn is done when this one is
+    await tg.wait_messages(ANN, 2)
+    assert app.turn_memory.waiting == 0
+
+
+async def test_a_long_conversation_goes_in_batches_without_waiting(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    model.responder = Brain()
+    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    for i in range(1, MAX_BATCH_EXCHANGES + 2):
+        tg.user_text(f"Fact number {i}: I keep bees in the garden")
+        await tg.wait_messages(ANN, i)
+    # The eighth exchange filled a batch; the ninth waits for its quiet spell.
+    await settle(app, model, MAX_BATCH_EXCHANGES + 2)
+    [extract] = requests_of(model, "extract")
+    prompt = system_prompt(extract)
+    assert "Fact number 1:" in prompt and f"Fact number {MAX_BATCH_EXCHANGES}:" in prompt
+    assert f"Fact number {MAX_BATCH_EXCHANGES + 1}:" not in prompt
+    await eventually(waiting_batches(app), lambda n: n == 1)  # the last turn's, once its reply is stored
+
+
+async def test_what_waits_is_dropped_when_the_user_forgets(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts("Card PIN is 4321")
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    await seed(app, ANN, "Likes jazz")
+    tg.user_text("My card PIN is 4321, keep it safe.")
+    await tg.wait_messages(ANN, 1)
+    await eventually(waiting_batches(app), lambda n: n == 1)
+    tg.user_text("/forget all")
+    [*_, confirm] = await tg.wait_messages(ANN, 2)
+    tg.callback_query(button(confirm, "Yes, forget"), message_id=confirm.message_id)
+    await tg.wait_for(lambda: "forgot everything" in tg.messages(ANN)[-1].text)
+    app.turn_memory.flush_all()  # what a shutdown or the quiet spell would do
+    await settle(app, model, 1)
+    assert requests_of(model, "extract") == []
+    assert await texts(app, ANN) == []
+
+
+async def test_stopping_the_bot_extracts_what_waits(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    brain = Brain()
+    brain.extract = lambda r: facts("Works as a nurse")
+    model.responder = brain
+    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    tg.user_text("I work as a nurse at the city hospital.")
+    await tg.wait_messages(ANN, 1)
+    await stop_bot(app)
+    assert len(requests_of(model, "extract")) == 1
+    again = await start_bot(bot_memory_extraction=True)
+    assert await texts(again, ANN) == ["Works as a nurse"]
 
 
 async def test_extraction_failure_never_affects_the_reply(

@@ -256,7 +256,7 @@ class MemoryWriter:
                 if updated is not None:
                     report.updated.append(text)
             elif decision.action == "delete" and target is not None:
-                report.deleted += await self._memory.delete(user_id, [target])
+                report.deleted += await self._memory.delete(user_id, [target], by_user=False)
             else:
                 report.unchanged.append(fact.text)
 

@@ -107,6 +107,9 @@ class MemoryService:
         self._cache = IndexCache(config.cache_vectors)
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._loads: dict[int, asyncio.Task[CachedIndex | None]] = {}
+        # Counts the times each user deleted memories themselves (a command,
+        # a tool): extraction still waiting to run drops turns from before.
+        self._user_deletions: dict[int, int] = {}
 
     # Lifecycle ------------------------------------------------------------
 
@@ -256,12 +259,17 @@ class MemoryService:
                               remove=[] if vectors is not None else [memory_id], stale=vectors is None)
         return record
 
-    async def delete(self, user_id: int, ids: Sequence[int]) -> list[int]:
+    async def delete(self, user_id: int, ids: Sequence[int], *, by_user: bool = True) -> list[int]:
+        """``by_user``: the user asked for it (False when extraction replaces
+        an outdated fact)."""
+        if by_user:
+            self._note_user_deletion(user_id)
         deleted = await self.repository.delete(user_id, ids)
         await self._apply(user_id, remove=deleted)
         return deleted
 
     async def delete_all(self, user_id: int) -> int:
+        self._note_user_deletion(user_id)
         async with self._lock(user_id):
             count = await self.repository.delete_all(user_id)
             self._cache.pop(user_id)
@@ -283,6 +291,13 @@ class MemoryService:
         for owner, ids in by_user.items():
             await self._apply(owner, remove=ids)
         return len(gone)
+
+    def user_deletions(self, user_id: int) -> int:
+        """How many times the user has deleted memories since start."""
+        return self._user_deletions.get(user_id, 0)
+
+    def _note_user_deletion(self, user_id: int) -> None:
+        self._user_deletions[user_id] = self.user_deletions(user_id) + 1
 
     def ephemeral_expiry(self, days: int | None = None) -> datetime:
         return utcnow() + timedelta(days=days or self.config.ephemeral_days)

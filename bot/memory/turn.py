@@ -7,10 +7,12 @@ nothing the user told the bot in private surfaces in a group."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 
 from bot.context import RequestContext
-from bot.memory.extraction import MemoryWriter, Turn
+from bot.memory.extraction import MAX_EXCHANGE_CHARS, MemoryWriter, Turn
 from bot.memory.records import Hit
 from bot.memory.service import MemoryService
 from bot.storage.repositories import StoredMessage
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # Earlier messages given to extraction for context ("yes, that one" needs the question).
 CONTEXT_MESSAGES = 2
+# Exchanges (a user message and the answer) one extraction reads at most.
+MAX_BATCH_EXCHANGES = 8
 
 
 def memory_lines(hits: list[Hit]) -> str:
@@ -30,14 +34,46 @@ def memory_lines(hits: list[Hit]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class _Batch:
+    """A user's exchanges waiting for a quiet spell before extraction."""
+
+    user_name: str
+    turns: list[Turn]
+    source_message_id: int
+    deletions: int  # the user's deletion count when the batch began
+    exchanges: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def chars(self) -> int:
+        return sum(len(turn.text) for turn in self.turns)
+
+
 class TurnMemory:
+    """``quiet``: seconds without a new private turn before the turns since
+    the last extraction are read, in one model call instead of one per turn
+    (0: after every turn). A batch also goes at ``max_exchanges`` exchanges,
+    or before it would outgrow what one extraction prompt reads, and at
+    shutdown (``flush_all``)."""
+
     def __init__(
-        self, memory: MemoryService, writer: MemoryWriter, tasks: TaskTracker, *, extraction: bool = True
+        self,
+        memory: MemoryService,
+        writer: MemoryWriter,
+        tasks: TaskTracker,
+        *,
+        extraction: bool = True,
+        quiet: float = 0.0,
+        max_exchanges: int = MAX_BATCH_EXCHANGES,
     ) -> None:
         self._memory = memory
         self._writer = writer
         self._tasks = tasks
         self._extraction = extraction
+        self._quiet = quiet
+        self._max_exchanges = max_exchanges
+        self._batches: dict[int, _Batch] = {}
 
     async def recall(self, ctx: RequestContext, text: str) -> list[Hit]:
         if not ctx.is_private:
@@ -56,14 +92,66 @@ class TurnMemory:
         user_message_id: int,
         earlier: list[StoredMessage],
     ) -> None:
-        """Start extraction in the background; returns at once."""
-        if not (self._extraction and ctx.is_private and self._writer.worth_extracting(user_text)):
+        """Start extraction in the background, now or after a quiet spell;
+        returns at once."""
+        if not (self._extraction and ctx.is_private):
             return
-        turns = [Turn(m.role, m.content) for m in earlier[-CONTEXT_MESSAGES:]]
-        turns += [Turn("user", user_text), Turn("assistant", answer)]
+        worth = self._writer.worth_extracting(user_text)
+        exchange = [Turn("user", user_text), Turn("assistant", answer)]
+        context = [Turn(m.role, m.content) for m in earlier[-CONTEXT_MESSAGES:]]
+        waiting = self._batches.get(ctx.user_id)
+        if waiting is not None and waiting.chars + len(user_text) + len(answer) > MAX_EXCHANGE_CHARS:
+            # One prompt would cut the oldest turns: what waits goes first.
+            self._flush(ctx.user_id)
+            waiting = None
+        # Small talk starts nothing, but inside a waiting batch it is context.
+        if waiting is None and not worth:
+            return
+        if self._quiet <= 0:
+            self._start(ctx.user_id, ctx.user_name, context + exchange, user_message_id)
+            return
+        batch = waiting or self._begin(ctx, context, user_message_id)
+        batch.turns += exchange
+        batch.exchanges += 1
+        batch.source_message_id = user_message_id
+        batch.user_name = ctx.user_name
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if batch.exchanges >= self._max_exchanges:
+            self._flush(ctx.user_id)
+        else:
+            batch.timer = asyncio.get_running_loop().call_later(self._quiet, self._flush, ctx.user_id)
+
+    def flush_all(self) -> None:
+        """Start every waiting batch now (at shutdown, before the task drain)."""
+        for user_id in list(self._batches):
+            self._flush(user_id)
+
+    @property
+    def waiting(self) -> int:
+        """Users with exchanges waiting for extraction."""
+        return len(self._batches)
+
+    def _begin(self, ctx: RequestContext, context: list[Turn], user_message_id: int) -> _Batch:
+        batch = _Batch(ctx.user_name, list(context), user_message_id, self._memory.user_deletions(ctx.user_id))
+        self._batches[ctx.user_id] = batch
+        return batch
+
+    def _flush(self, user_id: int) -> None:
+        batch = self._batches.pop(user_id, None)
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if self._memory.user_deletions(user_id) != batch.deletions:
+            # The user deleted memories since these turns: what they said
+            # before must not come back as new memories.
+            log.info("user %s deleted memories; %d waiting exchanges not extracted", user_id, batch.exchanges)
+            return
+        self._start(user_id, batch.user_name, batch.turns, batch.source_message_id)
+
+    def _start(self, user_id: int, user_name: str, turns: list[Turn], source_message_id: int) -> None:
         try:
-            self._tasks.spawn(
-                self._writer.write(ctx.user_id, ctx.user_name, turns, user_message_id), "memory-extract"
-            )
-        except RuntimeError:  # shutting down: this turn's facts are skipped
+            self._tasks.spawn(self._writer.write(user_id, user_name, turns, source_message_id), "memory-extract")
+        except RuntimeError:  # shutting down: these turns' facts are skipped
             log.info("shutting down; memory extraction skipped")
