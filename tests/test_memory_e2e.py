@@ -165,13 +165,18 @@ async def test_extraction_runs_after_the_reply_and_skips_small_talk(
     assert [kind_of(r) for r in model.chat_requests()] == ["chat", "extract", "chat", "chat", "extract"]
 
 
+async def learning_bot(start_bot: BotFactory, model: FakeModelServer, quiet: float, *learned: str) -> Arium:
+    """A bot that extracts after ``quiet`` seconds; the fake model finds ``learned``."""
+    brain = Brain()
+    brain.extract = lambda r: facts(*learned)
+    model.responder = brain
+    return await start_bot(bot_memory_extraction=True, bot_memory_extract_after=quiet)
+
+
 async def test_a_quiet_spell_extracts_the_whole_conversation_in_one_request(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    brain = Brain()
-    brain.extract = lambda r: facts("Has a daughter, Lisa", "Lisa plays the violin")
-    model.responder = brain
-    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=0.5)
+    app = await learning_bot(start_bot, model, 0.5, "Has a daughter, Lisa", "Lisa plays the violin")
     said = ["My daughter is called Lisa.", "thanks!", "She plays the violin, badly but happily."]
     for i, text in enumerate(said, 1):
         tg.user_text(text)
@@ -187,8 +192,7 @@ async def test_a_quiet_spell_extracts_the_whole_conversation_in_one_request(
 async def test_small_talk_alone_starts_no_batch(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    model.responder = Brain()
-    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=0.2)
+    app = await learning_bot(start_bot, model, 0.2)
     tg.user_text("ok thanks!")
     await tg.wait_messages(ANN, 1)
     tg.user_text("cool")  # this chat's updates go in order: the first turn is done when this one is
@@ -199,8 +203,7 @@ async def test_small_talk_alone_starts_no_batch(
 async def test_a_long_conversation_goes_in_batches_without_waiting(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    model.responder = Brain()
-    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    app = await learning_bot(start_bot, model, 600)
     for i in range(1, MAX_BATCH_EXCHANGES + 2):
         tg.user_text(f"Fact number {i}: I keep bees in the garden")
         await tg.wait_messages(ANN, i)
@@ -216,10 +219,7 @@ async def test_a_long_conversation_goes_in_batches_without_waiting(
 async def test_what_waits_is_dropped_when_the_user_forgets(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    brain = Brain()
-    brain.extract = lambda r: facts("Card PIN is 4321")
-    model.responder = brain
-    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    app = await learning_bot(start_bot, model, 600, "Card PIN is 4321")
     await seed(app, ANN, "Likes jazz")
     tg.user_text("My card PIN is 4321, keep it safe.")
     await tg.wait_messages(ANN, 1)
@@ -237,10 +237,7 @@ async def test_what_waits_is_dropped_when_the_user_forgets(
 async def test_stopping_the_bot_extracts_what_waits(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
-    brain = Brain()
-    brain.extract = lambda r: facts("Works as a nurse")
-    model.responder = brain
-    app = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=600)
+    app = await learning_bot(start_bot, model, 600, "Works as a nurse")
     tg.user_text("I work as a nurse at the city hospital.")
     await tg.wait_messages(ANN, 1)
     await stop_bot(app)
