@@ -4,10 +4,11 @@ A memory recall runs the query embedding (one thread, several milliseconds
 of pure compute) and the keyword search (SQLite's worker thread) side by
 side. Left to itself, Linux often wakes both threads on the same core while
 the other core idles, and the embedding then waits for the search to
-finish: on 2 cores that doubled the p99 of a 100k recall's critical path.
-Pinning the embedder to one CPU and the SQLite workers to the others keeps
-them apart. Every other thread (the event loop, FAISS, tools) still runs
-anywhere, so an idle embedder's CPU is not wasted.
+finish (on 2 cores: up to 4 ms more in the p99 of a recall at 100k
+memories, bench/MEMORY_RESULTS.md). Pinning the embedder to one CPU and the
+SQLite workers to the others keeps them apart. Every other thread (the
+event loop, FAISS, tools) still runs anywhere, so an idle embedder's CPU is
+not wasted.
 
 Only where the process may use at least two CPUs and the platform can pin
 threads (Linux); BOT_PIN_THREADS=false turns it off.
