@@ -58,8 +58,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 # --- The bot against the protocol fakes ------------------------------------------
 
+import asyncio  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 
 from bot.app import Arium  # noqa: E402
 from bot.memory.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
@@ -105,6 +106,19 @@ def fake_settings(data_dir: Path, tg: FakeTelegram, model: FakeModelServer, **ov
 
 
 BotFactory = Callable[..., Awaitable[Arium]]
+T = TypeVar("T")
+
+
+async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Wait for state the fakes cannot observe (the database, background
+    work), which the bot writes after a reply is sent; returns the value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fetch()
+        if check(value):
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"condition not reached; last value {value!r}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

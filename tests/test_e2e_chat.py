@@ -4,28 +4,15 @@ API, the real OpenAI/Mistral SDKs against the fake model server, real SQLite."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 
 from bot.channels.telegram.render import utf16_len
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Fault, Reply, StreamFault
 from tests.fakes.telegram_server import FakeTelegram
 
 PRIVATE = 1001
-T = TypeVar("T")
 GROUP = -100777
-
-
-async def eventually(
-    fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 5.0
-) -> None:
-    """Wait for state the fakes cannot observe (the database), written after a reply is sent."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check(await fetch()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def last_user_text(model: FakeModelServer, index: int = -1) -> str:

@@ -18,7 +18,7 @@ from bot.memory.embedder import Embedder
 from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
 from bot.memory.turn import MAX_BATCH_EXCHANGES
-from tests.conftest import BotFactory, fake_settings, stop_bot
+from tests.conftest import BotFactory, eventually, fake_settings, stop_bot
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
@@ -62,16 +62,6 @@ class Brain:
 
     def __call__(self, request: Request) -> Step:
         return getattr(self, kind_of(request))(request)
-
-
-async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"condition not reached; last value {value!r}"
-        await asyncio.sleep(0.02)
 
 
 # Background work a turn starts for memory; other features keep long-lived tasks.

@@ -4,7 +4,6 @@ commands end to end against the fake Bot API and model server."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 import struct
@@ -43,7 +42,7 @@ from bot.storage.models import Reminder, User
 from bot.storage.reminders import ReminderRepository
 from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
 from bot.memory.embedder import Embedder
-from tests.conftest import BotFactory, fake_settings
+from tests.conftest import BotFactory, eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -467,7 +466,7 @@ async def test_stats_shows_the_numbers_and_a_chart_without_secrets(
     started.append(app)
     model.script(Reply(text="Hello!", usage=(100, 50)))
     await command(tg, "hi there")
-    await _eventually(lambda: app.usage.tokens_on(ADMIN, noon.date()), lambda tokens: tokens == 150)
+    await eventually(lambda: app.usage.tokens_on(ADMIN, noon.date()), lambda tokens: tokens == 150)
 
     async with app.db.session() as s:
         await s.execute(insert(User), [
@@ -514,7 +513,7 @@ async def test_stats_shows_the_numbers_and_a_chart_without_secrets(
     sent = everything_sent(tg, ADMIN)
     for secret in (FAKE_KEY, tg.TOKEN, "test-key"):
         assert secret not in sent
-    await _eventually(lambda: app.audit_log.latest(5), lambda rows: any(r.action == "stats" for r in rows))
+    await eventually(lambda: app.audit_log.latest(5), lambda rows: any(r.action == "stats" for r in rows))
     assert [r.outcome for r in await app.audit_log.latest(5) if r.action == "stats"] == ["stats shown"]
 
 
@@ -537,16 +536,6 @@ async def start_with_clock(
     app = Arium(settings, embedder=embedder, clock=clock)
     await app.start()
     return app
-
-
-async def _eventually(fetch: Any, check: Any, timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fetch()
-        if check(value):
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"condition not reached; last value {value!r}"
-        await asyncio.sleep(0.02)
 
 
 async def test_bad_arguments_and_group_chats_get_a_clear_answer(
