@@ -66,13 +66,8 @@ class RuntimeCommands(AdminCommands):
             return await self.usage(update, ctx, t("rt_models_usage", ctx.language))
         try:
             outcome = await self._runtime.models.apply(action, by=ctx.user_id)
-        except RuntimeRefused as exc:
-            await reply(update, t(exc.key, ctx.language, **exc.values))
-            return f"refused: {exc.key}"
-        except StorageError as exc:
-            log.error("/models could not save: %s", exc)
-            await reply(update, t("admin_failed", ctx.language, reason="the database did not answer"))
-            return "failed: storage"
+        except (RuntimeRefused, StorageError) as exc:
+            return await _not_done(update, ctx, "/models", exc)
         done = t(outcome.key, ctx.language, **outcome.values) if outcome.key else ""
         text, keyboard = render_chain(outcome.view, ctx.language, done)
         await _send(update, text, keyboard)
@@ -116,13 +111,8 @@ class RuntimeCommands(AdminCommands):
             return await self.usage(update, ctx, t("rt_prompts_usage", ctx.language))
         try:
             template, pinned = await self._runtime.prompts.use(args[1], args[2], by=ctx.user_id)
-        except RuntimeRefused as exc:
-            await reply(update, t(exc.key, ctx.language, **exc.values))
-            return f"refused: {exc.key}"
-        except StorageError as exc:
-            log.error("/prompts could not save: %s", exc)
-            await reply(update, t("admin_failed", ctx.language, reason="the database did not answer"))
-            return "failed: storage"
+        except (RuntimeRefused, StorageError) as exc:
+            return await _not_done(update, ctx, "/prompts", exc)
         key = "rt_prompt_used" if pinned else "rt_prompt_latest"
         await reply(update, t(key, ctx.language, ref=template.ref, name=template.name))
         return f"active {template.ref}"
@@ -155,6 +145,18 @@ class RuntimeCommands(AdminCommands):
 
 
 # Rendering -------------------------------------------------------------------------
+
+
+async def _not_done(
+    update: Update, ctx: RequestContext, command: str, exc: RuntimeRefused | StorageError
+) -> str:
+    """Tells the admin why a change did not happen; returns the audit outcome."""
+    if isinstance(exc, RuntimeRefused):
+        await reply(update, t(exc.key, ctx.language, **exc.values))
+        return f"refused: {exc.key}"
+    log.error("%s could not save: %s", command, exc)
+    await reply(update, t("admin_failed", ctx.language, reason="the database did not answer"))
+    return "failed: storage"
 
 
 def render_chain(view: ChainView, language: str, done: str = "") -> tuple[str, InlineKeyboardMarkup]:
