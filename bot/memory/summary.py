@@ -64,8 +64,10 @@ class HistorySummarizer:
         self._backoff: dict[int, tuple[float, float]] = {}  # conversation -> (retry at, last delay)
 
     def after_turn(self, conversation_id: int, unsummarized_tokens: int) -> None:
-        """Fold in the background once the unsummarized part nears the budget."""
-        if unsummarized_tokens > self.config.trigger * self.config.history_tokens:
+        """Fold in the background once the unsummarized part nears the budget.
+        Not while a fold of the conversation runs or waits: a second one queued
+        behind it would only repeat its work, and the next turn asks again."""
+        if unsummarized_tokens > self.config.trigger * self.config.history_tokens and not self._busy(conversation_id):
             try:
                 self._tasks.spawn(self.fold(conversation_id), f"summary:{conversation_id}")
             except RuntimeError:  # shutting down; the next start folds it
@@ -83,15 +85,21 @@ class HistorySummarizer:
             log.warning("history summary took longer than %.0f s; answering without it", self.config.wait)
             return False
 
+    def _busy(self, conversation_id: int) -> bool:
+        lock = self._locks.get(conversation_id)
+        return lock is not None and lock.locked()
+
     async def fold(self, conversation_id: int) -> bool:
-        """Fold older messages into the summary; True if the summary moved on."""
-        retry_at, delay = self._backoff.get(conversation_id, (0.0, 0.0))
-        if time.monotonic() < retry_at:
-            return False
+        """Fold older messages into the summary; True if the summary moved on.
+        One fold per conversation at a time; a fold that waited for another
+        one that failed gives up too (the back-off is read under the lock)."""
         lock = self._locks.get(conversation_id)
         if lock is None:
             lock = self._locks[conversation_id] = asyncio.Lock()
         async with lock:
+            retry_at, delay = self._backoff.get(conversation_id, (0.0, 0.0))
+            if time.monotonic() < retry_at:
+                return False
             try:
                 folded = await self._fold(conversation_id)
             except ModelError as exc:
