@@ -323,6 +323,50 @@ async def test_everything_down_raises_once_per_outage_to_the_observer(server: Fa
     assert events == ["down:1", "up"]
 
 
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def chain_unavailable(self, error: ModelUnavailable) -> None:
+        self.events.append("down")
+
+    def chain_recovered(self) -> None:
+        self.events.append("up")
+
+
+async def test_a_refused_request_is_not_an_outage(server: FakeModelServer, backup: FakeModelServer) -> None:
+    # Both endpoints are up; one refuses the payload, the other finds it too long.
+    server.script(Fault(400, "unsupported parameter"))
+    backup.script(Fault(400, kind="context_length"), Fault(400, kind="context_length"))
+    fallback = chain([endpoint(openai(server), "a")], [endpoint(openai(backup), "b")], max_attempts=1)
+    observer = RecordingObserver()
+    fallback.set_observer(observer)
+    try:
+        with pytest.raises(ModelUnavailable):
+            await answer(fallback)
+        await answer(fallback)
+    finally:
+        await close_all(fallback)
+    assert observer.events == [], "a refusal of one request neither alerts nor announces a recovery"
+
+
+async def test_internal_calls_never_raise_the_outage_alert(server: FakeModelServer) -> None:
+    server.script(Fault(500), Fault(500))
+    fallback = chain([endpoint(openai(server), "a", failures=100)], max_attempts=1)
+    observer = RecordingObserver()
+    fallback.set_observer(observer)
+    try:
+        with pytest.raises(ModelUnavailable):
+            await fallback.complete(REQUEST)  # a summary or an extraction: no user waits for it
+        assert observer.events == []
+        with pytest.raises(ModelUnavailable):
+            await answer(fallback)  # a user's turn meets the same outage
+        await answer(fallback)
+    finally:
+        await close_all(fallback)
+    assert observer.events == ["down", "up"]
+
+
 async def test_tool_calls_come_through_either_tier(server: FakeModelServer) -> None:
     server.script(Fault(503), dialect="mistral")
     server.script(Reply(tool_calls=[ToolCallSpec("calculate", {"expression": "6*7"})]), dialect="openai")

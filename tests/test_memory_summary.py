@@ -3,6 +3,8 @@ a running summary instead of being silently dropped."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.app import Arium
 from tests.conftest import BotFactory
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
@@ -79,14 +81,14 @@ async def test_a_turn_folds_first_when_messages_would_fall_out_unsummarized(
 
 
 async def test_replies_go_on_when_summaries_keep_failing_and_failures_back_off(
-    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     brain = Brain()
     # A refusal of the summary request itself (a 4xx: the chain neither retries
     # it nor counts it against the endpoint, which keeps serving the chat).
     brain.summary = lambda r: Fault(400, "summary refused")
     model.responder = brain
-    app: Arium = await start_bot(bot_history_tokens=200)
+    app: Arium = await start_bot(bot_history_tokens=200, bot_admin_ids="4242")
     for i in range(4):
         await turn(tg, i)
         assert tg.messages(ANN)[-1].text == f"echo: {line(TOPICS[i])}"
@@ -96,3 +98,5 @@ async def test_replies_go_on_when_summaries_keep_failing_and_failures_back_off(
     )
     # One failed summary, then a pause: turns neither wait for nor repeat failing calls.
     assert len(requests_of(model, "summary")) == 1
+    # The endpoint kept answering the chat: a refused summary is no outage.
+    assert "admin alert" not in caplog.text

@@ -27,6 +27,7 @@ from tenacity import (
 from bot.errors import (
     ContextLengthError,
     ModelAuthError,
+    ModelBadRequest,
     ModelConnectError,
     ModelError,
     ModelNotFoundError,
@@ -195,10 +196,14 @@ class FallbackChain:
 
     # The public calls ---------------------------------------------------------
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Yield TextDelta pieces and one Completion from the first endpoint that
         answers. Raises StreamBrokenError if an answer dies after text was
-        yielded, ModelUnavailable if nothing answered."""
+        yielded, ModelUnavailable if nothing answered. For a user's turn: its
+        failure to reach any endpoint is what the admins are alerted to."""
+        return self._stream(request, user_facing=True)
+
+    async def _stream(self, request: ChatRequest, *, user_facing: bool) -> AsyncIterator[StreamEvent]:
         cached = self._cached(request, chat=True)
         if cached is not None:
             if cached.text:
@@ -225,7 +230,7 @@ class FallbackChain:
                 failures.append(exc)
             if self._clock() >= deadline:
                 break
-        raise self._unavailable(failures)
+        raise self._unavailable(failures, user_facing=user_facing)
 
     def _route(self, plan: Sequence[Tier]) -> Iterator[tuple[Tier, Endpoint]]:
         """The endpoints of the enabled tiers to try, in order: open breakers
@@ -245,12 +250,14 @@ class FallbackChain:
 
     async def complete(self, request: ChatRequest, *, cache: bool = False) -> Completion:
         """The whole answer at once, for internal calls (extraction, summaries).
-        ``cache`` reuses an identical earlier answer when temperature is 0."""
+        ``cache`` reuses an identical earlier answer when temperature is 0.
+        Their failures never alert the admins: no user waits for them, and a
+        user's turn hitting the same outage raises the alert itself."""
         if cache:
             hit = self._cached(request, chat=False)
             if hit is not None:
                 return hit
-        async with aclosing(self.stream(request)) as stream:
+        async with aclosing(self._stream(request, user_facing=False)) as stream:
             async for event in stream:
                 if isinstance(event, Completion):
                     if cache:
@@ -418,10 +425,10 @@ class FallbackChain:
             if self._observer:
                 self._observer.chain_recovered()
 
-    def _unavailable(self, failures: list[ModelError]) -> ModelUnavailable:
+    def _unavailable(self, failures: list[ModelError], *, user_facing: bool) -> ModelUnavailable:
         summary = "; ".join(f"{type(f).__name__} at {f.endpoint or '?'}" for f in failures) or "every endpoint is paused by its circuit breaker"
         error = ModelUnavailable(f"no model endpoint answered: {summary}", failures=failures)
-        if not self._failing:
+        if user_facing and is_outage(failures) and not self._failing:
             self._failing = True
             if self._observer:
                 self._observer.chain_unavailable(error)
@@ -436,6 +443,17 @@ class FallbackChain:
         if self._cache is None or (chat and not self._cache_chat) or request.temperature != 0:
             return
         self._cache.put(request, completion)
+
+
+# Answers about the request, not the endpoint: the server is up and refused
+# this payload (or its size), and would serve the next one.
+REQUEST_REFUSALS: tuple[type[ModelError], ...] = (ModelBadRequest, ContextLengthError)
+
+
+def is_outage(failures: Sequence[ModelError]) -> bool:
+    """Whether a chain failure means users cannot be answered: no endpoint
+    answered at all. An endpoint that refused the request itself is up."""
+    return not any(isinstance(failure, REQUEST_REFUSALS) for failure in failures)
 
 
 def _unique_keys(tiers: list[Tier]) -> None:
