@@ -3,13 +3,15 @@ is set), and the bot running against the protocol fakes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,6 +25,49 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+
+RUN_DATABASE_PREFIX = "arium_test_"
+
+
+async def _on_server(url: str, *statements: str) -> list[str]:
+    """Run statements outside a transaction (CREATE/DROP DATABASE need that);
+    returns the first column of the last one's rows, if it has any."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    rows: list[str] = []
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                result = await conn.execute(text(statement))
+                rows = [row[0] for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+    return rows
+
+
+def _left_by_a_dead_run(name: str) -> bool:
+    """Databases are named after the run's process id: one whose process is
+    gone on this machine was left by a run that was killed."""
+    pid = name.removeprefix(RUN_DATABASE_PREFIX).split("_")[0]
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """This run's own database on the server TEST_DATABASE_URL names, made at
+    the start and dropped at the end, so parallel runs never share one
+    (None without TEST_DATABASE_URL)."""
+    if not POSTGRES_URL:
+        yield None
+        return
+    server = make_url(POSTGRES_URL)
+    name = f"{RUN_DATABASE_PREFIX}{os.getpid()}_{secrets.token_hex(3)}"
+    admin = server.render_as_string(hide_password=False)
+    existing = asyncio.run(_on_server(admin, f"SELECT datname FROM pg_database WHERE datname LIKE '{RUN_DATABASE_PREFIX}%'"))
+    stale = [f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)' for old in existing if _left_by_a_dead_run(old)]
+    asyncio.run(_on_server(admin, *stale, f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_on_server(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def reset_postgres(url: str) -> None:
@@ -46,19 +91,20 @@ def _database_params() -> list[object]:
 
 
 @pytest.fixture(params=_database_params())
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> AsyncIterator[str]:
     """A fresh, empty database of each kind the run has."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'arium.db'}"
         return
-    assert POSTGRES_URL
-    await reset_postgres(POSTGRES_URL)
-    yield POSTGRES_URL
+    assert postgres_url
+    await reset_postgres(postgres_url)
+    yield postgres_url
 
 
 # --- The bot against the protocol fakes ------------------------------------------
 
-import asyncio  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
