@@ -14,6 +14,8 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.limits import WAIT_LIMIT
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests never read a developer's .env or TOML file.
 os.environ.pop("BOT_CONFIG", None)
@@ -155,7 +157,9 @@ BotFactory = Callable[..., Awaitable[Arium]]
 T = TypeVar("T")
 
 
-async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10.0) -> T:
+async def eventually(
+    fetch: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = WAIT_LIMIT
+) -> T:
     """Wait for state the fakes cannot observe (the database, background
     work), which the bot writes after a reply is sent; returns the value."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -165,6 +169,17 @@ async def eventually(fetch: Callable[[], Awaitable[T]], check: Callable[[T], boo
             return value
         assert asyncio.get_running_loop().time() < deadline, f"condition not reached; last value {value!r}"
         await asyncio.sleep(0.02)
+
+
+async def handled_so_far(tg: FakeTelegram, chat_id: int, user_id: int | None = None) -> None:
+    """Return once the bot has handled every update sent to ``chat_id`` before
+    this call. Updates of one chat are handled in order, so when the /help sent
+    now has its answer, nothing sent earlier can still produce one. This is how
+    a test waits for "nothing else happened" without guessing a sleep; the
+    /help answer is one more message in the chat."""
+    before = len(tg.messages(chat_id))
+    tg.user_text("/help", chat_id=chat_id, user_id=user_id)
+    await tg.wait_for(lambda: any("/help" in m.text for m in tg.messages(chat_id)[before:]))
 
 
 @pytest.fixture(scope="session")

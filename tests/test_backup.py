@@ -19,9 +19,10 @@ from bot.memory.records import NewMemory
 from bot.storage.admin import AuditRecord
 from bot.storage.db import Database
 from bot.storage.repositories import UserProfile
-from tests.conftest import BotFactory, fake_settings
+from tests.conftest import BotFactory, eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
+from tests.limits import WAIT_LIMIT
 from tests.test_operations import cli
 
 ADMIN = 555
@@ -56,7 +57,7 @@ def integrity(db_file: Path) -> str:
     return str(rows(db_file, "PRAGMA integrity_check")[0][0])
 
 
-async def wait_for_file(path: Path, timeout: float = 10.0) -> None:
+async def wait_for_file(path: Path, timeout: float = WAIT_LIMIT) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not path.exists():
         assert asyncio.get_running_loop().time() < deadline, f"{path} never appeared"
@@ -72,7 +73,7 @@ async def seed_memories(app: Arium, user_id: int, *texts: str) -> None:
     await wait_for_file(app.settings.bot_data_dir.resolve() / "memory" / f"{user_id}.faiss")
 
 
-async def audited_actions(app: Arium, count: int, timeout: float = 10.0) -> list[AuditRecord]:
+async def audited_actions(app: Arium, count: int, timeout: float = WAIT_LIMIT) -> list[AuditRecord]:
     """The audit entries, once ``count`` are stored (published after the reply is sent)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -299,6 +300,11 @@ async def test_restore_reads_the_pid_file_of_start_sh(tmp_path: Path) -> None:
     backup = (await service(data).run()).path
     bot = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "bot", "run"])
     try:
+        # Popen returns while the kernel may still be setting up the new
+        # program, when /proc/PID/cmdline reads empty; a real bot named in the
+        # pid file has long been past that.
+        cmdline = Path(f"/proc/{bot.pid}/cmdline")
+        await eventually(lambda: asyncio.to_thread(cmdline.read_bytes), bool)
         (data / "arium.pid").write_text(f"{bot.pid}\n")
         with pytest.raises(RestoreRefused, match=f"pid {bot.pid}"):
             await restore(service(data).config, backup.name)

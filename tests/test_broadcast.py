@@ -21,6 +21,7 @@ from bot.storage.models import Broadcast, BroadcastDelivery, User
 from bot.tasks import TaskTracker
 from tests.conftest import BotFactory
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
+from tests.limits import WAIT_LIMIT
 
 ADMIN = 1001
 STRANGER = 2002
@@ -84,7 +85,7 @@ def current(tg: FakeTelegram, message: SentMessage) -> SentMessage:
     return next(m for m in tg.messages(message.chat_id) if m.message_id == message.message_id)
 
 
-async def until_final(tg: FakeTelegram, control: SentMessage, prefix: str, timeout: float = 20.0) -> SentMessage:
+async def until_final(tg: FakeTelegram, control: SentMessage, prefix: str, timeout: float = WAIT_LIMIT) -> SentMessage:
     await tg.wait_for(lambda: current(tg, control).text.startswith(prefix), timeout)
     return current(tg, control)
 

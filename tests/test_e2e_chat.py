@@ -3,11 +3,8 @@ API, the real OpenAI/Mistral SDKs against the fake model server, real SQLite."""
 
 from __future__ import annotations
 
-import asyncio
-
-
 from bot.channels.telegram.render import utf16_len
-from tests.conftest import BotFactory, eventually
+from tests.conftest import BotFactory, eventually, handled_so_far
 from tests.fakes.model_server import FakeModelServer, Fault, Reply, StreamFault
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -121,10 +118,10 @@ async def test_long_paste_reaches_the_model_as_one_message(
     for part in parts:
         tg.user_text(part)
     await tg.wait_messages(PRIVATE, 1)
-    await asyncio.sleep(0.6)  # past the merge window: no second answer may follow
+    await handled_so_far(tg, PRIVATE)  # no part was left over for a second answer
     assert len(model.chat_requests()) == 1
     assert last_user_text(model) == "\n".join(parts)
-    assert len(tg.messages(PRIVATE)) == 1
+    assert len(tg.messages(PRIVATE)) == 2, "the answer and the /help"
 
 
 async def test_history_is_carried_and_cleared_by_new(
@@ -299,8 +296,8 @@ async def test_commands_for_other_bots_are_left_alone(
     tg.user_text("/new@arium_test_bot", chat_id=GROUP, user_id=5)
     [answer] = await tg.wait_messages(GROUP, 1)
     assert "fresh conversation" in answer.text
-    await asyncio.sleep(0.3)
-    assert len(tg.messages(GROUP)) == 1
+    await handled_so_far(tg, GROUP, user_id=5)
+    assert len(tg.messages(GROUP)) == 2, "the /new answer and the /help"
 
 
 async def test_pastes_of_different_users_are_not_mixed(

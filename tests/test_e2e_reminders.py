@@ -4,7 +4,6 @@ SQLite) against the fake Bot API, with a shifted clock so that "tomorrow at
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +16,7 @@ from bot.app import Arium
 from bot.reminders.clock import ShiftedClock
 from bot.storage.models import Reminder, User
 from bot.storage.reminders import ReminderRecord
-from tests.conftest import fake_settings
+from tests.conftest import eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
@@ -221,9 +220,10 @@ async def test_a_user_who_blocked_the_bot_has_reminders_paused(
     tg.fail_next("sendMessage", status=403, when=lambda params: params.get("chat_id") == CHAT)
     await fire(app, clock, first)
     await tg.wait_for(lambda: any(c.status == 403 for c in tg.calls_of("sendMessage")))
-    await asyncio.sleep(0.3)
+    # Paused, not retried: a retry would have left the reminder active and armed.
+    await eventually(lambda: reminders_of(app), lambda rows: {r.status for r in rows} == {"paused"})
+    assert app.reminder_scheduler.health()["armed"] == 0
     assert [c.status for c in tg.calls_of("sendMessage")][-1] == 403, "no retry after 403"
-    assert {r.status for r in await reminders_of(app)} == {"paused"}
     # The user unblocks the bot and comes back: the list offers to resume.
     listing = await ask(tg, "/reminders")
     assert "paused" in listing.text and buttons(listing)[-1] == ("▶ Resume paused", "rem:r")
@@ -245,9 +245,10 @@ async def test_a_reminder_due_while_the_bot_was_down_arrives_once_marked_late(
     await tg.wait_for(lambda: len(tg.messages(CHAT)) == 2)
     fired = tg.messages(CHAT)[1]
     assert fired.text == "⏰ call mom\n\n(late: this was due 2026-11-22 09:00 Europe/Berlin, while I was offline)"
-    await asyncio.sleep(0.3)
+    # Once the delivery is recorded, a refill arms nothing: it cannot come again.
+    await eventually(lambda: reminders_of(second), lambda rows: rows == [])  # fired: no longer listed
     await second.reminder_scheduler.refill()
-    await asyncio.sleep(0.2)
+    assert second.reminder_scheduler.health()["armed"] == 0
     assert len(tg.messages(CHAT)) == 2, "delivered once"
 
 

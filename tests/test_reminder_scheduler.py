@@ -25,6 +25,7 @@ from bot.storage.reminders import ReminderRecord, ReminderRepository
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.tasks import TaskTracker
+from tests.limits import WAIT_LIMIT
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 SOON = timedelta(milliseconds=150)
@@ -46,11 +47,24 @@ class RecordingNotifier:
         self.delivered.append(reminder)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], timeout: float = WAIT_LIMIT) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def nothing_left_to_fire(scheduler: ReminderScheduler) -> None:
+    """Wait until no timer is armed and nothing waits for a delivery worker:
+    from then on nothing can be delivered without a refill. A timer stays
+    armed until its delivery has finished (or been retried, which arms it
+    again), so this also waits for deliveries in flight."""
+
+    def idle() -> bool:
+        health = scheduler.health()
+        return health["armed"] == 0 and health["queued"] == 0
+
+    await eventually(idle)
 
 
 @dataclass
@@ -60,6 +74,14 @@ class Rig:
     clock: ShiftedClock
     notifier: RecordingNotifier
     errors: list[tuple[BaseException, str]]
+    # Where the test put the clock; ``running`` puts it back there, so the real
+    # time that setting up took (seconds on a loaded machine) does not make a
+    # reminder due "soon" already late when the scheduler starts.
+    set_to: datetime = START
+
+    def set_clock(self, moment: datetime) -> None:
+        self.set_to = moment
+        self.clock.set(moment)
 
     async def user(self, user_id: int) -> None:
         await UserRepository(self.db, "UTC").touch(UserProfile(user_id, f"User{user_id}"), "user")
@@ -79,6 +101,7 @@ class Rig:
             tasks=TaskTracker(), on_error=lambda exc, name: self.errors.append((exc, name)),
             config=SchedulerConfig(**config),  # type: ignore[arg-type]
         )
+        self.clock.set(self.set_to)
         await scheduler.start()
         try:
             yield scheduler
@@ -127,9 +150,11 @@ async def test_reminders_due_during_downtime_are_delivered_once_late_on_start(ri
     await rig.user(1)
     one_off = await rig.add(1, START - timedelta(hours=5), text="missed")
     daily = await rig.add(1, START - timedelta(days=2), rule=Rule("daily", at=time(7, 0)), text="pills")
-    async with rig.running():
+    async with rig.running() as scheduler:
         await eventually(lambda: len(rig.notifier.delivered) == 2)
-        await asyncio.sleep(0.2)  # a second delivery would have happened by now
+        await nothing_left_to_fire(scheduler)
+        await scheduler.refill()
+        assert scheduler.health()["armed"] == 0, "recorded as delivered: a refill arms nothing again"
     delivered = {d.id: d for d in rig.notifier.delivered}
     assert len(rig.notifier.delivered) == 2
     assert delivered[one_off.id].late and delivered[one_off.id].due_at == START - timedelta(hours=5)
@@ -146,8 +171,9 @@ async def test_a_crash_between_send_and_record_never_sends_twice(rig: Rig) -> No
     # The previous process claimed both (and handed them to Telegram), then died.
     assert await rig.repo.claim(record.id, record.revision, START - timedelta(seconds=30)) is not None
     assert await rig.repo.claim(daily.id, daily.revision, START - timedelta(seconds=30)) is not None
-    async with rig.running():
-        await asyncio.sleep(0.3)
+    async with rig.running() as scheduler:
+        # Start-up recorded both claims before arming anything: nothing is due again.
+        assert scheduler.health()["armed"] == 0
     assert rig.notifier.delivered == []
     one_off = await rig.repo.get(record.id)
     repeating = await rig.repo.get(daily.id)
@@ -163,9 +189,9 @@ async def test_a_blocked_chat_has_its_reminders_paused_not_retried(rig: Rig) -> 
     later = await rig.add(1, START + timedelta(minutes=5))
     other = await rig.add(2, START + SOON)
     rig.notifier.failures[1] = [RecipientBlocked("Forbidden: bot was blocked by the user")]
-    async with rig.running():
+    async with rig.running() as scheduler:
         await eventually(lambda: rig.notifier.attempts == 2)
-        await asyncio.sleep(0.2)
+        await nothing_left_to_fire(scheduler)  # a retry would be armed, and would fire first
         assert rig.notifier.attempts == 2, "a blocked chat must not be retried"
     assert [d.id for d in rig.notifier.delivered] == [other.id]
     for reminder in (first, later):
@@ -207,7 +233,7 @@ async def test_cancelled_and_snoozed_reminders_do_not_fire_at_the_old_time(rig: 
         assert moved is not None
         scheduler.track(moved)  # beyond the horizon: its old timer is disarmed
         await eventually(lambda: len(rig.notifier.delivered) == 1)
-        await asyncio.sleep(0.2)
+        await nothing_left_to_fire(scheduler)  # the cancelled one's timer fired and found nothing
     assert [d.id for d in rig.notifier.delivered] == [kept.id]
 
 
@@ -225,7 +251,7 @@ async def test_a_daily_reminder_fires_at_nine_local_through_a_dst_change(
     rig: Rig, tz: str, day_before_utc: datetime, expected_utc: datetime
 ) -> None:
     await rig.user(1)
-    rig.clock.set(day_before_utc - SOON)
+    rig.set_clock(day_before_utc - SOON)
     record = await rig.add(1, day_before_utc, rule=Rule("daily", at=time(9, 0)), tz=tz)
     async with rig.running() as scheduler:
         await eventually(lambda: len(rig.notifier.delivered) == 1)

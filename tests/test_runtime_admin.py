@@ -35,7 +35,7 @@ from bot.storage.runtime import RuntimeSettingsRepository
 from bot.tools.plugins import load_plugins, reload_plugins
 from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
-from tests.conftest import fake_settings
+from tests.conftest import eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, StreamFault
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
@@ -317,11 +317,8 @@ async def test_prompts_use_switches_the_system_prompt_and_persists(
             return list((await s.execute(query)).scalars())
 
     # The answer is stored just after it is sent.
-    for _ in range(200):
-        if len(await recorded()) == 3:
-            break
-        await asyncio.sleep(0.02)
-    assert await recorded() == ["system@2", "system@1", "system@1"]
+    versions = await eventually(recorded, lambda found: len(found) == 3)
+    assert versions == ["system@2", "system@1", "system@1"]
 
     latest = await say(tg, "/prompts use system latest")
     assert latest.text == "system follows its newest version again (now system@2)."

@@ -129,7 +129,8 @@ async def test_one_user_is_limited_without_blocking_others(gate: Gate) -> None:
     pool = ToolExecutor(workers=4, queue_size=4, timeout=WAIT, per_user=2)
     first_user = [asyncio.ensure_future(pool.run("hold", 1, gate.hold, is_async=False)) for _ in range(4)]
     await gate.wait_entered(2)
-    await asyncio.sleep(0.05)
+    for _ in range(20):  # every waiting call gets its turn on the loop; none may pass the user's limit
+        await asyncio.sleep(0)
     assert gate.running == 2 and pool.in_flight(1) == 2  # the other two wait for the user's own slots
     other = await pool.run("quick", 2, lambda: "hi", is_async=False)
     assert other.ok and other.content == "hi"

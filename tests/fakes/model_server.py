@@ -32,6 +32,8 @@ from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
+from tests.limits import WAIT_LIMIT
+
 Dialect = Literal["openai", "mistral"]
 DIALECTS: tuple[Dialect, ...] = ("openai", "mistral")
 
@@ -641,7 +643,7 @@ class FakeModelServer:
         ]
 
     async def wait_requests(
-        self, count: int, timeout: float = 10.0, *, dialect: Dialect | None = None
+        self, count: int, timeout: float = WAIT_LIMIT, *, dialect: Dialect | None = None
     ) -> None:
         """Wait until `count` chat requests (of `dialect`, if given) arrived."""
         async with self._arrived:

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from tests.limits import WAIT_LIMIT
+
 JsonDict = dict[str, Any]
 
 # --------------------------------------------------------------------------
@@ -56,6 +58,7 @@ _IMPLEMENTED = (
     "sendPhoto",
     "getFile",
 )
+
 _CANONICAL = {name.lower(): name for name in _IMPLEMENTED}
 
 # Telegram counts flood limits on outgoing content, not on housekeeping calls.
@@ -896,7 +899,7 @@ class FakeTelegram:
         """Updates not yet confirmed by a getUpdates offset."""
         return len(self._updates)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_LIMIT) -> None:
         """Wait until predicate() holds; re-checked on every request and every 20 ms."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -913,7 +916,7 @@ class FakeTelegram:
             except TimeoutError:
                 pass
 
-    async def wait_messages(self, chat_id: int, count: int, timeout: float = 10.0) -> list[SentMessage]:
+    async def wait_messages(self, chat_id: int, count: int, timeout: float = WAIT_LIMIT) -> list[SentMessage]:
         await self.wait_for(lambda: len(self.messages(chat_id)) >= count, timeout)
         return self.messages(chat_id)
 
