@@ -4,6 +4,9 @@ a feature keeps its own table in its package and adds it with
 
 from __future__ import annotations
 
+import html
+import re
+
 DEFAULT_LANGUAGE = "en"
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -72,3 +75,9 @@ def t(key: str, language: str | None = None, **values: object) -> str:
     table = STRINGS.get(lang, STRINGS[DEFAULT_LANGUAGE])
     template = table.get(key) or STRINGS[DEFAULT_LANGUAGE][key]
     return template.format(**values) if values else template
+
+
+def plain(text: str) -> str:
+    """A string of this table without its markup (some carry <b>), for
+    channels that show plain text, such as the console."""
+    return html.unescape(re.sub(r"</?b>", "", text))

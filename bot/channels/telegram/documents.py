@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
 
 from telegram import Document, Message, Update
-from telegram.constants import ChatType as TgChatType
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from bot.channels.telegram.inbound import TelegramInbound, meant_for_bot, strip_mention
+from bot.channels.telegram.replies import reply
 from bot.context import RequestContext
 from bot.i18n import add_strings, t
 from bot.tools.sandbox import FileSandbox, SandboxError, human_size
-
-if TYPE_CHECKING:
-    from bot.channels.telegram.channel import TelegramChannel
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +80,34 @@ def model_note(file_name: str, saved_as: str, size: int, caption: str) -> str:
 
 
 class DocumentIntake:
-    """Uses the channel's own gate, addressing and reply helpers (same package),
-    so documents pass exactly the checks text messages pass."""
+    """Documents take the inbound path text messages take: the same gates,
+    addressing and answer, so they pass exactly the same checks."""
 
-    def __init__(self, channel: TelegramChannel, files: FileSandbox) -> None:
-        self._channel = channel
+    def __init__(self, inbound: TelegramInbound, files: FileSandbox) -> None:
+        self._inbound = inbound
         self._files = files
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        from bot.channels.telegram.channel import _strip_mention
-
         message = update.effective_message
         if message is None or message.document is None:
             return
-        channel = self._channel
-        if message.chat.type != TgChatType.PRIVATE and not channel._addressed(message, context):
+        if not meant_for_bot(message, context.bot):
             return  # a file shared in a group, not meant for the bot
-        ctx = await channel._gate(update)
+        ctx = await self._inbound.gate(update)
         if ctx is None:
             return
         saved = await self._save(update, message, message.document, ctx)
         if saved is None:
             return
-        caption = _strip_mention(message.caption or "", context.bot.username).strip()
+        caption = strip_mention(message.caption or "", context.bot.username).strip()
         name = message.document.file_name or saved[0]
-        await channel._answer(update, context, ctx, model_note(name, saved[0], saved[1], caption))
+        await self._inbound.answer(update, context.bot, ctx, model_note(name, saved[0], saved[1], caption))
 
     async def _save(
         self, update: Update, message: Message, document: Document, ctx: RequestContext
     ) -> tuple[str, int] | None:
         """(saved path, size), or None after telling the user why not."""
         limit = self._files.limits.max_file_bytes
-        reply = self._channel._reply
         if not looks_textual(document):
             await reply(update, t("documents_not_text", ctx.language, limit=human_size(limit)))
             return None

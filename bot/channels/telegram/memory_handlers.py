@@ -22,7 +22,7 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 import bot.memory.strings  # noqa: F401  (registers this module's strings)
-from bot.channels.telegram.channel import NEW_MESSAGES
+from bot.channels.telegram.inbound import NEW_MESSAGES
 from bot.channels.telegram.replies import answer_button, reply
 from bot.context import RequestContext
 from bot.errors import AriumError

@@ -13,38 +13,24 @@ from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bot.channels.telegram.channel import NEW_MESSAGES
+from bot.channels.telegram.inbound import NEW_MESSAGES
 from bot.channels.telegram.replies import answer_button, edit_after_button, reply
 from bot.context import RequestContext
 from bot.i18n import t
+from bot.reminders import views
 from bot.reminders.notifier import DeliveryFailed, DueReminder, RecipientBlocked
-from bot.reminders.parsing import ReminderInputError, format_local
-from bot.reminders.service import SNOOZE_OPTIONS, Outcome, ReminderService, describe_rule, rule_of
+from bot.reminders.parsing import ReminderInputError
+from bot.reminders.service import SNOOZE_OPTIONS, ReminderService
 from bot.reminders.timezones import describe, lookup_zone, zone_near
-from bot.storage.reminders import ReminderRecord
+from bot.reminders.views import explain, fired_text
 
 log = logging.getLogger(__name__)
 
 Gate = Callable[[Update], Awaitable[RequestContext | None]]
-LIST_LIMIT = 30
 _BUTTON = re.compile(r"^rem:(?:(c|d):(\d+)|s:(\d+):(10m|1h|1d)|(r)|tz:([\w/+\-]+))$")
 
 
 # --- delivery -----------------------------------------------------------------------
-
-
-def fired_text(reminder: DueReminder) -> str:
-    language = reminder.language
-    if reminder.chat_id < 0:  # groups: say whose reminder it is
-        head = t("rem_fired_group", language, name=reminder.user_name, text=reminder.text)
-    else:
-        head = t("rem_fired", language, text=reminder.text)
-    lines = [head]
-    if reminder.late:
-        lines.append(t("rem_fired_late", language, when=format_local(reminder.due_at, reminder.timezone), zone=reminder.timezone))
-    if reminder.rule is not None and reminder.next_at is not None:
-        lines.append(t("rem_fired_next", language, when=format_local(reminder.next_at, reminder.timezone)))
-    return "\n\n".join(lines)
 
 
 def fired_keyboard(reminder_id: int, language: str) -> InlineKeyboardMarkup:
@@ -88,10 +74,6 @@ def _argument(message: Message) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def explain(error: ReminderInputError, language: str) -> str:
-    return t(f"rem_err_{error.code}", language, **error.values)
-
-
 class ReminderHandlers:
     def __init__(self, service: ReminderService) -> None:
         self._service = service
@@ -116,16 +98,7 @@ class ReminderHandlers:
         message = update.effective_message
         if ctx is None or message is None:
             return
-        request = _argument(message)
-        if not request.strip():
-            await _reply(message, t("rem_usage", ctx.language, zone=ctx.timezone))
-            return
-        try:
-            outcome = await self._service.remind(ctx, request)
-        except ReminderInputError as exc:
-            await _reply(message, explain(exc, ctx.language))
-            return
-        await _reply(message, _created_text(outcome, ctx.language))
+        await _reply(message, await views.remind(self._service, ctx, _argument(message)))
 
     # /reminders ----------------------------------------------------------------------
 
@@ -138,28 +111,20 @@ class ReminderHandlers:
         await _reply(message, text, html_mode=True, keyboard=keyboard)
 
     async def _list_view(self, ctx: RequestContext) -> tuple[str, InlineKeyboardMarkup | None]:
-        records = await self._service.listed(ctx)
-        if not records:
-            return html.escape(t("rem_list_empty", ctx.language)), None
-        lines = [t("rem_list_header", ctx.language, zone=html.escape(ctx.timezone)), ""]
-        buttons: list[InlineKeyboardButton] = []
-        for number, record in enumerate(records[:LIST_LIMIT], start=1):
-            lines.append(html.escape(self._list_line(number, record, ctx.language)))
-            buttons.append(InlineKeyboardButton(t("rem_btn_cancel", ctx.language, n=number), callback_data=f"rem:c:{record.id}"))
-        if len(records) > LIST_LIMIT:
-            lines.append(html.escape(t("rem_list_more", ctx.language, count=len(records) - LIST_LIMIT)))
+        listing = await views.reminder_list(self._service, ctx)
+        if listing.header is None:
+            return html.escape(listing.lines[0]), None
+        # The header is an i18n template with markup; only the zone in it is data.
+        header = t("rem_list_header", ctx.language, zone=html.escape(ctx.timezone))
+        lines = [header, "", *(html.escape(line) for line in listing.lines)]
+        buttons = [
+            InlineKeyboardButton(t("rem_btn_cancel", ctx.language, n=number), callback_data=f"rem:c:{record.id}")
+            for number, record in enumerate(listing.records, start=1)
+        ]
         rows = [buttons[i : i + 5] for i in range(0, len(buttons), 5)]
-        if any(r.status == "paused" for r in records):
+        if listing.has_paused:
             rows.append([InlineKeyboardButton(t("rem_btn_resume", ctx.language), callback_data="rem:r")])
         return "\n".join(lines), InlineKeyboardMarkup(rows)
-
-    def _list_line(self, number: int, record: ReminderRecord, language: str) -> str:
-        text = record.text if len(record.text) <= 80 else record.text[:79] + "…"
-        if record.status == "paused":
-            return t("rem_list_paused", language, n=number, text=text)
-        line = t("rem_list_item", language, n=number, text=text, when=self._service.when_of(record))
-        rule = rule_of(record)
-        return f"{line} (🔁 {describe_rule(rule, language)})" if rule else line
 
     # /timezone and locations -------------------------------------------------------------
 
@@ -170,22 +135,16 @@ class ReminderHandlers:
             return
         query = _argument(message).strip()
         if not query:
-            local, offset = describe(ctx.timezone, self._service.now())
-            await _reply(message, t("tz_current", ctx.language, zone=ctx.timezone, offset=offset, local=local))
+            await _reply(message, views.current_zone_text(self._service, ctx))
             return
         found = lookup_zone(query[:100])
         if found.exact:
-            await _reply(message, await self._set_zone(ctx, found.exact))
+            await _reply(message, await views.set_zone(self._service, ctx, found.exact))
         elif found.suggestions:
             keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(z, callback_data=f"rem:tz:{z}")] for z in found.suggestions])
             await _reply(message, t("tz_pick", ctx.language), keyboard=keyboard)
         else:
             await _reply(message, t("tz_unknown", ctx.language, query=query[:100]))
-
-    async def _set_zone(self, ctx: RequestContext, zone_name: str) -> str:
-        moved, local, offset = await self._service.set_timezone(ctx, zone_name)
-        text = t("tz_set", ctx.language, zone=zone_name, offset=offset, local=local)
-        return f"{text}\n{t('tz_moved', ctx.language, count=moved)}" if moved else text
 
     async def _on_location(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._ctx(update)
@@ -257,21 +216,13 @@ class ReminderHandlers:
         if not found.exact:
             await _answer(query, t("tz_unknown", ctx.language, query=zone_name)[:190])
             return
-        text = await self._set_zone(ctx, found.exact)
+        text = await views.set_zone(self._service, ctx, found.exact)
         await _answer(query)
         await _edit(query, text)
 
     async def _refresh_list(self, query: CallbackQuery, ctx: RequestContext) -> None:
         text, keyboard = await self._list_view(ctx)
         await _edit(query, text, html_mode=True, keyboard=keyboard)
-
-
-def _created_text(outcome: Outcome, language: str) -> str:
-    text = t("rem_created", language, text=outcome.record.text, when=outcome.when, zone=outcome.zone)
-    rule = rule_of(outcome.record)
-    if rule:
-        text += "\n" + t("rem_created_repeat", language, rule=describe_rule(rule, language))
-    return text
 
 
 async def _reply(

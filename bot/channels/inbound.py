@@ -1,0 +1,83 @@
+"""The one path every channel's message takes into the core (DESIGN.md
+section 2): the RequestContext, the gates (banned, allow-list, rate limit,
+daily quota), the input checks (empty, too long), then the conversation.
+Telegram, the console and later the HTTP API call it; each only says how to
+show a notice and supplies a ReplySink for the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.admin.gates import GateChain, GateRequest
+from bot.context import ChatType, ContextMiddleware, RequestContext
+from bot.conversation import Conversation, ReplySink, TurnResult
+from bot.i18n import t
+from bot.storage.repositories import UserProfile
+
+# How a channel shows a short notice (a refusal, "your message is empty").
+Say = Callable[[str], Awaitable[None]]
+
+DEFAULT_MAX_INPUT_CHARS = 40_000
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """What a channel knows about a message when it arrives."""
+
+    profile: UserProfile
+    chat_id: int
+    chat_type: ChatType | str
+    received_at: datetime | None = None
+    # The message goes to the model (text, a document): the daily quota applies.
+    reaches_model: bool = False
+    # The argument of /start (a deep link's payload: an invite code).
+    start_payload: str | None = None
+
+
+class InboundPath:
+    def __init__(
+        self,
+        middleware: ContextMiddleware,
+        gates: GateChain,
+        conversation: Conversation,
+        *,
+        max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
+    ) -> None:
+        self._middleware = middleware
+        self._gates = gates
+        self.conversation = conversation
+        self.max_input_chars = max_input_chars
+
+    async def admit(self, arrival: Arrival, say: Say) -> RequestContext | None:
+        """The context for a message the bot should act on, else None. A
+        gate's notice (at most once per interval, so a flood is not answered
+        message by message) is shown through ``say``."""
+        ctx = await self._middleware.build(
+            arrival.profile, chat_id=arrival.chat_id, chat_type=arrival.chat_type, received_at=arrival.received_at
+        )
+        result = await self._gates.check(GateRequest(ctx, arrival.reaches_model, arrival.start_payload))
+        for notice in result.notices:
+            await say(notice)
+        return ctx if result.passed else None
+
+    def input_problem(self, ctx: RequestContext, text: str) -> str | None:
+        """Why ``text`` (already stripped) cannot go to the model, in the
+        user's language; None when it can."""
+        if not text:
+            return t("empty_message", ctx.language)
+        if len(text) > self.max_input_chars:
+            return t("too_long", ctx.language, length=len(text), limit=self.max_input_chars)
+        return None
+
+    async def converse(
+        self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
+    ) -> TurnResult | None:
+        """One turn for an admitted message; None when the input check refused
+        it (the sink got the notice)."""
+        problem = self.input_problem(ctx, text.strip())
+        if problem is not None:
+            await sink.notice(problem)
+            return None
+        return await self.conversation.handle(ctx, text.strip(), sink, chat_title=chat_title)

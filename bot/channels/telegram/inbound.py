@@ -1,0 +1,123 @@
+"""Telegram's side of the inbound path: what an update says (who, where,
+whether it is meant for the bot), handed to the core's InboundPath, and the
+answer streamed back through a TelegramReplySink. The command and feature
+handlers of this package use it; it imports none of them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from telegram import Bot, Message, Update
+from telegram.constants import ChatType as TgChatType, MessageEntityType
+from telegram.ext import filters
+
+from bot.channels.inbound import Arrival, InboundPath
+from bot.channels.telegram.access_handlers import reaches_model as _reaches_model, start_payload
+from bot.channels.telegram.replies import reply
+from bot.channels.telegram.streaming import TelegramReplySink
+from bot.context import RequestContext
+from bot.storage.repositories import UserProfile
+from bot.tasks import TaskTracker
+
+# Commands act on new messages only: an edited "/remind ..." is not a second order.
+NEW_MESSAGES = filters.UpdateType.MESSAGE
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    draft_interval: float  # private chats: one draft per interval at most
+    edit_interval: float  # groups: one edit per interval at most
+
+
+def arrival_of(update: Update, *, reaches_model: bool | None = None) -> Arrival | None:
+    """What the core needs to know about an update; None for updates the bot
+    never acts on (no sender, a channel post)."""
+    user, chat, message = update.effective_user, update.effective_chat, update.effective_message
+    if user is None or chat is None or message is None or chat.type == TgChatType.CHANNEL:
+        return None
+    profile = UserProfile(
+        id=user.id,
+        first_name=user.first_name or "",
+        last_name=user.last_name,
+        username=user.username,
+        language=user.language_code,
+    )
+    return Arrival(
+        profile,
+        chat_id=chat.id,
+        chat_type=chat.type,
+        received_at=message.date,
+        reaches_model=_reaches_model(update) if reaches_model is None else reaches_model,
+        start_payload=start_payload(update),
+    )
+
+
+def addressed(message: Message, bot: Bot) -> bool:
+    """In groups the bot answers a mention of itself or a reply to its message."""
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and replied.from_user.id == bot.id:
+        return True
+    username = (bot.username or "").lower()
+    entities = message.parse_entities() or message.parse_caption_entities()
+    for entity, value in entities.items():
+        if entity.type == MessageEntityType.MENTION and value.lstrip("@").lower() == username:
+            return True
+        if entity.type == MessageEntityType.TEXT_MENTION and entity.user and entity.user.id == bot.id:
+            return True
+    return False
+
+
+def meant_for_bot(message: Message, bot: Bot) -> bool:
+    """Everything in a private chat; in groups, only what addresses the bot."""
+    return message.chat.type == TgChatType.PRIVATE or addressed(message, bot)
+
+
+def strip_mention(text: str, username: str | None) -> str:
+    if not username:
+        return text
+    return re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE)
+
+
+def chat_title(update: Update) -> str | None:
+    return update.effective_chat.title if update.effective_chat else None
+
+
+class TelegramInbound:
+    def __init__(self, path: InboundPath, streaming: StreamingConfig, tasks: TaskTracker) -> None:
+        self.path = path
+        self._streaming = streaming
+        self._tasks = tasks
+
+    async def gate(self, update: Update, *, reaches_model: bool | None = None) -> RequestContext | None:
+        """The context for an update the bot should act on, else None (a
+        refusal's notice is replied, at most once per interval). ``reaches_model``
+        None: judged from the update."""
+        arrival = arrival_of(update, reaches_model=reaches_model)
+        if arrival is None:
+            return None
+
+        async def say(notice: str) -> None:
+            await reply(update, notice)
+
+        return await self.path.admit(arrival, say)
+
+    async def answer(self, update: Update, bot: Bot, ctx: RequestContext, text: str) -> None:
+        """Check ``text`` and run a conversation turn, streaming the answer to the chat."""
+        problem = self.path.input_problem(ctx, text)
+        if problem is not None:
+            await reply(update, problem)
+            return
+        message = update.effective_message
+        assert message is not None
+        private = message.chat.type == TgChatType.PRIVATE
+        sink = TelegramReplySink(
+            bot,
+            message.chat.id,
+            private=private,
+            tasks=self._tasks,
+            preview_interval=self._streaming.draft_interval if private else self._streaming.edit_interval,
+            reply_to_message_id=None if private else message.message_id,
+        )
+        sink.start_typing()
+        await self.path.conversation.handle(ctx, text, sink, chat_title=chat_title(update))
