@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot run | migrate | doctor | tools | backup | restore <backup>``."""
+"""Command line: ``python -m bot run | console | migrate | doctor | tools | backup | restore <backup>``."""
 
 from __future__ import annotations
 
@@ -16,18 +16,22 @@ from bot.errors import AriumError, ConfigError  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 
 
-def _run(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.app import Arium, check_run_settings
-
-    check_run_settings(settings)  # a bad setting is one line on stderr, not a log entry
+def _log_to_file(settings: Settings, *, also_stderr: bool) -> None:
     configure_logging(
         settings.bot_log_level,
         settings.secrets(),
         str(settings.log_file),
         max_bytes=int(settings.bot_log_max_mb * 1024 * 1024),
         backup_count=settings.bot_log_backups,
-        also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr,
+        also_stderr=also_stderr,
     )
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.app import Arium, check_run_settings
+
+    check_run_settings(settings)  # a bad setting is one line on stderr, not a log entry
+    _log_to_file(settings, also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr)
     try:
         app = Arium(settings)
         asyncio.run(app.run_until_signal())
@@ -40,6 +44,28 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     if app.stuck_tools:
         # A hung tool thread cannot be stopped, and the interpreter would wait
         # for it forever at exit; everything else is closed, so leave now.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def _console(settings: Settings, _args: argparse.Namespace) -> int:
+    """Chat in the terminal through the same core; no Telegram token needed."""
+    from bot.app import Arium, check_run_settings
+    from bot.channels.console import ConsoleChannel
+    from bot.storage.repositories import UserProfile
+
+    check_run_settings(settings, telegram=False)
+    # Model loading draws progress bars on stderr, in the middle of the chat.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    _log_to_file(settings, also_stderr=False)  # the terminal is the chat
+    user = UserProfile(settings.console_user_id(), settings.bot_console_user_name)
+    app = Arium(settings, console=ConsoleChannel(user))
+    try:
+        asyncio.run(app.run_console())
+    except KeyboardInterrupt:
+        print()  # leave the terminal on a fresh line
+    if app.stuck_tools:
         logging.shutdown()
         os._exit(0)
     return 0
@@ -102,6 +128,7 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
 Command = Callable[[Settings, argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Command]] = {
     "run": ("start the bot (long polling) until SIGTERM/Ctrl-C", _run),
+    "console": ("chat with the bot in this terminal (one message per line when piped; ends at end of input)", _console),
     "migrate": ("apply database migrations and exit", _migrate),
     "doctor": ("check settings, database, model endpoints, Telegram, backups, disk and logs", _doctor),
     "tools": ("list plugins and the tools the model can call (BOT_TOOLS_DISABLED applied)", _tools),

@@ -36,6 +36,9 @@ from bot.auth import AuthProvider
 from bot.channels.telegram.access_handlers import AccessCommands
 from bot.admin.broadcast import BroadcastConfig, Broadcaster
 from bot.channels.telegram.broadcast_handlers import BroadcastCommands, TelegramBulkSender
+from bot.channels.base import Channel
+from bot.channels.inbound import InboundPath
+from bot.channels.console import ConsoleChannel
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
@@ -61,6 +64,7 @@ from bot.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
 from bot.reminders.clock import Clock, SystemClock
+from bot.reminders.notifier import Notifier
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
@@ -105,8 +109,9 @@ def check_database_url(url: str) -> None:
         raise ConfigError(f"DATABASE_URL must use the async driver: write '{expected}://...' instead of '{driver}://...'")
 
 
-def check_run_settings(settings: Settings) -> None:
-    missing = settings.missing_for_run()
+def check_run_settings(settings: Settings, *, telegram: bool = True) -> None:
+    """``telegram``: the Telegram channel will run (it needs its token)."""
+    missing = settings.missing_for_run(telegram=telegram)
     if missing:
         raise ConfigError(f"missing setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see .env.example)")
     check_database_url(settings.effective_database_url)
@@ -135,12 +140,16 @@ class Arium:
         prompts_dir: Path = PROMPTS_DIR,
         clock: Clock | None = None,
         embedder: Embedder | None = None,
+        console: ConsoleChannel | None = None,
     ) -> None:
         """``embedder``: an already loaded model to use instead of loading
         EMBEDDING_MODEL (tests share one across many bots). ``prompts_dir``
-        and ``plugin_packages``: where /reload reads templates and plugins."""
-        check_run_settings(settings)
-        assert settings.telegram_bot_token is not None
+        and ``plugin_packages``: where /reload reads templates and plugins.
+        ``console``: chat in the terminal instead of serving Telegram
+        (``python -m bot console``)."""
+        self._console = console
+        wants_telegram = console is None
+        check_run_settings(settings, telegram=wants_telegram)
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         # The one error handler: logs with the request id, keeps the last
@@ -153,7 +162,10 @@ class Arium:
         self.db = Database(settings.effective_database_url, worker_cpus=self.cpus.storage)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.messages = MessageRepository(self.db)
-        self.auth = AuthProvider(settings.bot_admin_ids)
+        admins = settings.bot_admin_ids
+        if console is not None and settings.bot_console_admin:
+            admins = admins | {console.user_id}  # the owner at their own terminal
+        self.auth = AuthProvider(admins)
         self.prompts = PromptRegistry(prompts_dir)
         self.models = models or ModelService.from_settings(settings)
         self.files = FileSandbox(
@@ -224,12 +236,28 @@ class Arium:
             ),
             events=self.events,
         )
+        # The one path every channel's message takes into the core.
+        self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
         self._build_reminders(settings)
-        self._build_broadcasts(settings)
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)
         self.userdata.add(RemindersSection(UserDataRepository(self.db)))
         self.userdata.add(FilesSection(self.files))
+        self.channels: list[Channel] = []
+        self.telegram: TelegramChannel | None = None
+        self.broadcaster: Broadcaster | None = None
+        if wants_telegram:
+            self._build_telegram(settings)
+        if console is not None:
+            console.connect(self.inbound, self.reminders, self.memory)
+            self.channels.append(console)
+        self.status = StatusWriter(settings.bot_data_dir, self._status)
+        self._started = False
+
+    def _build_telegram(self, settings: Settings) -> None:
+        assert settings.telegram_bot_token is not None
+        self._build_broadcasts(settings)
+        assert self.broadcaster is not None
         self.telegram = TelegramChannel(
             TelegramConfig(
                 token=settings.telegram_bot_token.get_secret_value(),
@@ -241,8 +269,7 @@ class Arium:
                 poll_timeout=settings.bot_poll_timeout,
                 admin_ids=settings.bot_admin_ids,
             ),
-            middleware=ContextMiddleware(self.users, self.auth),
-            conversation=self.conversation,
+            inbound=self.inbound,
             tasks=self.tasks,
             files=self.files,
             features=[
@@ -254,11 +281,9 @@ class Arium:
                 BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
                 BroadcastCommands(self.events, self.broadcaster),
             ],
-            gates=self.gates,
         )
         self.alerts.connect(self.telegram.send_to_admins)
-        self.status = StatusWriter(settings.bot_data_dir, self._status)
-        self._started = False
+        self.channels.append(self.telegram)
 
     @property
     def plugins(self) -> list[PluginInfo]:
@@ -364,7 +389,7 @@ class Arium:
         self.reminder_store = ReminderRepository(self.db)
         self.reminder_scheduler = ReminderScheduler(
             self.reminder_store,
-            TelegramReminderNotifier(lambda: self.telegram.application.bot),
+            self._reminder_notifier(),
             scheduler=self.scheduler,
             clock=self.clock,
             pacer=self.bulk_pacer,
@@ -417,19 +442,35 @@ class Arium:
         await self.db.migrate()
         await self.runtime.restore()  # before the first update: the chain and prompts as the admin left them
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
-        app = self.telegram.application
-        await app.initialize()
-        await app.start()
-        await self.telegram.register_commands()
-        await self._start_scheduler()
-        await self.broadcaster.start()  # broadcasts that were running when the bot stopped
-        assert app.updater is not None
-        await app.updater.start_polling(
-            timeout=self.settings.bot_poll_timeout,
-            allowed_updates=["message", "edited_message", "callback_query"])
-        self.tasks.spawn(self.status.run(), "status-writer")
+        for channel in self.channels:
+            await channel.start()
+        if self._delivers_reminders:
+            await self._start_scheduler()
+        if self.broadcaster is not None:
+            await self.broadcaster.start()  # broadcasts that were running when the bot stopped
+        for channel in self.channels:
+            await channel.start_receiving()
+        if self._console is None:  # the status file describes the bot's service process, not a console
+            self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
-        log.info("Arium is running as @%s (%s)", app.bot.username, self.cpus.describe())
+        log.info("Arium is running: %s (%s)", ", ".join(c.name for c in self.channels), self.cpus.describe())
+
+    @property
+    def _delivers_reminders(self) -> bool:
+        """Reminders are timed and delivered by the process that serves
+        Telegram; a console next to it only sets them. A console alone (no
+        Telegram token) delivers its own."""
+        return self.telegram is not None or not self.settings.telegram_bot_token
+
+    def _reminder_notifier(self) -> Notifier:
+        if self._console is not None:
+            return self._console.reminder_notifier()
+        # The bot is built with the channel, after the scheduler that uses it.
+        return TelegramReminderNotifier(lambda: self._telegram_channel().application.bot)
+
+    def _telegram_channel(self) -> TelegramChannel:
+        assert self.telegram is not None
+        return self.telegram
 
     async def _start_scheduler(self) -> None:
         settings = self.settings
@@ -445,32 +486,31 @@ class Arium:
         await self.reminder_scheduler.start()
 
     async def _stop_scheduler(self) -> None:
+        if not self._delivers_reminders:
+            return
         await self.reminder_scheduler.stop(timeout=5)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
     async def stop(self) -> None:
-        """Stop taking updates, let replies in flight finish (bounded), release everything."""
-        app = self.telegram.application
+        """Stop taking messages, let replies in flight finish (bounded), release everything."""
         timeout = self.settings.bot_shutdown_timeout
         if self._started:
-            await self.broadcaster.stop()  # sends in flight finish; unsent claims go back to pending
+            if self.broadcaster is not None:
+                await self.broadcaster.stop()  # sends in flight finish; unsent claims go back to pending
             await self._stop_scheduler()
-            assert app.updater is not None
-            if app.updater.running:
-                await app.updater.stop()
-            try:
-                await asyncio.wait_for(app.stop(), timeout)
-            except TimeoutError:
-                log.warning("replies still running after %.0f s; stopping anyway", timeout)
+            for channel in self.channels:
+                await channel.stop(timeout)
             self.status.stop()
             self.turn_memory.flush_all()  # no new turns now; the drain below awaits these extractions
             await self.tasks.drain(timeout=5)
-            await app.shutdown()
+            for channel in self.channels:
+                await channel.close()
             self._started = False
         for writer in (self.tool_events, self.usage_writer, self.audit_writer):
             await writer.flush()
-        await self.bulk_sender.close()
+        if self.broadcaster is not None:
+            await self.bulk_sender.close()
         self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()
@@ -486,6 +526,16 @@ class Arium:
         gc.freeze()
         await self.memory.embeddings.wait_ready(embedder_wait)
         gc.freeze()
+
+    async def run_console(self) -> None:
+        """``python -m bot console``: serve the terminal until end of input
+        (Ctrl-D, or the end of piped input), then stop like the service does."""
+        assert self._console is not None, "built without a console"
+        await self.start()
+        try:
+            await self._console.serve()
+        finally:
+            await self.stop()
 
     async def run_until_signal(self) -> None:
         stop = asyncio.Event()

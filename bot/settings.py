@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     bot_paste_merge_window: float = Field(default=1.2, ge=0)
     bot_shutdown_timeout: float = Field(default=30.0, ge=0)
     bot_poll_timeout: int = Field(default=10, ge=0, le=50)
+    # `python -m bot console`: who chats there. The user id defaults to the
+    # lowest id in BOT_ADMIN_IDS (the owner: the same memories, reminders and
+    # conversation as in Telegram), else 1; the console user is an admin
+    # unless BOT_CONSOLE_ADMIN=false.
+    bot_console_user_id: int | None = Field(default=None, ge=1)
+    bot_console_user_name: str = "Owner"
+    bot_console_admin: bool = True
     # Long-term memory and history summaries.
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
     bot_memory_recall_k: int = Field(default=5, ge=0, le=50)
@@ -365,10 +372,16 @@ class Settings(BaseSettings):
         values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
-    def missing_for_run(self) -> list[str]:
-        """Names of settings that `run` needs and that are not set."""
+    def console_user_id(self) -> int:
+        if self.bot_console_user_id is not None:
+            return self.bot_console_user_id
+        return min(self.bot_admin_ids) if self.bot_admin_ids else 1
+
+    def missing_for_run(self, *, telegram: bool = True) -> list[str]:
+        """Names of settings that `run` needs and that are not set
+        (``telegram``: the Telegram channel will run)."""
         missing: list[str] = []
-        if not self.telegram_bot_token or not self.telegram_bot_token.get_secret_value():
+        if telegram and (not self.telegram_bot_token or not self.telegram_bot_token.get_secret_value()):
             missing.append("TELEGRAM_BOT_TOKEN")
         for tier in self.tiers():
             for endpoint in tier.endpoints:

@@ -1,0 +1,163 @@
+"""The console channel: `python -m bot console` as a real subprocess with
+piped input against the fake model server, and the same channel in process
+(a StringIO for the terminal) where a test needs to look at the database."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+from pathlib import Path
+
+from bot.app import Arium
+from bot.channels.console import ConsoleChannel
+from bot.channels.console.channel import ConsoleSink, ConsoleOutput
+from bot.memory.embedder import Embedder
+from bot.storage.repositories import UserProfile
+from tests.conftest import fake_settings
+from tests.fakes.model_server import FakeModelServer, Reply
+from tests.fakes.telegram_server import FakeTelegram
+from tests.limits import WAIT_LIMIT
+from tests.test_operations import REPO, clean_env
+
+OWNER = 4242
+
+
+async def console_process(tmp_path: Path, model: FakeModelServer, stdin: str, **env: str) -> tuple[int, str, str]:
+    """Run `python -m bot console` with ``stdin`` piped in; (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "console",
+        cwd=tmp_path,  # no .env there
+        env=clean_env(
+            tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
+            OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", **env,
+        ),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    # Start-up imports torch and loads the embedder: generous, like every wait here.
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), WAIT_LIMIT * 3)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_piped_console_session_answers_each_line_and_exits_zero(
+    tmp_path: Path, model: FakeModelServer
+) -> None:
+    model.responder = lambda request: Reply(text=f"echo: {request.last_user_text}")
+    lines = [
+        "hello there",
+        "/remind tomorrow at 9 call mom",
+        "/reminders",
+        "",  # an empty line is skipped, as a terminal user expects
+        "/nonsense",
+        "x" * 50_000,
+        "what did I say first?",
+    ]
+    code, out, err = await console_process(tmp_path, model, "\n".join(lines) + "\n", BOT_TIMEZONE="Europe/Berlin")
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    assert "echo: hello there" in out
+    assert "call mom" in out and "(Europe/Berlin)" in out, "the reminder is confirmed in the user's zone"
+    assert "1. call mom" in out, "and listed"
+    assert "I don't know the command /nonsense" in out
+    assert "too long" in out and "50000" in out
+    # Two messages reached the model, the second with the first in its history.
+    chats = model.chat_requests()
+    assert len(chats) == 2
+    assert "hello there" in [m.get("content") for m in chats[1].messages]
+
+
+async def test_the_console_needs_no_telegram_token_but_a_model_key(tmp_path: Path, model: FakeModelServer) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "console", cwd=tmp_path,
+        env=clean_env(tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="mistral:mistral-small-latest"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), WAIT_LIMIT)
+    assert process.returncode == 2
+    assert err.decode().strip().splitlines() == ["configuration error: missing setting: MISTRAL_API_KEY (see .env.example)"]
+
+
+async def test_console_and_telegram_share_the_owner_s_user(
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder
+) -> None:
+    """The console user is the owner (the first admin): what they said in
+    the console is history and data of the same user in the database."""
+    model.responder = lambda request: Reply(text="noted")
+    settings = fake_settings(tmp_path / "data", tg, model, bot_admin_ids=str(OWNER))
+    output = io.StringIO()
+    console = ConsoleChannel(
+        UserProfile(settings.console_user_id(), "Owner"),
+        reader=io.StringIO("my cat is called Tom\n/new\n"),
+        writer=output,
+        interactive=False,
+    )
+    app = Arium(settings, console=console, embedder=embedder)
+    await app.run_console()
+    assert console.user_id == OWNER
+    assert output.getvalue().splitlines()[0] == "noted"
+    assert "fresh conversation" in output.getvalue()
+    # The app stopped cleanly; a new one over the same data sees the user as an admin with that history.
+    again = Arium(settings, embedder=embedder)
+    try:
+        await again.db.migrate()
+        user = await again.users.get(OWNER)
+        assert user is not None and user.first_name == "Owner"
+        async with again.db.reading() as session:
+            from sqlalchemy import select
+
+            from bot.storage.models import Message
+
+            texts = list((await session.execute(select(Message.content).where(Message.user_id == OWNER))).scalars())
+        assert "my cat is called Tom" in texts
+    finally:
+        await again.stop()
+
+
+async def test_the_streaming_sink_prints_only_what_is_new() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(ConsoleOutput(out), streaming=True)
+    await sink.update("Hel")
+    await sink.update("Hello, wor")
+    await sink.finish("Hello, world.")
+    await sink.update("first try")
+    await sink.progress("⏳ checking the time…")  # a tool round: the answer starts afresh
+    await sink.update("It is")
+    await sink.finish("It is 9:00.")
+    assert out.getvalue() == "Hello, world.\nfirst try\n⏳ checking the time…\nIt is 9:00.\n"
+
+
+async def test_the_piped_sink_prints_the_final_answer_and_notices_without_markup() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(ConsoleOutput(out), streaming=False)
+    await sink.update("partial")
+    await sink.finish("the answer")
+    await sink.notice("<b>Heads up</b> &amp; more")
+    assert out.getvalue() == "the answer\nHeads up & more\n"
+
+
+async def test_an_interactive_session_streams_the_answer_at_a_prompt(tmp_path: Path, model: FakeModelServer) -> None:
+    """On a terminal (a pseudo-terminal here, driven by pexpect): a welcome
+    line, a prompt, the answer as it streams, and Ctrl-D ends the session."""
+    import pexpect
+
+    model.responder = lambda request: Reply(chunks=["Hello ", "from ", "the ", "terminal."], chunk_delay=0.05)
+    env = clean_env(
+        tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", TERM="dumb",
+    )
+    child = pexpect.spawn(
+        sys.executable, ["-m", "bot", "console"], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=WAIT_LIMIT * 3
+    )
+    try:
+        await child.expect("Ctrl-D ends the session", async_=True)
+        await child.expect_exact("you> ", async_=True)
+        child.sendline("hi")
+        await child.expect_exact("Hello from the terminal.", async_=True)
+        await child.expect_exact("you> ", async_=True)
+        child.sendeof()
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+    assert len(model.chat_requests()) == 1 and model.chat_requests()[0].stream
