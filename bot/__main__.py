@@ -30,7 +30,7 @@ def _log_to_file(settings: Settings, *, also_stderr: bool) -> None:
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.app import Arium, check_run_settings
 
-    check_run_settings(settings)  # a bad setting is one line on stderr, not a log entry
+    check_run_settings(settings, telegram=settings.serves_telegram)  # a bad setting is one line on stderr
     _log_to_file(settings, also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr)
     try:
         app = Arium(settings)
@@ -69,6 +69,13 @@ def _console(settings: Settings, _args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    """Keys of the HTTP API: create (prints the key alone on the last line), list, revoke."""
+    from bot.apikeys import run_apikey_command
+
+    return asyncio.run(run_apikey_command(settings, args.action, name=args.name, user_id=args.user_id, out=print))
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -129,6 +136,7 @@ Command = Callable[[Settings, argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Command]] = {
     "run": ("start the bot (long polling) until SIGTERM/Ctrl-C", _run),
     "console": ("chat with the bot in this terminal (one message per line when piped; ends at end of input)", _console),
+    "apikey": ("HTTP API keys: apikey create --name NAME [--user-id ID] | apikey list | apikey revoke NAME", _apikey),
     "migrate": ("apply database migrations and exit", _migrate),
     "doctor": ("check settings, database, model endpoints, Telegram, backups, disk and logs", _doctor),
     "tools": ("list plugins and the tools the model can call (BOT_TOOLS_DISABLED applied)", _tools),
@@ -148,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=help_text, description=help_text)
         for argument, argument_help in ARGUMENTS.get(name, []):
             command.add_argument(argument, help=argument_help)
+        if name == "apikey":
+            command.add_argument("action", choices=["create", "list", "revoke"])
+            command.add_argument("revoke_name", nargs="?", metavar="NAME", help="the key to revoke")
+            command.add_argument("--name", help="a name for the new key (letters, digits, . _ -)")
+            command.add_argument("--user-id", type=int, help="whose key it is (default: the console user, the owner)")
     args = parser.parse_args(argv)
+    if args.command == "apikey" and args.action == "revoke":
+        args.name = args.revoke_name or args.name
     try:
         settings = load_settings()
         return COMMANDS[args.command][1](settings, args)

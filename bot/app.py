@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from datetime import time, timedelta
 
+from typing import TYPE_CHECKING
+
 import pytz
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -60,6 +62,7 @@ from bot.memory.service import MemoryConfig, MemoryService
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.memory.tools import MemoryTools
 from bot.memory.turn import TurnMemory
+from bot.metrics import MetricSources, Metrics
 from bot.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
@@ -70,6 +73,7 @@ from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
+from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
 from bot.storage.invites import InviteRepository
@@ -87,6 +91,9 @@ from bot.tools.plugins import PLUGIN_PACKAGES, PluginInfo, load_plugins
 from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
 from bot.userdata import FilesSection, RemindersSection, core_sections
+
+if TYPE_CHECKING:
+    from bot.channels.api.channel import ApiChannel
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +155,8 @@ class Arium:
         ``console``: chat in the terminal instead of serving Telegram
         (``python -m bot console``)."""
         self._console = console
-        wants_telegram = console is None
+        wants_telegram = console is None and settings.serves_telegram
+        wants_api = console is None and settings.api_enabled
         check_run_settings(settings, telegram=wants_telegram)
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -161,6 +169,7 @@ class Arium:
         self.cpus = CpuPlan.for_process(settings.bot_pin_threads)
         self.db = Database(settings.effective_database_url, worker_cpus=self.cpus.storage)
         self.users = UserRepository(self.db, settings.bot_timezone)
+        self.api_keys = ApiKeyRepository(self.db)
         self.messages = MessageRepository(self.db)
         admins = settings.bot_admin_ids
         if console is not None and settings.bot_console_admin:
@@ -239,20 +248,55 @@ class Arium:
         # The one path every channel's message takes into the core.
         self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
         self._build_reminders(settings)
+        self.metrics = Metrics(
+            self.events,
+            MetricSources(
+                endpoints=self.models.health,
+                reminders=self.reminder_scheduler.health,
+                errors=lambda: self.error_log.count,
+                refusals=lambda: dict(self.gates.refusals),
+            ),
+        )
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)
         self.userdata.add(RemindersSection(UserDataRepository(self.db)))
         self.userdata.add(FilesSection(self.files))
         self.channels: list[Channel] = []
         self.telegram: TelegramChannel | None = None
+        self.api: ApiChannel | None = None
         self.broadcaster: Broadcaster | None = None
         if wants_telegram:
             self._build_telegram(settings)
+        if wants_api:
+            self._build_api(settings)
         if console is not None:
             console.connect(self.inbound, self.reminders, self.memory)
             self.channels.append(console)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
+
+    def _build_api(self, settings: Settings) -> None:
+        # The web framework is imported only by bots that serve the API.
+        from bot.channels.api.app import ApiServices
+        from bot.channels.api.channel import ApiChannel
+
+        self.api = ApiChannel(
+            ApiServices(
+                keys=self.api_keys,
+                users=self.users,
+                inbound=self.inbound,
+                memory=self.memory,
+                reminders=self.reminders,
+                userdata=self.userdata,
+                tasks=self.tasks,
+                metrics=self.metrics,
+                max_body_bytes=settings.api_max_body_kb * 1024,
+            ),
+            host=settings.api_host,
+            port=settings.api_port,
+            tasks=self.tasks,
+        )
+        self.channels.append(self.api)
 
     def _build_telegram(self, settings: Settings) -> None:
         assert settings.telegram_bot_token is not None
@@ -459,8 +503,11 @@ class Arium:
     def _delivers_reminders(self) -> bool:
         """Reminders are timed and delivered by the process that serves
         Telegram; a console next to it only sets them. A console alone (no
-        Telegram token) delivers its own."""
-        return self.telegram is not None or not self.settings.telegram_bot_token
+        Telegram token) delivers its own. An API-only bot keeps them for its
+        clients to list: no channel of it can deliver."""
+        if self._console is not None:
+            return not self.settings.telegram_configured
+        return self.telegram is not None
 
     def _reminder_notifier(self) -> Notifier:
         if self._console is not None:

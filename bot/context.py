@@ -33,6 +33,7 @@ class ChatType(StrEnum):
     SUPERGROUP = "supergroup"
     CHANNEL = "channel"
     CONSOLE = "console"
+    API = "api"  # the HTTP API: one user, their own client
 
 
 class RequestContext(BaseModel):
@@ -74,7 +75,7 @@ class RequestContext(BaseModel):
 
     @property
     def is_private(self) -> bool:
-        return self.chat_type in (ChatType.PRIVATE, ChatType.CONSOLE)
+        return self.chat_type in (ChatType.PRIVATE, ChatType.CONSOLE, ChatType.API)
 
     @property
     def is_admin(self) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,6 +89,7 @@ class Conversation:
     async def handle(
         self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
     ) -> TurnResult:
+        started = time.monotonic()
         content = text if ctx.is_private else f"{ctx.user_name}: {text}"
         # Recall runs beside the history query; both only read.
         start, hits = await asyncio.gather(
@@ -126,6 +129,27 @@ class Conversation:
                 tokens_out=result.tokens_out,
             )
             self._after_turn(ctx, text, start, result)
+        self._finished(ctx, result, started)
+        return result
+
+    async def handle_client_history(
+        self, ctx: RequestContext, messages: Sequence[ChatMessage], sink: ReplySink
+    ) -> TurnResult:
+        """A turn whose conversation the client keeps and sends whole (the
+        HTTP API): Arium's system prompt with the user's memories goes first,
+        then the client's messages as they came. Nothing is stored as chat
+        history (the client owns it); usage counts as for any turn, and tools
+        (reminders, remember) act for the user as always."""
+        started = time.monotonic()
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        hits = await self._memory.recall(ctx, last_user) if self._memory and last_user else []
+        system, template = self._system_prompt(ctx, memories=memory_lines(hits) or NO_MEMORIES)
+        request = ChatRequest(messages=(system, *messages), max_tokens=self._config.max_answer_tokens)
+        result = await self._run_model(ctx, request, sink, template.ref)
+        self._finished(ctx, result, started)
+        return result
+
+    def _finished(self, ctx: RequestContext, result: TurnResult, started: float) -> None:
         self._events.publish(
             TurnFinished(
                 user_id=ctx.user_id,
@@ -134,9 +158,9 @@ class Conversation:
                 status=result.status,
                 tokens_in=result.tokens_in or 0,
                 tokens_out=result.tokens_out or 0,
+                seconds=time.monotonic() - started,
             )
         )
-        return result
 
     async def _fold_if_needed(self, start: TurnStart) -> tuple[list[StoredMessage], str | None]:
         """History and summary for this turn; if messages would fall out of the

@@ -39,7 +39,7 @@ async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]
 
 async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tuple[str, ...] | None = None) -> int:
     ok = True
-    missing = settings.missing_for_run()
+    missing = settings.missing_for_run(telegram=settings.serves_telegram)
     if missing:
         report(f"FAIL settings: missing {', '.join(missing)}")
         ok = False

@@ -34,6 +34,7 @@ class TurnFinished:
     tokens_in: int
     tokens_out: int
     at: datetime = field(default_factory=utcnow)
+    seconds: float | None = None  # message in to answer out, when measured
 
 
 @dataclass(frozen=True)

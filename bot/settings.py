@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     bot_console_user_id: int | None = Field(default=None, ge=1)
     bot_console_user_name: str = "Owner"
     bot_console_admin: bool = True
+    # The HTTP API (OpenAI-compatible chat completions, memories, reminders).
+    api_enabled: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_max_body_kb: int = Field(default=1024, ge=1)
     # Long-term memory and history summaries.
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
     bot_memory_recall_k: int = Field(default=5, ge=0, le=50)
@@ -376,6 +381,16 @@ class Settings(BaseSettings):
         if self.bot_console_user_id is not None:
             return self.bot_console_user_id
         return min(self.bot_admin_ids) if self.bot_admin_ids else 1
+
+    @property
+    def telegram_configured(self) -> bool:
+        return bool(self.telegram_bot_token and self.telegram_bot_token.get_secret_value())
+
+    @property
+    def serves_telegram(self) -> bool:
+        """`run` serves Telegram when a token is set and the HTTP API when it
+        is enabled; with neither, Telegram is what is missing (its token is named)."""
+        return self.telegram_configured or not self.api_enabled
 
     def missing_for_run(self, *, telegram: bool = True) -> list[str]:
         """Names of settings that `run` needs and that are not set

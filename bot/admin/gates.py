@@ -38,6 +38,7 @@ class GateRequest:
 class Verdict:
     passed: bool
     notice: str | None = None  # said to the user; None: stay silent
+    retry_after: float | None = None  # a limit: seconds until the user may try again
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class GateResult:
     passed: bool
     notices: tuple[str, ...] = ()
     refused_by: str | None = None
+    retry_after: float | None = None
 
 
 class Check(Protocol):
@@ -75,7 +77,7 @@ class GateChain:
                 notices.append(verdict.notice)
             if not verdict.passed:
                 self.refusals[gate.name] += 1
-                return GateResult(False, tuple(notices), gate.name)
+                return GateResult(False, tuple(notices), gate.name, verdict.retry_after)
         return GateResult(True, tuple(notices))
 
 

@@ -225,7 +225,7 @@ class RateLimitCheck:
         if decision.allowed:
             return None
         notice = t("limit_slow_down", ctx.language, seconds=decision.retry_seconds) if decision.warn else None
-        return Verdict(False, notice)
+        return Verdict(False, notice, retry_after=decision.retry_after)
 
 
 class QuotaCheck:
@@ -247,4 +247,5 @@ class QuotaCheck:
             return None
         when = format_reset(state.resets_at, ctx.timezone)
         limit = format_tokens(state.limit, ctx.language)
-        return Verdict(False, t("limit_budget_used", ctx.language, limit=limit, when=when, zone=ctx.timezone))
+        notice = t("limit_budget_used", ctx.language, limit=limit, when=when, zone=ctx.timezone)
+        return Verdict(False, notice, retry_after=(state.resets_at - ctx.received_at).total_seconds())

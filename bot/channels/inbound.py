@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.admin.gates import GateChain, GateRequest
+from bot.admin.gates import GateChain, GateRequest, GateResult
 from bot.context import ChatType, ContextMiddleware, RequestContext
 from bot.conversation import Conversation, ReplySink, TurnResult
 from bot.i18n import t
@@ -54,13 +54,18 @@ class InboundPath:
         """The context for a message the bot should act on, else None. A
         gate's notice (at most once per interval, so a flood is not answered
         message by message) is shown through ``say``."""
-        ctx = await self._middleware.build(
-            arrival.profile, chat_id=arrival.chat_id, chat_type=arrival.chat_type, received_at=arrival.received_at
-        )
-        result = await self._gates.check(GateRequest(ctx, arrival.reaches_model, arrival.start_payload))
+        ctx, result = await self.check(arrival)
         for notice in result.notices:
             await say(notice)
         return ctx if result.passed else None
+
+    async def check(self, arrival: Arrival) -> tuple[RequestContext, GateResult]:
+        """The context and the gates' verdict, for channels that answer a
+        refusal in their own terms (the HTTP API's status codes)."""
+        ctx = await self._middleware.build(
+            arrival.profile, chat_id=arrival.chat_id, chat_type=arrival.chat_type, received_at=arrival.received_at
+        )
+        return ctx, await self._gates.check(GateRequest(ctx, arrival.reaches_model, arrival.start_payload))
 
     def input_problem(self, ctx: RequestContext, text: str) -> str | None:
         """Why ``text`` (already stripped) cannot go to the model, in the

@@ -298,3 +298,18 @@ MIGRATION_ONLY_NAMES = ("memories_fts", "ix_memories_text_tsv")
 def include_in_autogenerate(name: str | None, type_: str, parent_names: object) -> bool:
     """Alembic's include_name hook: autogenerate must not propose dropping those."""
     return not (name and name.startswith(MIGRATION_ONLY_NAMES))
+
+
+class ApiKey(Base):
+    """A key of the HTTP API. Only its SHA-256 is stored; the key itself is
+    shown once, when it is made. One key belongs to one user."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

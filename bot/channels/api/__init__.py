@@ -1,0 +1,1 @@
+"""The HTTP API channel: an OpenAI-compatible API and Arium's own resources."""

@@ -1,0 +1,285 @@
+"""The HTTP API end to end: the real `openai` SDK (and httpx for Arium's own
+resources) against the bot's real server on 127.0.0.1, the model behind it
+the fake model server, Telegram the fake Bot API; one process serves both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from bot.app import Arium
+from bot.memory.records import NewMemory
+from bot.storage.repositories import UserProfile
+from tests.conftest import BotFactory
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request
+from tests.fakes.telegram_server import FakeTelegram
+from tests.test_operations import cli
+
+ANN, BOB = 2001, 2002
+
+
+def system_prompt(request: Request) -> str:
+    return str(request.messages[0]["content"])
+
+
+async def key_for(app: Arium, user_id: int, name: str) -> str:
+    if await app.users.get(user_id) is None:
+        await app.users.touch(UserProfile(user_id, f"User{user_id}"), "user")
+    _, key = await app.api_keys.create(name, user_id)
+    return key
+
+
+class Api:
+    def __init__(self, app: Arium) -> None:
+        assert app.api is not None
+        self.root = f"http://127.0.0.1:{app.api.port}"
+
+    def sdk(self, key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.root}/v1", api_key=key, max_retries=0)
+
+    async def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with httpx.AsyncClient(base_url=self.root, timeout=30) as client:
+            return await client.request(method, path, headers=headers | kwargs.pop("headers", {}), **kwargs)
+
+
+@pytest.fixture
+async def api_bot(start_bot: BotFactory) -> AsyncIterator[tuple[Arium, Api]]:
+    app = await start_bot(api_enabled=True, api_port=0)
+    yield app, Api(app)
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"} and {"message", "type", "code"} <= set(body["error"]), body
+    return body["error"]
+
+
+async def test_the_openai_sdk_chats_with_the_user_s_memories_streamed_or_not(
+    api_bot: tuple[Arium, Api], model: FakeModelServer
+) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "ann-laptop")
+    await app.memory.add(ANN, [NewMemory("Ann's cat is called Tom")])
+    model.responder = lambda request: Reply(chunks=["Your cat ", "is Tom."], usage=(120, 5))
+    client = api.sdk(key)
+    messages: list[Any] = [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "What is my cat called?"},
+    ]
+    whole = await client.chat.completions.create(model="arium", messages=messages)
+    assert whole.choices[0].message.content == "Your cat is Tom."
+    assert whole.usage is not None and (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (120, 5)
+    [request] = model.chat_requests()
+    assert "Ann's cat is called Tom" in system_prompt(request), "Arium's system prompt, with her memories, first"
+    assert request.messages[1:] == [
+        {"role": "system", "content": "Answer in one sentence."},
+        {"role": "user", "content": "What is my cat called?"},
+    ], "then the client's conversation as it came"
+
+    stream = await client.chat.completions.create(
+        model="arium", messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    pieces, usage = [], None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    assert "".join(pieces) == "Your cat is Tom." and len(pieces) >= 2
+    assert usage is not None and usage.total_tokens == 125
+    models = await client.models.list()
+    assert [m.id for m in models.data] == ["arium"]
+    await client.close()
+
+
+async def test_two_keys_never_see_each_other_s_data(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    ann, bob = await key_for(app, ANN, "ann"), await key_for(app, BOB, "bob")
+    [bobs_memory] = await app.memory.add(BOB, [NewMemory("Bob's bank PIN hint is his dog's name")])
+    created = await api.call("POST", "/v1/reminders", bob, json={"text": "tomorrow at 9 call the bank"})
+    assert created.status_code == 201, created.text
+    bobs_reminder = created.json()["id"]
+
+    assert (await api.call("GET", "/v1/memories", ann)).json()["data"] == []
+    assert (await api.call("GET", "/v1/reminders", ann)).json()["data"] == []
+    for method, path in (("DELETE", f"/v1/memories/{bobs_memory.id}"), ("DELETE", f"/v1/reminders/{bobs_reminder}")):
+        response = await api.call(method, path, ann)
+        assert response.status_code == 404 and error_of(response)["code"] == "not_found"
+    export = (await api.call("GET", "/v1/export", ann)).json()
+    assert export["user_id"] == ANN and "bank" not in str(export)
+    # Bob still has both, and sees them.
+    assert [m["id"] for m in (await api.call("GET", "/v1/memories", bob)).json()["data"]] == [bobs_memory.id]
+    assert [r["id"] for r in (await api.call("GET", "/v1/reminders", bob)).json()["data"]] == [bobs_reminder]
+    assert (await api.call("DELETE", f"/v1/reminders/{bobs_reminder}", bob)).status_code == 200
+
+
+async def test_a_reminder_set_through_the_api_is_the_telegram_user_s(
+    api_bot: tuple[Arium, Api], tg: FakeTelegram
+) -> None:
+    """One key belongs to one user: a Telegram user's key sets reminders
+    that their Telegram chat lists (and the bot delivers there)."""
+    app, api = api_bot
+    tg.user_text("/timezone Europe/Berlin", chat_id=ANN, user_id=ANN)
+    await tg.wait_messages(ANN, 1)
+    key = await key_for(app, ANN, "ann-phone")
+    created = await api.call("POST", "/v1/reminders", key, json={"text": "tomorrow at 9 water the plants"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["local"].endswith("09:00 (Europe/Berlin)") and body["fire_at"].endswith(("+01:00", "+02:00"))
+    tg.user_text("/reminders", chat_id=ANN, user_id=ANN)
+    [_, listing] = await tg.wait_messages(ANN, 2)
+    assert "water the plants" in listing.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, "missing_api_key"), ({"Authorization": "Bearer ak-not-a-real-key"}, "invalid_api_key"),
+     ({"Authorization": "Basic abc"}, "missing_api_key")],
+)
+async def test_requests_without_a_valid_key_get_401(
+    api_bot: tuple[Arium, Api], headers: dict[str, str], code: str
+) -> None:
+    _, api = api_bot
+    for path in ("/v1/models", "/v1/memories", "/v1/reminders", "/v1/export"):
+        response = await api.call("GET", path, headers=headers)
+        assert response.status_code == 401 and error_of(response)["code"] == code
+
+
+async def test_a_revoked_key_is_refused_at_once(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "old")
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 200
+    assert await app.api_keys.revoke("old")
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"model": "arium", "messages": []}, "invalid_request"),
+        ({"model": "arium"}, "invalid_request"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "invalid_request"),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "x"}]}, "tool_messages"),
+        ({"messages": [{"role": "system", "content": "only a system message"}]}, "no_user_message"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "unsupported_content"),
+        ({"messages": [{"role": "user", "content": "   "}]}, "bad_input"),
+        ({"messages": [{"role": "user", "content": "x" * 50_000}]}, "bad_input"),
+        ({"messages": "hello"}, "invalid_request"),
+    ],
+)
+async def test_bad_chat_requests_get_a_clear_400(
+    api_bot: tuple[Arium, Api], model: FakeModelServer, body: dict[str, Any], code: str
+) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    response = await api.call("POST", "/v1/chat/completions", key, json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["code"] == code
+    assert model.chat_requests() == []
+
+
+async def test_malformed_json_oversized_bodies_and_unknown_paths(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    broken = await api.call(
+        "POST", "/v1/chat/completions", key, content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400 and error_of(broken)["type"] == "invalid_request_error"
+    huge = await api.call("POST", "/v1/reminders", key, content=b"x" * (2 * 1024 * 1024))
+    assert huge.status_code == 413 and error_of(huge)["code"] == "body_too_large"
+    missing = await api.call("GET", "/v1/nothing-here", key)
+    assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
+    not_a_number = await api.call("DELETE", "/v1/memories/abc", key)
+    assert not_a_number.status_code == 400
+    unparsed = await api.call("POST", "/v1/reminders", key, json={"text": "sometime maybe"})
+    assert unparsed.status_code == 400 and error_of(unparsed)["code"].startswith("reminder_")
+
+
+async def test_a_model_outage_is_a_503_not_a_hang(api_bot: tuple[Arium, Api], model: FakeModelServer) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    model.responder = lambda request: Fault(401)  # the server refuses our model key: nothing can answer
+    for stream in (False, True):
+        response = await api.call(
+            "POST", "/v1/chat/completions", key,
+            json={"model": "arium", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 503 and error_of(response)["code"] == "model_unavailable"
+
+
+async def test_the_user_s_rate_limit_answers_429_with_retry_after(start_bot: BotFactory) -> None:
+    app = await start_bot(api_enabled=True, api_port=0, bot_rate_per_minute=1, bot_rate_burst=2)
+    api = Api(app)
+    key = await key_for(app, ANN, "k")
+    statuses = [(await api.call("GET", "/v1/reminders", key)) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert error_of(statuses[2])["type"] == "rate_limit_error"
+    assert int(statuses[2].headers["Retry-After"]) >= 1
+
+
+async def test_a_banned_user_s_key_is_refused(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    await app.users.touch(UserProfile(ANN, "User"), "banned")
+    response = await api.call("GET", "/v1/memories", key)
+    assert response.status_code == 403 and error_of(response)["type"] == "permission_error"
+
+
+async def test_health_needs_no_key(api_bot: tuple[Arium, Api]) -> None:
+    _, api = api_bot
+    response = await api.call("GET", "/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_metrics_count_turns_and_show_the_endpoints_without_a_key(
+    api_bot: tuple[Arium, Api], model: FakeModelServer
+) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    model.responder = lambda request: Reply(text="fine")
+    client = api.sdk(key)
+    await client.chat.completions.create(model="arium", messages=[{"role": "user", "content": "how are you?"}])
+    await client.close()
+    await api.call("GET", "/v1/reminders")  # refused without a key: not a turn
+    response = await api.call("GET", "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines() if line and not line.startswith("#")}
+    assert samples['arium_turns_total{status="complete"}'] == 1
+    assert samples["arium_turn_seconds_count"] == 1
+    [closed] = [name for name in samples if name.startswith("arium_model_breaker_state") and 'state="closed"' in name]
+    assert samples[closed] == 1
+    assert samples["arium_reminders_delivered_total"] == 0
+    assert samples["arium_errors_total"] == 0
+
+
+async def test_keys_from_the_command_line_work_once_and_are_listed_and_revoked(
+    tmp_path: Path, start_bot: BotFactory
+) -> None:
+    created = cli(tmp_path, "apikey", "create", "--name", "laptop", "--user-id", str(ANN))
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("ak-") and key not in cli(tmp_path, "apikey", "list").stdout
+    again = cli(tmp_path, "apikey", "create", "--name", "laptop")
+    assert again.returncode == 1 and "exists already" in again.stderr and "Traceback" not in again.stderr
+    assert cli(tmp_path, "apikey", "create", "--name", "no spaces").returncode == 1
+
+    app = await start_bot(api_enabled=True, api_port=0)
+    api = Api(app)
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 200
+    assert "laptop\tuser 2001" in cli(tmp_path, "apikey", "list").stdout
+    assert cli(tmp_path, "apikey", "revoke", "laptop").returncode == 0
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 401
+    assert cli(tmp_path, "apikey", "revoke", "laptop").returncode == 1, "nothing left to revoke"
+
+
+async def test_erasing_a_user_erases_their_keys(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    await app.userdata.erase(ANN)
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 401
+    assert await app.api_keys.listed() == []
