@@ -36,6 +36,7 @@ from bot.admin.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimite
 from bot.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.access_handlers import AccessCommands
+from bot.channels.telegram.apikey_handlers import ApiKeyCommands
 from bot.admin.broadcast import BroadcastConfig, Broadcaster
 from bot.channels.telegram.broadcast_handlers import BroadcastCommands, TelegramBulkSender
 from bot.channels.base import Channel
@@ -324,6 +325,7 @@ class Arium:
                 AccessCommands(self.events, self.access, self.budget, self.audit_view),
                 BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
                 BroadcastCommands(self.events, self.broadcaster),
+                ApiKeyCommands(self.events, self.api_keys, self.users, settings.bot_admin_ids),
             ],
         )
         self.alerts.connect(self.telegram.send_to_admins)

@@ -283,3 +283,35 @@ async def test_erasing_a_user_erases_their_keys(api_bot: tuple[Arium, Api]) -> N
     await app.userdata.erase(ANN)
     assert (await api.call("GET", "/v1/memories", key)).status_code == 401
     assert await app.api_keys.listed() == []
+
+
+async def test_admins_manage_keys_with_apikey_in_their_private_chat(
+    start_bot: BotFactory, tg: FakeTelegram
+) -> None:
+    admin, group = 4242, -100777
+    app = await start_bot(api_enabled=True, api_port=0, bot_admin_ids=str(admin))
+    api = Api(app)
+    tg.user_text("/apikey create phone", chat_id=group, user_id=admin, chat_type="group")
+    [refused] = await tg.wait_messages(group, 1)
+    assert "private chat" in refused.text and "ak-" not in refused.text
+    tg.user_text("/apikey create phone", chat_id=admin)
+    [created] = await tg.wait_messages(admin, 1)
+    key = created.text.splitlines()[-1]
+    assert key.startswith("ak-") and "user 4242" in created.text
+    assert (await api.call("GET", "/v1/reminders", key)).status_code == 200
+    tg.user_text("/apikey create phone", chat_id=admin)
+    tg.user_text("/apikey list", chat_id=admin)
+    tg.user_text("/apikey revoke phone", chat_id=admin)
+    tg.user_text("/apikey", chat_id=admin)
+    [_, taken, listing, revoked, usage] = await tg.wait_messages(admin, 5)
+    assert "exists already" in taken.text
+    assert listing.text.startswith("phone\tuser 4242") and "ak-" not in listing.text
+    assert "revoked" in revoked.text and "/apikey list" in usage.text
+    assert (await api.call("GET", "/v1/reminders", key)).status_code == 401
+    tg.user_text("/apikey list", chat_id=5151)
+    [stranger] = await tg.wait_messages(5151, 1)
+    assert "don't know the command /apikey" in stranger.text
+    await app.audit_writer.flush()
+    entries = [f"{e.action} {e.arguments} {e.outcome}" for e in await app.audit_log.latest(20)]
+    assert "apikey create phone created phone for user 4242" in entries
+    assert all(key not in entry for entry in entries), "the key never reaches the audit log"
