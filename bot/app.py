@@ -9,7 +9,6 @@ import logging
 import signal
 from pathlib import Path
 from datetime import time, timedelta
-
 from typing import TYPE_CHECKING
 
 import pytz
@@ -490,7 +489,7 @@ class Arium:
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
         for channel in self.channels:
             await channel.start()
-        if self._delivers_reminders:
+        if self._is_the_service:
             await self._start_scheduler()
         if self.broadcaster is not None:
             await self.broadcaster.start()  # broadcasts that were running when the bot stopped
@@ -502,14 +501,17 @@ class Arium:
         log.info("Arium is running: %s (%s)", ", ".join(c.name for c in self.channels), self.cpus.describe())
 
     @property
+    def _is_the_service(self) -> bool:
+        """This process runs the scheduled work (backups, pruning, the daily
+        check, reminders): it is `run`, or a console with no Telegram bot
+        beside it. A console next to a configured bot leaves that to the bot."""
+        return self._console is None or not self.settings.telegram_configured
+
+    @property
     def _delivers_reminders(self) -> bool:
-        """Reminders are timed and delivered by the process that serves
-        Telegram; a console next to it only sets them. A console alone (no
-        Telegram token) delivers its own. An API-only bot keeps them for its
-        clients to list: no channel of it can deliver."""
-        if self._console is not None:
-            return not self.settings.telegram_configured
-        return self.telegram is not None
+        """Telegram or the console deliver reminders; an API-only bot keeps
+        them for its clients to list."""
+        return self._is_the_service and (self.telegram is not None or self._console is not None)
 
     def _reminder_notifier(self) -> Notifier:
         if self._console is not None:
@@ -532,12 +534,12 @@ class Arium:
             backup_at=_hhmm(settings.bot_backup_time),
             health_at=_hhmm(settings.bot_health_time),
         )
-        await self.reminder_scheduler.start()
+        if self._delivers_reminders:
+            await self.reminder_scheduler.start()
 
     async def _stop_scheduler(self) -> None:
-        if not self._delivers_reminders:
-            return
-        await self.reminder_scheduler.stop(timeout=5)
+        if self._delivers_reminders:
+            await self.reminder_scheduler.stop(timeout=5)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 

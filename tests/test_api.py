@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from bot.app import Arium
+from bot.memory.embedder import Embedder
 from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory
@@ -315,3 +316,23 @@ async def test_admins_manage_keys_with_apikey_in_their_private_chat(
     entries = [f"{e.action} {e.arguments} {e.outcome}" for e in await app.audit_log.latest(20)]
     assert "apikey create phone created phone for user 4242" in entries
     assert all(key not in entry for entry in entries), "the key never reaches the audit log"
+
+
+async def test_an_api_only_bot_keeps_its_scheduled_work_but_times_no_reminders(
+    tmp_path: Path, model: FakeModelServer, embedder: Embedder
+) -> None:
+    from bot.settings import Settings
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, bot_models="openai:gpt-4o-mini", openai_api_key="test-key",
+        openai_base_url=model.openai_base_url, bot_data_dir=tmp_path / "data", api_enabled=True, api_port=0,
+    )
+    app = Arium(settings, embedder=embedder)
+    await app.start()
+    try:
+        assert [c.name for c in app.channels] == ["api"] and app.telegram is None
+        jobs = {job.id for job in app.scheduler.get_jobs()}
+        assert {"system:backup", "system:prune"} <= jobs, jobs
+        assert app.reminder_scheduler.health()["running"] is False, "no channel here could deliver a reminder"
+    finally:
+        await app.stop()
