@@ -5,6 +5,7 @@ failure holds for folds that were already waiting."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bot.errors import ModelBadRequest
@@ -61,14 +62,28 @@ class GatedModels:
         return Completion(text=f"summary number {self.calls}")
 
 
-def summarizer(messages: Messages, models: GatedModels, tasks: TaskTracker) -> HistorySummarizer:
-    return HistorySummarizer(
+@dataclass
+class Rig:
+    models: GatedModels
+    tasks: TaskTracker
+    messages: Messages
+    folds: HistorySummarizer
+
+
+async def fold_in_flight(*, refuse: bool) -> Rig:
+    """A conversation of ten messages whose background fold (after the last
+    turn) is waiting for the model's answer."""
+    models, tasks, messages = GatedModels(refuse=refuse), TaskTracker(), Messages(10)
+    folds = HistorySummarizer(
         messages,  # type: ignore[arg-type]
         models,  # type: ignore[arg-type]
         PromptRegistry(),
         tasks,
         SummaryConfig(history_tokens=200),
     )
+    folds.after_turn(CONVERSATION, 600)
+    await models.arrived.wait()
+    return Rig(models, tasks, messages, folds)
 
 
 async def let_waiting_tasks_run() -> None:
@@ -79,48 +94,34 @@ async def let_waiting_tasks_run() -> None:
 
 
 async def test_a_fold_waiting_behind_a_failed_one_does_not_call_the_model_again() -> None:
-    models = GatedModels(refuse=True)
-    tasks = TaskTracker()
-    folds = summarizer(Messages(10), models, tasks)
-    folds.after_turn(CONVERSATION, 600)  # the background fold of the last turn
-    await models.arrived.wait()
-    turn = asyncio.ensure_future(folds.fold_now(CONVERSATION))  # the next turn overflows meanwhile
+    rig = await fold_in_flight(refuse=True)
+    turn = asyncio.ensure_future(rig.folds.fold_now(CONVERSATION))  # the next turn overflows meanwhile
     await let_waiting_tasks_run()
-    models.gate.set()
+    rig.models.gate.set()
     assert await turn is False
-    await tasks.drain(5)
-    assert models.calls == 1, "the waiting fold honoured the back-off of the failed one"
+    await rig.tasks.drain(5)
+    assert rig.models.calls == 1, "the waiting fold honoured the back-off of the failed one"
 
 
 async def test_a_turn_does_not_queue_a_second_background_fold_behind_a_running_one() -> None:
-    models = GatedModels(refuse=False)
-    tasks = TaskTracker()
-    messages = Messages(10)
-    folds = summarizer(messages, models, tasks)
-    folds.after_turn(CONVERSATION, 600)
-    await models.arrived.wait()
-    folds.after_turn(CONVERSATION, 700)  # another turn ends while the first fold runs
+    rig = await fold_in_flight(refuse=False)
+    rig.folds.after_turn(CONVERSATION, 700)  # another turn ends while the first fold runs
     await let_waiting_tasks_run()
-    assert tasks.pending == 1, "nothing queued behind the running fold"
-    models.gate.set()
-    await tasks.drain(5)
-    assert models.calls == 1
-    assert messages.summary == "summary number 1"
+    assert rig.tasks.pending == 1, "nothing queued behind the running fold"
+    rig.models.gate.set()
+    await rig.tasks.drain(5)
+    assert rig.models.calls == 1
+    assert rig.messages.summary == "summary number 1"
 
 
 async def test_after_a_successful_fold_a_waiting_turn_folds_only_what_is_left() -> None:
-    models = GatedModels(refuse=False)
-    tasks = TaskTracker()
-    messages = Messages(10)
-    folds = summarizer(messages, models, tasks)
-    folds.after_turn(CONVERSATION, 600)
-    await models.arrived.wait()
-    turn = asyncio.ensure_future(folds.fold_now(CONVERSATION))
+    rig = await fold_in_flight(refuse=False)
+    turn = asyncio.ensure_future(rig.folds.fold_now(CONVERSATION))
     await let_waiting_tasks_run()
-    models.gate.set()
+    rig.models.gate.set()
     # The first fold kept the newest half of the budget; nothing older is left,
     # so the waiting turn's fold finds no work and makes no call.
     assert await turn is False
-    await tasks.drain(5)
-    assert models.calls == 1
-    assert messages.until_id is not None and messages.until_id < messages.rows[-1].id
+    await rig.tasks.drain(5)
+    assert rig.models.calls == 1
+    assert rig.messages.until_id is not None and rig.messages.until_id < rig.messages.rows[-1].id
