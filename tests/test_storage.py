@@ -121,3 +121,32 @@ async def test_history_survives_a_new_database_object(database_url: str) -> None
         assert [m.content for m in await MessageRepository(again).history(3, 100)] == ["remember me"]
     finally:
         await again.dispose()
+
+
+async def test_the_api_keys_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0006 (before API keys) with a user and a message upgrades
+    to head with both intact, and its users can then hold keys."""
+    from alembic import command
+
+    from bot.storage.api_keys import ApiKeyRepository
+    from bot.storage.db import alembic_config
+    from bot.storage.models import Conversation
+
+    db = Database(database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0006_admin"))
+        users = UserRepository(db, "UTC")
+        await users.touch(UserProfile(42, "Ann"), "user")
+        messages = MessageRepository(db)
+        conversation = await messages.new_conversation(42, "private", None)
+        assert await db.pending_migrations() == ["0007_api_keys"]
+        await db.migrate()
+        user = await users.get(42)
+        assert user is not None and user.first_name == "Ann"
+        async with db.reading() as session:
+            assert await session.get(Conversation, conversation) is not None
+        record, key = await ApiKeyRepository(db).create("first", 42)
+        assert await ApiKeyRepository(db).user_of(key) == 42 and record.user_id == 42
+    finally:
+        await db.dispose()
