@@ -62,7 +62,6 @@ from bot.memory.service import MemoryConfig, MemoryService
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.memory.tools import MemoryTools
 from bot.memory.turn import TurnMemory
-from bot.metrics import MetricSources, Metrics
 from bot.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
@@ -94,6 +93,7 @@ from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
     from bot.channels.api.channel import ApiChannel
+    from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -248,15 +248,6 @@ class Arium:
         # The one path every channel's message takes into the core.
         self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
         self._build_reminders(settings)
-        self.metrics = Metrics(
-            self.events,
-            MetricSources(
-                endpoints=self.models.health,
-                reminders=self.reminder_scheduler.health,
-                errors=lambda: self.error_log.count,
-                refusals=lambda: dict(self.gates.refusals),
-            ),
-        )
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)
         self.userdata.add(RemindersSection(UserDataRepository(self.db)))
@@ -264,6 +255,7 @@ class Arium:
         self.channels: list[Channel] = []
         self.telegram: TelegramChannel | None = None
         self.api: ApiChannel | None = None
+        self.metrics: Metrics | None = None  # with the API, which serves /metrics
         self.broadcaster: Broadcaster | None = None
         if wants_telegram:
             self._build_telegram(settings)
@@ -276,10 +268,21 @@ class Arium:
         self._started = False
 
     def _build_api(self, settings: Settings) -> None:
-        # The web framework is imported only by bots that serve the API.
+        # The web framework and the metrics library are imported only by bots
+        # that serve the API (where /metrics is).
         from bot.channels.api.app import ApiServices
         from bot.channels.api.channel import ApiChannel
+        from bot.metrics import MetricSources, Metrics
 
+        self.metrics = Metrics(
+            self.events,
+            MetricSources(
+                endpoints=self.models.health,
+                reminders=self.reminder_scheduler.health,
+                errors=lambda: self.error_log.count,
+                refusals=lambda: dict(self.gates.refusals),
+            ),
+        )
         self.api = ApiChannel(
             ApiServices(
                 keys=self.api_keys,
