@@ -23,15 +23,20 @@ from tests.test_operations import REPO, clean_env
 OWNER = 4242
 
 
+def console_env(tmp_path: Path, model: FakeModelServer, **env: str) -> dict[str, str]:
+    """A fresh shell's environment with only a model key: what a new user has."""
+    return clean_env(
+        tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", **env,
+    )
+
+
 async def console_process(tmp_path: Path, model: FakeModelServer, stdin: str, **env: str) -> tuple[int, str, str]:
     """Run `python -m bot console` with ``stdin`` piped in; (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "console",
         cwd=tmp_path,  # no .env there
-        env=clean_env(
-            tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
-            OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", **env,
-        ),
+        env=console_env(tmp_path, model, **env),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     # Start-up imports torch and loads the embedder: generous, like every wait here.
@@ -142,10 +147,7 @@ async def test_an_interactive_session_streams_the_answer_at_a_prompt(tmp_path: P
     import pexpect
 
     model.responder = lambda request: Reply(chunks=["Hello ", "from ", "the ", "terminal."], chunk_delay=0.05)
-    env = clean_env(
-        tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
-        OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", TERM="dumb",
-    )
+    env = console_env(tmp_path, model, TERM="dumb")
     child = pexpect.spawn(
         sys.executable, ["-m", "bot", "console"], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=WAIT_LIMIT * 3
     )
