@@ -18,6 +18,7 @@ import pytz
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from bot.auth import AuthProvider, Role
+from bot.identity import identity_channel
 from bot.storage.repositories import UserProfile, UserRepository
 
 # The request id of the turn being handled, read by the log filter below so that
@@ -231,8 +232,16 @@ class ContextMiddleware:
         chat_type: ChatType | str,
         received_at: datetime | None = None,
     ) -> RequestContext:
-        user = await self._users.visit(profile, lambda stored: self._auth.effective_role(profile.id, stored).value)
-        role = self._auth.effective_role(user.id, user.role)
+        # A Telegram or console profile names the person in that channel (an
+        # identity, which /link may have joined to another user); the API's
+        # key already named the user. Roles follow the channel's id: an admin
+        # is an admin in Telegram by BOT_ADMIN_IDS and at the console by its settings.
+        user = await self._users.visit(
+            profile,
+            lambda stored: self._auth.effective_role(profile.id, stored).value,
+            channel=identity_channel(ChatType(chat_type).value),
+        )
+        role = self._auth.effective_role(profile.id, user.role)
         request_id = new_request_id()
         current_request_id.set(request_id)
         return RequestContext(

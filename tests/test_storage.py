@@ -123,30 +123,91 @@ async def test_history_survives_a_new_database_object(database_url: str) -> None
         await again.dispose()
 
 
-async def test_the_api_keys_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
-    """A database at 0006 (before API keys) with a user and a message upgrades
-    to head with both intact, and its users can then hold keys."""
+async def at_revision(url: str, revision: str) -> Database:
+    """A database migrated up to ``revision`` only (an older head)."""
     from alembic import command
 
-    from bot.storage.api_keys import ApiKeyRepository
     from bot.storage.db import alembic_config
-    from bot.storage.models import Conversation
 
-    db = Database(database_url)
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), revision))
+    return db
+
+
+async def insert_rows(db: Database, *statements: str) -> None:
+    """Rows written as that revision's schema has them: plain SQL, not
+    today's models (which know columns an older head does not have)."""
+    async with db.engine.begin() as conn:
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+
+
+def user_row(user_id: int, name: str) -> str:
+    return (
+        "INSERT INTO users (id, first_name, language, timezone, role, created_at, last_seen_at, allowed, active) "
+        f"VALUES ({user_id}, '{name}', 'en', 'UTC', 'user', '2026-11-01 10:00:00', '2026-11-01 10:00:00', "
+        "false, true)"
+    )
+
+
+def chat_row(chat_id: int, kind: str) -> str:
+    return f"INSERT INTO chats (id, type, created_at) VALUES ({chat_id}, '{kind}', '2026-11-01 10:00:00')"
+
+
+async def test_the_api_keys_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0006 (before API keys) with a user and a chat upgrades
+    to head with both intact, and its users can then hold keys."""
+    from bot.storage.api_keys import ApiKeyRepository
+
+    db = await at_revision(database_url, "0006_admin")
     try:
-        async with db.engine.begin() as conn:
-            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0006_admin"))
-        users = UserRepository(db, "UTC")
-        await users.touch(UserProfile(42, "Ann"), "user")
-        messages = MessageRepository(db)
-        conversation = await messages.new_conversation(42, "private", None)
-        assert await db.pending_migrations() == ["0007_api_keys"]
+        await insert_rows(db, user_row(42, "Ann"), chat_row(42, "private"))
+        assert (await db.pending_migrations())[-1] == "0007_api_keys"
         await db.migrate()
-        user = await users.get(42)
+        user = await UserRepository(db, "UTC").get(42)
         assert user is not None and user.first_name == "Ann"
-        async with db.reading() as session:
-            assert await session.get(Conversation, conversation) is not None
+        assert await MessageRepository(db).history(42, 100) == []  # the chat row reads at head
         record, key = await ApiKeyRepository(db).create("first", 42)
         assert await ApiKeyRepository(db).user_of(key) == 42 and record.user_id == 42
+    finally:
+        await db.dispose()
+
+
+async def test_the_identities_migration_keeps_every_row_valid(database_url: str) -> None:
+    """A database at 0007 with a Telegram user (private chat, a group, a
+    reminder) and a console-only user upgrades: chats and reminders are
+    Telegram's, the Telegram user's identity is recorded, and their next
+    message reaches the same user; the console user gets no Telegram identity."""
+    from sqlalchemy import select
+
+    from bot.storage.identities import IdentityRepository
+    from bot.storage.models import Chat, Reminder
+    from bot.storage.reminders import ReminderRepository
+
+    db = await at_revision(database_url, "0007_api_keys")
+    try:
+        await insert_rows(
+            db,
+            user_row(42, "Ann"), user_row(7, "Owner"),
+            chat_row(42, "private"), chat_row(-100123, "supergroup"), chat_row(7, "console"),
+            "INSERT INTO reminders (user_id, chat_id, text, timezone, status, next_fire_at, revision, attempts, "
+            "fire_count, created_at, updated_at) VALUES (42, 42, 'call mom', 'UTC', 'active', "
+            "'2027-01-01 09:00:00', 0, 0, 0, '2026-11-01 10:00:00', '2026-11-01 10:00:00')",
+        )
+        assert await db.pending_migrations() == ["0008_identities"]
+        await db.migrate()
+        identities = IdentityRepository(db)
+        assert await identities.channels_of(42) == {"telegram": "42"}
+        assert await identities.channels_of(7) == {}
+        async with db.reading() as session:
+            chats = {c.id: (c.channel, c.external_id) for c in (await session.execute(select(Chat))).scalars()}
+            reminder = (await session.execute(select(Reminder))).scalar_one()
+        assert chats == {42: ("telegram", "42"), -100123: ("telegram", "-100123"), 7: ("telegram", "7")}
+        assert reminder.channel == "telegram" and reminder.chat_id == 42
+        assert [r.channel for r in await ReminderRepository(db).listed(42)] == ["telegram"]
+        users = UserRepository(db, "UTC")
+        again = await users.visit(UserProfile(42, "Ann"), lambda stored: "user", channel="telegram")
+        assert again.id == 42 and again.first_name == "Ann"
     finally:
         await db.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -76,10 +77,17 @@ class User(Base):
 
 
 class Chat(Base):
+    """A place messages are exchanged. A Telegram chat keeps Telegram's id; a
+    console or API chat has an id from a range Telegram never uses
+    (bot/identity.py), so ``id`` alone names any chat of any channel."""
+
     __tablename__ = "chats"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     type: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), server_default="telegram")
+    # The chat's id in its channel (Telegram's chat id, the console's user).
+    external_id: Mapped[str | None] = mapped_column(String(128))
     title: Mapped[str | None] = mapped_column(String(256))
     active_conversation_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -154,6 +162,9 @@ class Reminder(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     chat_id: Mapped[int] = mapped_column(BigInteger)
+    # The channel of chat_id: the reminder is delivered through it, or, where
+    # that channel cannot send (the API) or is not running, to its owner on Telegram.
+    channel: Mapped[str] = mapped_column(String(16), server_default="telegram")
     text: Mapped[str] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(String(64))
     rule: Mapped[str | None] = mapped_column(String(128))  # Rule.encode(); None for one-shot
@@ -313,3 +324,32 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Identity(Base):
+    """Who a person is in one channel: (channel, their id there) -> the Arium
+    user. A Telegram user's first message records theirs (their Telegram id
+    is also their user id); /link moves identities of several channels onto
+    one user, so memories and reminders follow the person."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_identities_channel_external_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LinkCode(Base):
+    """A one-time /link code: shown in one channel, entered in another. Only
+    its SHA-256 is stored; it expires, and entering it deletes it."""
+
+    __tablename__ = "link_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))  # where it was shown
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -13,8 +13,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.identity import TELEGRAM, channel_of_chat
 from bot.storage.db import Database
-from bot.storage.models import Base, Chat, Conversation, Message, User, utcnow
+from bot.storage.models import Base, Chat, Conversation, Identity, Message, User, utcnow
 
 # How many recent rows a history query reads before applying the token budget;
 # a budget of a few thousand tokens never needs more.
@@ -77,19 +78,47 @@ class UserRepository:
         self._db = db
         self._default_timezone = default_timezone
 
-    async def visit(self, profile: UserProfile, decide_role: Callable[[str | None], str]) -> UserRecord:
+    async def visit(
+        self, profile: UserProfile, decide_role: Callable[[str | None], str], *, channel: str | None = None
+    ) -> UserRecord:
         """The user as stored, created on first contact and refreshed when the
         profile, the role or last-seen changed. ``decide_role`` maps the stored
         role (None for a new user) to the effective one. The common case is one
-        read and no write."""
-        current = await self.get(profile.id)
+        read and no write.
+
+        With ``channel``, ``profile.id`` is the person's id in that channel
+        (an identity), which may belong to a user of another id after /link;
+        a first contact records the identity for the user of that id.
+        Without it, ``profile.id`` is the user's own id."""
+        current = await (self.get(profile.id) if channel is None else self._by_identity(channel, profile.id))
         role = decide_role(current.role if current else None)
-        if current is None or _stale(current, profile, role):
+        if current is None:
+            user = await self.touch(profile, role, identity=channel)
+            return user
+        if channel not in (None, "telegram"):
+            # Names come from Telegram, where people have them; the console
+            # and others only say who is there.
+            profile = UserProfile(current.id, current.first_name, current.last_name, current.username, profile.language)
+        elif current.id != profile.id:
+            profile = UserProfile(current.id, profile.first_name, profile.last_name, profile.username, profile.language)
+        if _stale(current, profile, role):
             return await self.touch(profile, role)
         return current
 
-    async def touch(self, profile: UserProfile, role: str) -> UserRecord:
-        """Create the user on first contact, refresh the profile, record the role."""
+    async def _by_identity(self, channel: str, external_id: int) -> UserRecord | None:
+        query = (
+            select(User)
+            .join(Identity, Identity.user_id == User.id)
+            .where(Identity.channel == channel, Identity.external_id == str(external_id))
+        )
+        async with self._db.reading() as s:
+            user = (await s.execute(query)).scalar_one_or_none()
+            return _user_record(user) if user else None
+
+    async def touch(self, profile: UserProfile, role: str, *, identity: str | None = None) -> UserRecord:
+        """Create the user on first contact, refresh the profile, record the
+        role; with ``identity``, also record that channel's identity
+        (``profile.id`` there) for the user of the same id."""
         now = utcnow()
         async with self._db.session() as s:
             await _insert_ignore(
@@ -109,6 +138,11 @@ class UserRepository:
                     "active": True,
                 },
             )
+            if identity is not None:
+                await _insert_ignore(
+                    s, Identity,
+                    {"channel": identity, "external_id": str(profile.id), "user_id": profile.id, "created_at": now},
+                )
             user = (await s.execute(select(User).where(User.id == profile.id))).scalar_one()
             user.first_name = profile.first_name or user.first_name
             user.last_name = profile.last_name
@@ -402,8 +436,15 @@ class MessageRepository:
     async def _ensure_chat(
         self, s: AsyncSession, chat_id: int, chat_type: str, chat_title: str | None
     ) -> Chat:
+        channel = channel_of_chat(chat_id)
         await _insert_ignore(
-            s, Chat, {"id": chat_id, "type": chat_type, "title": chat_title, "created_at": utcnow()}
+            s,
+            Chat,
+            {
+                "id": chat_id, "type": chat_type, "title": chat_title, "created_at": utcnow(), "channel": channel,
+                # A console or API chat's id already names its user (bot/identity.py).
+                "external_id": str(chat_id) if channel == TELEGRAM else None,
+            },
         )
         chat = (await s.execute(select(Chat).where(Chat.id == chat_id))).scalar_one()
         if chat_title and chat.title != chat_title:
