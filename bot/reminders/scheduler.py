@@ -299,7 +299,7 @@ class ReminderScheduler:
             id=record.id, user_id=record.user_id, chat_id=record.chat_id, text=record.text,
             timezone=record.timezone, language=claimed.language, user_name=claimed.user_name,
             due_at=claimed.due_at, late=late,
-            rule=Rule.decode(record.rule) if record.rule else None, next_at=next_at,
+            rule=Rule.decode(record.rule) if record.rule else None, next_at=next_at, channel=record.channel,
         )
 
     async def _retry_or_give_up(self, claimed: Claimed, next_at: datetime | None, exc: BaseException) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bot.context import RequestContext
 from bot.i18n import t
+from bot.identity import TELEGRAM
 from bot.reminders.notifier import DueReminder
 from bot.reminders.parsing import ReminderInputError, format_local
 from bot.reminders.service import Outcome, ReminderService, describe_rule, rule_of
@@ -99,7 +100,7 @@ async def timezone_without_choices(service: ReminderService, ctx: RequestContext
 
 def fired_text(reminder: DueReminder) -> str:
     language = reminder.language
-    if reminder.chat_id < 0:  # groups: say whose reminder it is
+    if reminder.channel == TELEGRAM and reminder.chat_id < 0:  # groups: say whose reminder it is
         head = t("rem_fired_group", language, name=reminder.user_name, text=reminder.text)
     else:
         head = t("rem_fired", language, text=reminder.text)

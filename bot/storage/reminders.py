@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, and_, delete, func, select, update
 
+from bot.identity import channel_of_chat
 from bot.storage.db import Database
 from bot.storage.models import Message, Reminder, User
 
@@ -40,6 +41,7 @@ class ReminderRecord:
     attempts: int
     fire_count: int
     last_fired_at: datetime | None
+    channel: str = "telegram"  # the channel of chat_id
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def _record(row: Reminder) -> ReminderRecord:
         attempts=row.attempts,
         fire_count=row.fire_count,
         last_fired_at=row.last_fired_at,
+        channel=row.channel,
     )
 
 
@@ -110,7 +113,7 @@ class ReminderRepository:
             if int(active or 0) >= max_active:
                 raise TooManyReminders(max_active)
             row = Reminder(
-                user_id=user_id, chat_id=chat_id, text=text, timezone=timezone,
+                user_id=user_id, chat_id=chat_id, channel=channel_of_chat(chat_id), text=text, timezone=timezone,
                 rule=rule, status=ACTIVE, next_fire_at=first,
                 revision=0, attempts=0, fire_count=0, created_at=now, updated_at=now,
             )
