@@ -42,6 +42,7 @@ from bot.channels.base import Channel
 from bot.channels.inbound import InboundPath
 from bot.channels.console import ConsoleChannel
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.channels.telegram.link_handlers import LinkCommands
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
 from bot.channels.telegram.runtime_handlers import RuntimeCommands
@@ -65,8 +66,10 @@ from bot.memory.turn import TurnMemory
 from bot.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
+from bot.identity import CONSOLE, TELEGRAM
+from bot.linking import Linker
 from bot.reminders.clock import Clock, SystemClock
-from bot.reminders.notifier import Notifier
+from bot.reminders.notifier import ReminderRouter
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
@@ -75,6 +78,7 @@ from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
+from bot.storage.identities import IdentityRepository
 from bot.storage.invites import InviteRepository
 from bot.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
@@ -170,6 +174,7 @@ class Arium:
         self.db = Database(settings.effective_database_url, worker_cpus=self.cpus.storage)
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.api_keys = ApiKeyRepository(self.db)
+        self.identities = IdentityRepository(self.db)
         self.messages = MessageRepository(self.db)
         admins = settings.bot_admin_ids
         if console is not None and settings.bot_console_admin:
@@ -247,6 +252,8 @@ class Arium:
         )
         # The one path every channel's message takes into the core.
         self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
+        # One person, several channels: /link joins their users.
+        self.linker = Linker(self.identities, self.users, self.memory, self.clock)
         self._build_reminders(settings)
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)
@@ -262,7 +269,9 @@ class Arium:
         if wants_api:
             self._build_api(settings)
         if console is not None:
-            console.connect(self.inbound, self.reminders, self.memory)
+            console.connect(self.inbound, self.reminders, self.memory, self.linker)
+            # Only a console serving alone delivers reminders at all (see _delivers_reminders).
+            self.reminder_router.add(CONSOLE, console.reminder_notifier(), last_resort=True)
             self.channels.append(console)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
@@ -293,6 +302,7 @@ class Arium:
                 userdata=self.userdata,
                 tasks=self.tasks,
                 metrics=self.metrics,
+                linker=self.linker,
                 max_body_bytes=settings.api_max_body_kb * 1024,
             ),
             host=settings.api_host,
@@ -328,8 +338,11 @@ class Arium:
                 BackupCommands(self.events, lambda: self.periodic.run_guarded("backup", report=False), self.masker),
                 BroadcastCommands(self.events, self.broadcaster),
                 ApiKeyCommands(self.events, self.api_keys, self.users, settings.bot_admin_ids),
+                LinkCommands(self.linker),
             ],
         )
+        # The bot exists once the channel has started; reminders fire after that.
+        self.reminder_router.add(TELEGRAM, TelegramReminderNotifier(lambda: self._telegram_channel().application.bot))
         self.alerts.connect(self.telegram.send_to_admins)
         self.channels.append(self.telegram)
 
@@ -435,9 +448,12 @@ class Arium:
         # Shared by every bulk sender (fired reminders and broadcasts).
         self.bulk_pacer = Pacer(settings.reminder_send_rate)
         self.reminder_store = ReminderRepository(self.db)
+        # Each reminder goes out through the channel owning its chat; the
+        # channels add themselves once built.
+        self.reminder_router = ReminderRouter(self._telegram_chat_of)
         self.reminder_scheduler = ReminderScheduler(
             self.reminder_store,
-            self._reminder_notifier(),
+            self.reminder_router,
             scheduler=self.scheduler,
             clock=self.clock,
             pacer=self.bulk_pacer,
@@ -516,11 +532,11 @@ class Arium:
         them for its clients to list."""
         return self._is_the_service and (self.telegram is not None or self._console is not None)
 
-    def _reminder_notifier(self) -> Notifier:
-        if self._console is not None:
-            return self._console.reminder_notifier()
-        # The bot is built with the channel, after the scheduler that uses it.
-        return TelegramReminderNotifier(lambda: self._telegram_channel().application.bot)
+    async def _telegram_chat_of(self, user_id: int) -> int | None:
+        """The private Telegram chat of a user, for reminders set where the
+        bot cannot send (the API) or in a console that is not running."""
+        telegram_id = (await self.identities.channels_of(user_id)).get(TELEGRAM)
+        return int(telegram_id) if telegram_id is not None else None
 
     def _telegram_channel(self) -> TelegramChannel:
         assert self.telegram is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+import bot.link_strings  # noqa: F401  (the /link line of /help)
 from bot.context import RequestContext
 from bot.conversation import Conversation
 from bot.i18n import plain, t
@@ -14,7 +15,7 @@ from bot.i18n import plain, t
 # Commands shown in a channel's menu and in /help, in this order; each has an
 # i18n key "cmd_<name>" with its one-line description.
 MENU_COMMANDS: tuple[str, ...] = (
-    "start", "help", "new", "remind", "reminders", "timezone", "memory", "forget", "export", "deleteme",
+    "start", "help", "new", "remind", "reminders", "timezone", "memory", "forget", "export", "deleteme", "link",
 )
 
 

@@ -276,6 +276,13 @@ class MemoryService:
             await self._run(self._index_path(user_id).unlink, True)
         return count
 
+    async def drop_index(self, user_id: int) -> None:
+        """Forget the user's cached index and its file: the next use rebuilds
+        it from the rows (after /link moved memories between users)."""
+        async with self._lock(user_id):
+            self._cache.pop(user_id)
+            await self._run(self._index_path(user_id).unlink, True)
+
     async def enforce_cap(self, user_id: int) -> list[int]:
         evicted = await self.repository.evict_over_cap(user_id, self.config.max_per_user)
         if evicted:

@@ -28,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bot.channels.inbound import Arrival, InboundPath
 from bot.context import ChatType, RequestContext
 from bot.conversation import TurnResult
+from bot.identity import API, local_chat_id
+from bot.linking import Linker, LinkRefused
 from bot.llm.types import ChatMessage
 from bot.memory.service import MemoryService
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
@@ -59,6 +61,7 @@ class ApiServices:
     userdata: UserData
     tasks: TaskTracker
     metrics: Metrics
+    linker: Linker
     max_body_bytes: int = 1_000_000
 
 
@@ -154,6 +157,10 @@ class ChatCompletionBody(BaseModel):
 
 class NewReminder(BaseModel):
     text: str = Field(min_length=1, max_length=1000)
+
+
+class LinkCodeEntry(BaseModel):
+    code: str = Field(min_length=1, max_length=64)
 
 
 def client_messages(body: ChatCompletionBody) -> list[ChatMessage]:
@@ -336,6 +343,22 @@ def build_api(services: ApiServices) -> FastAPI:
     async def export(ctx: Acting) -> dict[str, Any]:
         return await services.userdata.export(ctx.user_id)
 
+    @api.post("/v1/link/code", status_code=201)
+    async def link_code(ctx: Acting) -> dict[str, Any]:
+        """A one-time code to enter with /link in Telegram or the console."""
+        issued = await services.linker.issue(ctx)
+        return {"code": issued.shown, "expires_at": issued.expires_at.isoformat()}
+
+    @api.post("/v1/link")
+    async def link(body: LinkCodeEntry, ctx: Acting) -> dict[str, Any]:
+        """Enter a code shown by /link elsewhere: this key's user and that
+        one become one, sharing memories and reminders."""
+        try:
+            linked = await services.linker.redeem(ctx, body.code)
+        except LinkRefused as refused:
+            raise ApiError(400, refused.text(ctx.language), f"link_{refused.code}") from None
+        return {"linked": True, "memories_moved": linked.memories, "reminders_moved": linked.reminders}
+
     return api
 
 
@@ -346,7 +369,9 @@ async def _admit(services: ApiServices, user_id: int, *, reaches_model: bool) ->
     if user is None:  # erased since the key was checked
         raise ApiError(401, "the API key is not valid (unknown or revoked)", "invalid_api_key")
     profile = UserProfile(user.id, user.first_name, user.last_name, user.username, user.language)
-    arrival = Arrival(profile, chat_id=user.id, chat_type=ChatType.API, reaches_model=reaches_model)
+    arrival = Arrival(
+        profile, chat_id=local_chat_id(API, user.id), chat_type=ChatType.API, reaches_model=reaches_model
+    )
     ctx, result = await services.inbound.check(arrival)
     if result.passed:
         return ctx

@@ -20,6 +20,8 @@ from bot.channels.inbound import Arrival, InboundPath
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import ChatType, RequestContext
 from bot.i18n import add_strings, plain, t
+from bot.identity import CONSOLE, local_chat_id
+from bot.linking import Linker, link_command
 from bot.memory.service import MemoryService
 from bot.reminders import views as reminder_views
 from bot.reminders.notifier import DueReminder, Notifier
@@ -152,17 +154,19 @@ class ConsoleChannel(Channel):
         self._inbound: InboundPath | None = None
         self._reminders: ReminderService | None = None
         self._memory: MemoryService | None = None
+        self._linker: Linker | None = None
         self._closing = False
 
     @property
     def user_id(self) -> int:
         return self._user.id
 
-    def connect(self, inbound: InboundPath, reminders: ReminderService, memory: MemoryService) -> None:
+    def connect(self, inbound: InboundPath, reminders: ReminderService, memory: MemoryService, linker: Linker) -> None:
         """The core services the console's commands use (bot/app.py wires them)."""
         self._inbound = inbound
         self._reminders = reminders
         self._memory = memory
+        self._linker = linker
 
     def reminder_notifier(self) -> Notifier:
         return ConsoleReminderNotifier(self._output)
@@ -203,7 +207,7 @@ class ConsoleChannel(Channel):
         command = text.startswith("/")
         arrival = Arrival(
             self._user,
-            chat_id=self._user.id,
+            chat_id=local_chat_id(CONSOLE, self._user.id),
             chat_type=ChatType.CONSOLE,
             received_at=datetime.now(timezone.utc),
             reaches_model=not command,
@@ -242,6 +246,9 @@ class ConsoleChannel(Channel):
             return await reminder_views.timezone_without_choices(self._reminders, ctx, argument)
         if name == "memory":
             return await self._memory_list(ctx)
+        if name == "link":
+            assert self._linker is not None
+            return await link_command(self._linker, ctx, argument)
         if name in MENU_COMMANDS:
             return t("console_not_here", ctx.language, command=f"/{name}")
         return unknown_command_text(ctx, f"/{name}")
