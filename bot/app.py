@@ -41,6 +41,7 @@ from bot.channels.telegram.broadcast_handlers import BroadcastCommands, Telegram
 from bot.channels.base import Channel
 from bot.channels.inbound import InboundPath
 from bot.channels.console import ConsoleChannel
+from bot.channels.console.channel import ConsoleServices
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
 from bot.channels.telegram.link_handlers import LinkCommands
 from bot.channels.telegram.memory_handlers import MemoryCommands
@@ -269,7 +270,7 @@ class Arium:
         if wants_api:
             self._build_api(settings)
         if console is not None:
-            console.connect(self.inbound, self.reminders, self.memory, self.linker)
+            console.connect(ConsoleServices(self.inbound, self.reminders, self.memory, self.linker, self.userdata))
             # Only a console serving alone delivers reminders at all (see _delivers_reminders).
             self.reminder_router.add(CONSOLE, console.reminder_notifier(), last_resort=True)
             self.channels.append(console)

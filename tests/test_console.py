@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from bot.app import Arium
 from bot.channels.console import ConsoleChannel
 from bot.channels.console.channel import ConsoleSink, ConsoleOutput
 from bot.memory.embedder import Embedder
+from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
-from tests.conftest import fake_settings
+from tests.conftest import BotFactory, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
@@ -163,3 +165,54 @@ async def test_an_interactive_session_streams_the_answer_at_a_prompt(tmp_path: P
         child.close()
     assert child.exitstatus == 0, child.before
     assert len(model.chat_requests()) == 1 and model.chat_requests()[0].stream
+
+
+async def test_memory_commands_work_in_the_console_with_a_typed_confirmation(
+    tmp_path: Path, start_bot: BotFactory, embedder: Embedder
+) -> None:
+    """/memory pages, /forget asks and does only on "yes", /export writes a
+    new file each time, /deleteme erases after "yes": the core's commands,
+    rendered as plain text."""
+    app = await start_bot(bot_console_user_id=OWNER)
+    await app.users.touch(UserProfile(OWNER, "Owner"), "user")
+    facts = [f"remembered fact number {n}" for n in range(1, 23)]
+    await app.memory.add(OWNER, [NewMemory(text) for text in [*facts, "drinks green tea every morning"]])
+    lines = [
+        "/memory", "/memory 2", "/memory nonsense", "/memory 99",
+        "/forget green tea", "no", "/forget green tea", "yes", "/forget", "/forget zebra crossings",
+        "/export", "/export",
+        "/forget all", "what?", "/forget all", "да",
+        "/deleteme", "yes", "/memory",
+    ]
+    output = io.StringIO()
+    console = ConsoleChannel(
+        UserProfile(OWNER, "Owner"), reader=io.StringIO("\n".join(lines) + "\n"), writer=output,
+        interactive=False, export_dir=tmp_path,
+    )
+    await Arium(app.settings, console=console, embedder=embedder).run_console()
+    out = output.getvalue()
+    assert "Traceback" not in out
+
+    pages = out.split("What I remember about you")
+    assert pages[1].startswith(" (23), page 1 of 2") and "/memory 2 shows the next page" in pages[1]
+    assert pages[2].startswith(" (23), page 2 of 2") and "shows the next page" not in pages[2]
+    assert pages[3].startswith(" (23), page 1 of 2") and pages[4].startswith(" (23), page 2 of 2")
+
+    asked = out.index("Forget these 1?")
+    assert "drinks green tea" in out[asked:] and "Type yes to go ahead" in out[asked:]
+    cancelled = out.index("Cancelled. Nothing was deleted.", asked)
+    done = out.index("Forgotten: 1.", out.index("Forget these 1?", cancelled))
+    assert out.index("Tell me what to forget", done) < out.index("Nothing I remember matches", done)
+
+    exports = sorted(tmp_path.glob("arium-export-*.json"))  # "-2.json" sorts before ".json"
+    assert len(exports) == 2 and exports[0].name == exports[1].name.replace(".json", "-2.json")
+    assert all(str(path) in out for path in exports), "each export says where it is"
+    exported = json.loads(exports[0].read_text())
+    texts = {m["text"] for m in exported["memories"]}
+    assert "remembered fact number 1" in texts and "drinks green tea every morning" not in texts
+
+    assert out.count("Forget all 22 things") == 2, "asked twice: 'what?' cancelled the first"
+    assert "Done: I forgot everything I remembered about you (22)" in out
+    assert "Erase everything I know about you" in out and "everything I stored about you is erased" in out
+    assert out.rstrip().endswith("I don't remember anything about you yet.")
+    assert await app.memory.count(OWNER) == 0

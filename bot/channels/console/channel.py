@@ -11,8 +11,10 @@ import asyncio
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TextIO
 
 from bot.channels.base import Capabilities, Channel
@@ -21,32 +23,61 @@ from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text,
 from bot.context import ChatType, RequestContext
 from bot.i18n import add_strings, plain, t
 from bot.identity import CONSOLE, local_chat_id
+from bot.errors import AriumError
 from bot.linking import Linker, link_command
+from bot.memory.commands import (
+    erase_everything,
+    export_filename,
+    forget,
+    forget_everything,
+    forget_request,
+    memory_page,
+    page_argument,
+)
 from bot.memory.service import MemoryService
 from bot.reminders import views as reminder_views
 from bot.reminders.notifier import DueReminder, Notifier
 from bot.reminders.service import ReminderService
 from bot.storage.repositories import UserProfile
+from bot.userdata import UserData
 
 log = logging.getLogger(__name__)
 
 PROMPT = "you> "
 MEMORY_PAGE = 20
+# The answers to "are you sure?" that go ahead, and those that only cancel.
+CONFIRMATIONS = frozenset({"yes", "y", "да", "д"})
+REFUSALS = frozenset({"no", "n", "нет", "н"})
 
 add_strings(
     {
         "en": {
             "console_not_here": "{command} is not available in the console yet; use it in Telegram.",
             "console_memory_empty": "I don't remember anything about you yet.",
-            "console_memory_header": "What I remember about you (the newest {shown} of {total}):",
+            "console_memory_next": "/memory {next} shows the next page.",
+            "console_confirm": "Type yes to go ahead; anything else keeps everything as it is.",
+            "console_exported": "Your data (profile, memories, reminders, history) is saved as JSON in {path}",
         },
         "ru": {
             "console_not_here": "{command} пока недоступна в консоли; воспользуйтесь ею в Telegram.",
             "console_memory_empty": "Я пока ничего о вас не запомнил.",
-            "console_memory_header": "Что я о вас помню (последние {shown} из {total}):",
+            "console_memory_next": "/memory {next} — следующая страница.",
+            "console_confirm": "Напишите «да», чтобы продолжить; любой другой ответ ничего не меняет.",
+            "console_exported": "Ваши данные (профиль, память, напоминания, история) сохранены в JSON: {path}",
         },
     }
 )
+
+
+@dataclass(frozen=True)
+class ConsoleServices:
+    """The core services the console's commands use."""
+
+    inbound: InboundPath
+    reminders: ReminderService
+    memory: MemoryService
+    linker: Linker
+    userdata: UserData
 
 
 class ConsoleOutput:
@@ -144,29 +175,28 @@ class ConsoleChannel(Channel):
         writer: TextIO | None = None,
         interactive: bool | None = None,
         bot_name: str = "Arium",
+        export_dir: Path | None = None,
     ) -> None:
+        """``export_dir``: where /export writes its file (the current directory)."""
         self._user = user
         self._reader = reader or sys.stdin
         self._output = ConsoleOutput(writer or sys.stdout)
         self.interactive = self._reader.isatty() if interactive is None else interactive
         self.capabilities = Capabilities(streaming=self.interactive)
         self._bot_name = bot_name
-        self._inbound: InboundPath | None = None
-        self._reminders: ReminderService | None = None
-        self._memory: MemoryService | None = None
-        self._linker: Linker | None = None
+        self._core: ConsoleServices | None = None
+        # A /forget or /deleteme waiting for "yes" on the next line.
+        self._pending: Callable[[RequestContext], Awaitable[str]] | None = None
+        self._export_dir = export_dir or Path.cwd()
         self._closing = False
 
     @property
     def user_id(self) -> int:
         return self._user.id
 
-    def connect(self, inbound: InboundPath, reminders: ReminderService, memory: MemoryService, linker: Linker) -> None:
+    def connect(self, core: ConsoleServices) -> None:
         """The core services the console's commands use (bot/app.py wires them)."""
-        self._inbound = inbound
-        self._reminders = reminders
-        self._memory = memory
-        self._linker = linker
+        self._core = core
 
     def reminder_notifier(self) -> Notifier:
         return ConsoleReminderNotifier(self._output)
@@ -203,22 +233,31 @@ class ConsoleChannel(Channel):
         return line if line else None
 
     async def handle_line(self, text: str) -> None:
-        assert self._inbound is not None, "connect() first"
+        assert self._core is not None, "connect() first"
         command = text.startswith("/")
+        answer = self._pending is not None and text.lower() in CONFIRMATIONS | REFUSALS
         arrival = Arrival(
             self._user,
             chat_id=local_chat_id(CONSOLE, self._user.id),
             chat_type=ChatType.CONSOLE,
             received_at=datetime.now(timezone.utc),
-            reaches_model=not command,
+            reaches_model=not command and not answer,
         )
-        ctx = await self._inbound.admit(arrival, self._say)
+        ctx = await self._core.inbound.admit(arrival, self._say)
         if ctx is None:
             return
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if text.lower() in CONFIRMATIONS:
+                await self._say(await pending(ctx))
+                return
+            await self._say(t("mem_cancelled", ctx.language))
+            if text.lower() in REFUSALS:
+                return
         if command:
             await self._command(ctx, text)
             return
-        await self._inbound.converse(ctx, text, ConsoleSink(self._output, streaming=self.interactive))
+        await self._core.inbound.converse(ctx, text, ConsoleSink(self._output, streaming=self.interactive))
 
     async def _say(self, text: str) -> None:
         self._output.line(plain(text))
@@ -229,38 +268,87 @@ class ConsoleChannel(Channel):
         await self._say(await self._answer_command(ctx, name, argument.strip()))
 
     async def _answer_command(self, ctx: RequestContext, name: str, argument: str) -> str:
-        assert self._inbound is not None and self._reminders is not None
+        core = self._core
+        assert core is not None
         if name == "start":
             return start_text(ctx, self._bot_name)
         if name == "help":
             return help_text(ctx.language, markup=False)
         if name == "new":
-            return await new_conversation(self._inbound.conversation, ctx)
+            return await new_conversation(core.inbound.conversation, ctx)
         if name == "remind":
-            return await reminder_views.remind(self._reminders, ctx, argument)
+            return await reminder_views.remind(core.reminders, ctx, argument)
         if name == "reminders":
-            listing = await reminder_views.reminder_list(self._reminders, ctx)
+            listing = await reminder_views.reminder_list(core.reminders, ctx)
             head = [] if listing.header is None else [plain(listing.header), ""]
             return "\n".join([*head, *listing.lines])
         if name == "timezone":
-            return await reminder_views.timezone_without_choices(self._reminders, ctx, argument)
+            return await reminder_views.timezone_without_choices(core.reminders, ctx, argument)
         if name == "memory":
-            return await self._memory_list(ctx)
+            return await self._memory_page(ctx, page_argument(argument))
+        if name == "forget":
+            return await self._forget(ctx, argument)
+        if name == "export":
+            return await self._export(ctx)
+        if name == "deleteme":
+            erase = t("mem_deleteme_confirm", ctx.language)
+            return self._confirm(ctx, erase, lambda c: erase_everything(core.userdata, c))
         if name == "link":
-            assert self._linker is not None
-            return await link_command(self._linker, ctx, argument)
+            return await link_command(core.linker, ctx, argument)
         if name in MENU_COMMANDS:
             return t("console_not_here", ctx.language, command=f"/{name}")
         return unknown_command_text(ctx, f"/{name}")
 
-    async def _memory_list(self, ctx: RequestContext) -> str:
-        assert self._memory is not None
-        items, total = await self._memory.page(ctx.user_id, 0, MEMORY_PAGE)
-        if not items:
+    async def _memory_page(self, ctx: RequestContext, page: int) -> str:
+        assert self._core is not None
+        shown = await memory_page(self._core.memory, ctx.user_id, page, MEMORY_PAGE)
+        if shown is None:
             return t("console_memory_empty", ctx.language)
-        lines = [t("console_memory_header", ctx.language, shown=len(items), total=total), ""]
-        lines += [f"{number}. {item.text}" for number, item in enumerate(items, start=1)]
+        lines = shown.lines(ctx.language)
+        if shown.page + 1 < shown.pages:
+            lines += ["", t("console_memory_next", ctx.language, next=shown.page + 2)]
         return "\n".join(lines)
+
+    async def _forget(self, ctx: RequestContext, argument: str) -> str:
+        memory = self._core.memory if self._core else None
+        assert memory is not None
+        request = await forget_request(memory, ctx, argument)
+        if request.answer is not None:
+            return request.answer
+        if request.everything:
+            return self._confirm(ctx, request.prompt(ctx.language), lambda c: forget_everything(memory, c))
+        return self._confirm(ctx, request.prompt(ctx.language), lambda c: forget(memory, c, request.ids))
+
+    def _confirm(self, ctx: RequestContext, question: str, action: Callable[[RequestContext], Awaitable[str]]) -> str:
+        """Ask; the next line says yes (do it) or anything else (keep everything)."""
+        self._pending = action
+        return f"{question}\n{t('console_confirm', ctx.language)}"
+
+    async def _export(self, ctx: RequestContext) -> str:
+        assert self._core is not None
+        try:
+            data = await self._core.userdata.export_json(ctx.user_id)
+            name = export_filename(datetime.now(timezone.utc))
+            path = await asyncio.to_thread(_write_new_file, self._export_dir, name, data)
+        except (AriumError, OSError) as exc:
+            log.error("console export failed: %s", exc)
+            return t("mem_export_failed", ctx.language)
+        return t("console_exported", ctx.language, path=str(path))
+
+
+def _write_new_file(folder: Path, name: str, data: bytes) -> Path:
+    """Writes ``data`` to ``folder/name``, or to name-2, name-3 ... so an
+    earlier export is never overwritten."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for attempt in range(1, 1000):
+        path = folder / (name if attempt == 1 else f"{stem}-{attempt}{suffix}")
+        try:
+            with path.open("xb") as file:
+                file.write(data)
+            return path.resolve()
+        except FileExistsError:
+            continue
+    raise OSError(f"too many exports named {name} in {folder}")
 
 
 def _enable_line_editing() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
@@ -29,7 +28,15 @@ from bot.errors import AriumError
 from bot.i18n import t
 from bot.memory.records import MemoryRecord
 from bot.memory.service import MemoryService
-from bot.memory.tools import clear_matches
+from bot.memory.commands import (
+    erase_everything,
+    export_filename,
+    forget,
+    forget_everything,
+    forget_request,
+    memory_page,
+    page_argument,
+)
 from bot.userdata import UserData
 
 log = logging.getLogger(__name__)
@@ -37,8 +44,6 @@ log = logging.getLogger(__name__)
 Gate = Callable[[Update], Awaitable[RequestContext | None]]
 COMMANDS = ("memory", "forget", "export", "deleteme")
 PAGE_SIZE = 8
-SHOWN_CHARS = 300  # per memory in the list, so a page stays far below 4096
-FORGET_SEARCH = 10
 CALLBACK_LIMIT = 64  # bytes of callback_data Telegram accepts
 PREFIX = "mem"
 
@@ -72,10 +77,6 @@ def unpack_ids(text: str) -> list[int]:
     return ids
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-
-
 class MemoryCommands:
     def __init__(self, memory: MemoryService, userdata: UserData) -> None:
         self._memory = memory
@@ -106,7 +107,7 @@ class MemoryCommands:
         ctx = await self._private(update, "memory")
         if ctx is None:
             return
-        page = _page_argument(context.args)
+        page = page_argument(" ".join(context.args or []))
         text, markup = await self._render_page(ctx, page)
         await _reply(update, text, markup)
 
@@ -114,34 +115,15 @@ class MemoryCommands:
         ctx = await self._private(update, "forget")
         if ctx is None:
             return
-        query = " ".join(context.args or []).strip()
-        if not query:
-            await _reply(update, t("mem_forget_usage", ctx.language))
-        elif query.lower() in ("all", "всё", "все"):
-            await self._confirm_forget_all(update, ctx)
+        request = await forget_request(self._memory, ctx, " ".join(context.args or []))
+        if request.answer is not None:
+            await _reply(update, request.answer)
+        elif request.everything:
+            await _reply(update, request.prompt(ctx.language), _yes_no(ctx, f"{PREFIX}:fga", "mem_yes_forget"))
         else:
-            await self._confirm_forget(update, ctx, query)
-
-    async def _confirm_forget(self, update: Update, ctx: RequestContext, query: str) -> None:
-        hits = clear_matches(await self._memory.search(ctx.user_id, query, FORGET_SEARCH, wait=2.0))
-        if not hits:
-            await _reply(update, t("mem_forget_none", ctx.language, query=_shorten(query)))
-            return
-        data, fitted = pack_ids([hit.memory.id for hit in hits], f"{PREFIX}:fgt:")
-        shown = hits[:fitted]
-        lines = [t("mem_forget_confirm", ctx.language, count=len(shown)), ""]
-        lines += [f"• {_shorten(hit.memory.text)}" for hit in shown]
-        if fitted < len(hits):
-            lines += ["", t("mem_forget_more", ctx.language, shown=fitted)]
-        await _reply(update, "\n".join(lines), _yes_no(ctx, data, "mem_yes_forget"))
-
-    async def _confirm_forget_all(self, update: Update, ctx: RequestContext) -> None:
-        count = await self._memory.count(ctx.user_id)
-        if count == 0:
-            await _reply(update, t("mem_empty", ctx.language))
-            return
-        text = t("mem_forget_all_confirm", ctx.language, count=count)
-        await _reply(update, text, _yes_no(ctx, f"{PREFIX}:fga", "mem_yes_forget"))
+            data, fitted = pack_ids(request.ids, f"{PREFIX}:fgt:")
+            shown = fitted if fitted < len(request.ids) else None
+            await _reply(update, request.prompt(ctx.language, shown), _yes_no(ctx, data, "mem_yes_forget"))
 
     async def _on_export(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._private(update, "export")
@@ -154,7 +136,7 @@ class MemoryCommands:
             log.error("export failed: %s", exc)
             await _reply(update, t("mem_export_failed", ctx.language))
             return
-        name = f"arium-export-{datetime.now(timezone.utc):%Y-%m-%d}.json"
+        name = export_filename(datetime.now(timezone.utc))
         try:
             await message.reply_document(
                 document=io.BytesIO(data), filename=name, caption=t("mem_export_caption", ctx.language)
@@ -207,33 +189,21 @@ class MemoryCommands:
             text, markup = await self._render_page(ctx, int(page or 0))
             return t("mem_deleted" if deleted else "mem_already_gone", language), text, markup
         if action == "fgt":
-            deleted = await self._memory.delete(ctx.user_id, unpack_ids(argument))
-            return None, t("mem_forget_done", language, count=len(deleted)), None
+            return None, await forget(self._memory, ctx, unpack_ids(argument)), None
         if action == "fga":
-            count = await self._memory.delete_all(ctx.user_id)
-            return None, t("mem_forget_all_done", language, count=count), None
+            return None, await forget_everything(self._memory, ctx), None
         if action == "dme":
-            erased = await self._userdata.erase(ctx.user_id)
-            details = t("mem_erase_details", language, memories=erased.get("memories", 0),
-                        messages=erased.get("history", 0))
-            return None, t("mem_deleteme_done", language, details=details), None
+            return None, await erase_everything(self._userdata, ctx), None
         if action == "no":
             return None, t("mem_cancelled", language), None
         raise ValueError(f"unknown action {action!r}")
 
     async def _render_page(self, ctx: RequestContext, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
-        total = await self._memory.count(ctx.user_id)
-        if total == 0:
+        shown = await memory_page(self._memory, ctx.user_id, page, PAGE_SIZE)
+        if shown is None:
             return t("mem_empty", ctx.language), None
-        pages = math.ceil(total / PAGE_SIZE)
-        page = min(max(page, 0), pages - 1)
-        items, total = await self._memory.page(ctx.user_id, page, PAGE_SIZE)
-        if not items:  # the list shrank meanwhile
-            return t("mem_empty", ctx.language), None
-        header = t("mem_page_header", ctx.language, total=total, page=page + 1, pages=pages)
-        lines = [header, ""] + [f"{n}. {_shorten(m.text)}" for n, m in enumerate(items, 1)]
-        lines += ["", t("mem_page_footer", ctx.language)]
-        return "\n".join(lines), _page_keyboard(items, page, pages)
+        lines = [*shown.lines(ctx.language), "", t("mem_page_footer", ctx.language)]
+        return "\n".join(lines), _page_keyboard(shown.items, shown.page, shown.pages)
 
 
 def _page_keyboard(items: list[MemoryRecord], page: int, pages: int) -> InlineKeyboardMarkup:
@@ -259,14 +229,6 @@ def _yes_no(ctx: RequestContext, yes_data: str, yes_key: str) -> InlineKeyboardM
             InlineKeyboardButton(t("mem_no", ctx.language), callback_data=f"{PREFIX}:no"),
         ]]
     )
-
-
-def _page_argument(args: list[str] | None) -> int:
-    """``/memory 3`` opens page 3; anything else opens the first."""
-    try:
-        return max(0, int((args or ["1"])[0]) - 1)
-    except ValueError:
-        return 0
 
 
 async def _reply(update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
