@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
-from datetime import timedelta
 
-import httpx
-from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
 from telegram.constants import ChatType as TgChatType, MessageEntityType, ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 from telegram.request import HTTPXRequest
-from telegram.warnings import PTBDeprecationWarning
 
 import bot.admin.broadcast_strings  # noqa: F401  (registers the strings)
+from bot.channels.telegram.outbound import Problem, classify, new_bot, retry_after_seconds
 from bot.channels.telegram.replies import answer_button
 from bot.admin.broadcast import (
     Broadcaster,
@@ -88,32 +85,15 @@ def text_after_command(message: Message) -> tuple[str, str]:
 # --- the Sender for bulk sends -------------------------------------------------------------------
 
 
-def _retry_after(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB announces a type change of this attribute
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-# Transport failures after which the request cannot have reached Telegram.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
 def _translate(exc: TelegramError) -> Exception:
-    if isinstance(exc, Forbidden):  # blocked by the user, deactivated, never started the bot
-        return RecipientBlocked(exc.message)
-    if isinstance(exc, RetryAfter):
-        return FloodControl(exc.message, _retry_after(exc))
-    if isinstance(exc, BadRequest):
-        # "chat not found" will not change on a retry; other 400s are retried (bounded).
-        return SendFailed(exc.message, retryable="chat not found" not in exc.message.lower())
-    if isinstance(exc, (TimedOut, NetworkError)):
-        cause = exc.__cause__
-        # A read timeout or a dropped connection may come after Telegram took the
-        # message: a retry could deliver it twice, so it is not retried.
-        uncertain = isinstance(cause, httpx.TransportError) and not isinstance(cause, _NOT_SENT)
-        return SendFailed(exc.message, retryable=not uncertain)
-    return SendFailed(exc.message, retryable=True)
+    """A failed bulk send in the broadcaster's terms."""
+    problem = classify(exc)
+    if problem.kind is Problem.BLOCKED:
+        return RecipientBlocked(problem.message)
+    if problem.kind is Problem.FLOOD:
+        return FloodControl(problem.message, problem.retry_after)
+    # Not retried: a chat that is gone, or a send that may have arrived (no duplicates).
+    return SendFailed(problem.message, retryable=problem.kind in (Problem.REJECTED, Problem.TRANSIENT))
 
 
 class TelegramBulkSender:
@@ -124,11 +104,7 @@ class TelegramBulkSender:
     def __init__(self, token: str, api_url: str, *, connections: int = 8) -> None:
         self._request = HTTPXRequest(connection_pool_size=connections, pool_timeout=10.0)
         self._gone: set[tuple[int, int]] = set()  # progress messages deleted by the admin
-        # One request object for both slots: this bot never polls.
-        self._bot = Bot(
-            token, base_url=f"{api_url}/bot", base_file_url=f"{api_url}/file/bot",
-            request=self._request, get_updates_request=self._request,
-        )
+        self._bot = new_bot(token, api_url, request=self._request)
 
     async def send(self, user_id: int, text: str) -> None:
         try:
@@ -145,7 +121,7 @@ class TelegramBulkSender:
                 reply_markup=progress_keyboard(view),
             )
         except RetryAfter as exc:
-            raise FloodControl(exc.message, _retry_after(exc)) from exc
+            raise FloodControl(exc.message, retry_after_seconds(exc)) from exc
         except BadRequest as exc:
             reason = exc.message.lower()
             if "not found" in reason:

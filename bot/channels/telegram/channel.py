@@ -17,7 +17,6 @@ from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
-    ApplicationBuilder,
     CommandHandler,
     ContextTypes,
     MessageHandler,
@@ -37,6 +36,7 @@ from bot.channels.telegram.inbound import (
     strip_mention,
 )
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
+from bot.channels.telegram.outbound import application_builder
 from bot.channels.telegram.replies import reply
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
@@ -103,10 +103,7 @@ class TelegramChannel(Channel):
         cfg = self._config
         processor = ChatOrderedProcessor(cfg.max_concurrent_updates, PasteMerger(cfg.paste_merge_window))
         app = (
-            ApplicationBuilder()
-            .token(cfg.token)
-            .base_url(f"{cfg.api_url}/bot")
-            .base_file_url(f"{cfg.api_url}/file/bot")
+            application_builder(cfg.token, cfg.api_url)
             .concurrent_updates(processor)
             # PTB's default pool is one connection: hundreds of chats would queue behind it.
             .connection_pool_size(cfg.max_concurrent_updates)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from telegram import Bot
 from telegram.error import InvalidToken, TelegramError
 
+from bot.channels.telegram.outbound import new_bot
 from bot.errors import AriumError
 
 
 async def get_me(token: str, api_url: str) -> str:
-    bot = Bot(token, base_url=f"{api_url}/bot")
+    bot = new_bot(token, api_url)
     try:
         async with bot:
             return f"token valid, bot is @{bot.username}"

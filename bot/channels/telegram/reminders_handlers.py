@@ -10,10 +10,11 @@ import re
 from collections.abc import Awaitable, Callable
 
 from telegram import Bot, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.channels.telegram.inbound import NEW_MESSAGES
+from bot.channels.telegram.outbound import Problem, classify
 from bot.channels.telegram.replies import answer_button, edit_after_button, reply
 from bot.context import RequestContext
 from bot.i18n import t
@@ -56,14 +57,11 @@ class TelegramReminderNotifier:
             await self._bot().send_message(
                 reminder.chat_id, fired_text(reminder), reply_markup=fired_keyboard(reminder.id, reminder.language)
             )
-        except Forbidden as exc:
-            raise RecipientBlocked(exc.message) from exc
-        except BadRequest as exc:
-            if "chat not found" in exc.message.lower():
-                raise RecipientBlocked(exc.message) from exc
-            raise DeliveryFailed(exc.message) from exc
         except TelegramError as exc:
-            raise DeliveryFailed(str(exc)) from exc
+            problem = classify(exc)
+            if problem.kind in (Problem.BLOCKED, Problem.CHAT_GONE):
+                raise RecipientBlocked(problem.message) from exc
+            raise DeliveryFailed(problem.message) from exc
 
 
 # --- commands and buttons ------------------------------------------------------------------
