@@ -35,16 +35,17 @@ from sqlalchemy import insert  # noqa: E402
 
 from bench.harness import Row, ms, percentile, verdict  # noqa: E402
 from bench.memory_quality import FACTS, QUESTIONS  # noqa: E402
-from bot.cpus import CpuPlan  # noqa: E402
+from bot.runtime.cpus import CpuPlan  # noqa: E402
 from bot.memory.embedder import EmbeddingService, SentenceTransformerEmbedder  # noqa: E402
 from bot.memory.index import VectorIndex, load_index  # noqa: E402
 from bot.memory.records import NewMemory  # noqa: E402
 from bot.memory.repository import MemoryRepository  # noqa: E402
 from bot.memory.service import MemoryConfig, MemoryService  # noqa: E402
 from bot.storage.db import Database  # noqa: E402
-from bot.storage.models import Memory, utcnow  # noqa: E402
+from bot.runtime.clock import utcnow  # noqa: E402
+from bot.storage.models import Memory  # noqa: E402
 from bot.storage.repositories import UserProfile, UserRepository  # noqa: E402
-from bot.tasks import TaskTracker  # noqa: E402
+from bot.runtime.tasks import TaskTracker  # noqa: E402
 
 P99_BUDGET = 0.015
 QUALITY_USER = 9

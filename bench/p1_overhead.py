@@ -16,7 +16,8 @@ from sqlalchemy import insert
 from bench.harness import Rig, Row, ms, percentile, running_bot, until_idle, verdict
 from bench.memory import seed_user
 from bot.llm.types import estimate_tokens
-from bot.storage.models import Message, utcnow
+from bot.storage.models import Message
+from bot.runtime.clock import utcnow
 from bot.storage.repositories import UserProfile
 from tests.fakes.model_server import Reply, Request
 

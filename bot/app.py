@@ -21,7 +21,7 @@ from bot import __version__
 from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
 from bot.admin.health import HealthMonitor
 from bot.admin.stats import AdminStats, UserDirectory, prices_from
-from bot.admin.access import (
+from bot.gates.access import (
     INVITE_NOTICE_INTERVAL,
     REFUSAL_NOTICE_INTERVAL,
     AccessControl,
@@ -30,9 +30,9 @@ from bot.admin.access import (
     BanCheck,
 )
 from bot.admin.audit import AuditView
-from bot.admin.gates import GateChain, NoticeLimiter
-from bot.admin.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimiter
-from bot.alerts import AdminAlerts
+from bot.gates.chain import GateChain, NoticeLimiter
+from bot.gates.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimiter
+from bot.runtime.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.access_handlers import AccessCommands
 from bot.channels.telegram.apikey_handlers import ApiKeyCommands
@@ -52,10 +52,10 @@ from bot.admin.backup import BackupConfig, BackupService
 from bot.channels.telegram.backup_handlers import BackupCommands
 from bot.context import ContextMiddleware, Redactor
 from bot.conversation import Conversation, ConversationConfig
-from bot.cpus import CpuPlan
-from bot.errorlog import ErrorReporter
+from bot.runtime.cpus import CpuPlan
+from bot.runtime.errorlog import ErrorReporter
 from bot.errors import ConfigError
-from bot.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
+from bot.runtime.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, SentenceTransformerEmbedder
 from bot.memory.extraction import MemoryWriter
@@ -64,7 +64,7 @@ from bot.memory.service import MemoryConfig, MemoryService
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.memory.tools import MemoryTools
 from bot.memory.turn import TurnMemory
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
 from bot.identity import CONSOLE, TELEGRAM
@@ -81,13 +81,13 @@ from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
 from bot.storage.identities import IdentityRepository
 from bot.storage.invites import InviteRepository
-from bot.status import StatusWriter
+from bot.runtime.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
 from bot.storage.runtime import RuntimeSettingsRepository
 from bot.storage.repositories import MessageRepository, UserRepository
 from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
 from bot.storage.userdata import UserDataRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from bot.tools.events import ToolEventRecorder
 from bot.tools.executor import ToolExecutor
 from bot.tools.manager import ToolCallManager, ToolLoopConfig

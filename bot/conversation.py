@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.context import RequestContext
-from bot.events import EventBus, TurnFinished
+from bot.runtime.events import EventBus, TurnFinished
 from bot.errors import ModelError, ModelUnavailable, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService

@@ -199,7 +199,7 @@ async def _telegram(settings: Settings) -> str:
 
 def _report_running_bot(settings: Settings, report: Report) -> None:
     """Live model health from the running bot's status file, if it runs."""
-    from bot.status import read_status
+    from bot.runtime.status import read_status
 
     status = read_status(settings.bot_data_dir)
     if status is None:

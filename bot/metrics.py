@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bot.events import EventBus, TurnFinished
+from bot.runtime.events import EventBus, TurnFinished
 from bot.storage.tool_events import ToolEventRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

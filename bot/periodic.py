@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from bot.reminders.clock import Clock
 from bot.reminders.scheduler import ReminderScheduler
 from bot.storage.reminders import ReminderRepository
-from bot.tasks import ErrorHandler
+from bot.runtime.tasks import ErrorHandler
 
 log = logging.getLogger(__name__)
 

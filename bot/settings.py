@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     # query on a small CPU); false keeps torch.
     bot_embedding_onnx: bool = True
     # Keep the embedding thread and SQLite's threads on different CPUs (see
-    # bot/cpus.py); only where at least two CPUs are available.
+    # bot/runtime/cpus.py); only where at least two CPUs are available.
     bot_pin_threads: bool = True
 
     # The fallback chain in full (TOML only): several endpoints per tier, weights.
@@ -240,7 +240,7 @@ class Settings(BaseSettings):
     bot_backup_time: str = "03:30"
     bot_prune_time: str = "04:15"
     bot_health_time: str = "09:00"
-    # Access control and per-user limits (see bot/admin/access.py, limits.py).
+    # Access control and per-user limits (see bot/gates/access.py, limits.py).
     bot_access_mode: Literal["open", "allowlist"] = "open"
     bot_rate_per_minute: float = Field(default=20.0, ge=0, le=6000)
     bot_rate_burst: int = Field(default=10, ge=1, le=1000)

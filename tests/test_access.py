@@ -11,13 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.admin.access import UserRef, parse_user_ref
+from bot.gates.access import UserRef, parse_user_ref
 from bot.channels.telegram.access_handlers import parse_budget, render_audit
 from bot.admin.audit import AuditLine
 from bot.i18n import t
 from bot.storage.db import Database
 from bot.storage.invites import InviteRepository, Redemption
-from bot.storage.models import AuditEntry, User, utcnow
+from bot.storage.models import AuditEntry, User
+from bot.runtime.clock import utcnow
 from bot.storage.repositories import UserProfile, UserRepository
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer, Reply

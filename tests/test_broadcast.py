@@ -14,11 +14,11 @@ from sqlalchemy import insert, select, update
 
 from bot.admin.broadcast import BroadcastConfig, Broadcaster, BroadcastTextError, ProgressView, State
 from bot.app import Arium
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
 from bot.storage.models import Broadcast, BroadcastDelivery, User
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from tests.conftest import BotFactory
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 from tests.limits import WAIT_LIMIT

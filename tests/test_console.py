@@ -10,11 +10,15 @@ import json
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
 from bot.app import Arium
 from bot.channels.console import ConsoleChannel
 from bot.channels.console.channel import ConsoleSink, ConsoleOutput
 from bot.memory.embedder import Embedder
+from bot.identity import CONSOLE, local_chat_id
 from bot.memory.records import NewMemory
+from bot.storage.models import Chat, Message
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
@@ -210,9 +214,15 @@ async def test_memory_commands_work_in_the_console_with_a_typed_confirmation(
     exported = json.loads(exports[0].read_text())
     texts = {m["text"] for m in exported["memories"]}
     assert "remembered fact number 1" in texts and "drinks green tea every morning" not in texts
+    assert exported["profile"]["identities"] == [{"channel": "console", "id": str(OWNER)}]
 
     assert out.count("Forget all 22 things") == 2, "asked twice: 'what?' cancelled the first"
     assert "Done: I forgot everything I remembered about you (22)" in out
     assert "Erase everything I know about you" in out and "everything I stored about you is erased" in out
     assert out.rstrip().endswith("I don't remember anything about you yet.")
     assert await app.memory.count(OWNER) == 0
+    # The console's own chat ("what?" and its answer) went with the rest.
+    async with app.db.reading() as session:
+        console_chat = local_chat_id(CONSOLE, OWNER)
+        assert await session.get(Chat, console_chat) is None
+        assert (await session.execute(select(Message).where(Message.chat_id == console_chat))).first() is None

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from bot.cpus import CpuPlan, allowed_cpus, pin_current_thread
+from bot.runtime.cpus import CpuPlan, allowed_cpus, pin_current_thread
 from bot.memory.embedder import Embedder, EmbeddingService
 from bot.settings import Settings
 from bot.storage.db import Database
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 ALLOWED = allowed_cpus()
 needs_two_cpus = pytest.mark.skipif(
@@ -71,7 +71,7 @@ def test_pinning_moves_only_the_calling_thread() -> None:
 @needs_two_cpus
 def test_a_refused_pin_is_logged_and_the_thread_runs_anywhere(caplog: pytest.LogCaptureFixture) -> None:
     assert ALLOWED is not None
-    with caplog.at_level(logging.WARNING, logger="bot.cpus"):
+    with caplog.at_level(logging.WARNING, logger="bot.runtime.cpus"):
         assert affinity_of_new_thread(frozenset({max(ALLOWED) + 4096})) == set(ALLOWED)
     assert "runs anywhere" in caplog.text
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bot.memory.embedder import Embedder, EmbeddingService
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 DIM = 8
 WAIT = 5.0  # seconds a thread event may take before the test fails

@@ -16,8 +16,8 @@ from telegram.ext import CommandHandler, ContextTypes
 
 from bot.context import SecretMasker, configure_logging, current_request_id
 from bot.doctor import run_doctor
-from bot.errorlog import ErrorReporter
-from bot.tasks import TaskTracker
+from bot.runtime.errorlog import ErrorReporter
+from bot.runtime.tasks import TaskTracker
 from tests.conftest import BotFactory
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -84,7 +84,7 @@ async def test_a_failing_handler_answers_kindly_logs_and_alerts_admins_once(
         handler.flush()
     log = log_file.read_text()
     for request_id in request_ids:
-        assert f"ERROR [{request_id}] bot.errorlog: unhandled error in update handler" in log
+        assert f"ERROR [{request_id}] bot.runtime.errorlog: unhandled error in update handler" in log
     assert "Traceback" in log and "second line" in log, "the log keeps the whole story"
     assert log.count("admin alert:") == 1
     chat = [m.text for chat in (USER, ADMIN) for m in tg.messages(chat)]
@@ -121,7 +121,7 @@ async def test_background_task_errors_reach_the_same_handler(
     assert "request id: req-bg-1" in alert.text
     for handler in logging.getLogger().handlers:
         handler.flush()
-    assert "ERROR [req-bg-1] bot.errorlog: unhandled error in memory-extract" in log_file.read_text()
+    assert "ERROR [req-bg-1] bot.runtime.errorlog: unhandled error in memory-extract" in log_file.read_text()
 
 
 async def test_a_failing_nightly_job_is_reported() -> None:
@@ -226,9 +226,9 @@ async def test_task_tracker_errors_keep_the_request_id_of_their_turn(caplog: pyt
     token = current_request_id.set("turn-42")
     task = tasks.spawn(fails(), "after-turn")
     current_request_id.reset(token)
-    with caplog.at_level(logging.ERROR, logger="bot.errorlog"):
+    with caplog.at_level(logging.ERROR, logger="bot.runtime.errorlog"):
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.sleep(0)  # done callbacks run on the next loop turn
-    [record] = [r for r in caplog.records if r.name == "bot.errorlog"]
+    [record] = [r for r in caplog.records if r.name == "bot.runtime.errorlog"]
     assert record.request_id == "turn-42"  # type: ignore[attr-defined]
     assert reporter.log.last is not None and reporter.log.last.request_id == "turn-42"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
-from bot.events import AdminAction, BatchWriter, EventBus, TurnFinished
+from bot.runtime.events import AdminAction, BatchWriter, EventBus, TurnFinished
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram

@@ -15,10 +15,11 @@ from bot.admin.health import HealthMonitor, database_size, memory_use, sqlite_fi
 from bot.app import Arium
 from bot.channels.telegram.stats_handlers import fmt_duration
 from bot.storage.db import Database
-from bot.storage.models import AuditEntry, utcnow
-from bot.tasks import TaskTracker
+from bot.storage.models import AuditEntry
+from bot.runtime.clock import utcnow
+from bot.runtime.tasks import TaskTracker
 from bot.context import Redactor
-from bot.errorlog import ErrorLog, ErrorReporter
+from bot.runtime.errorlog import ErrorLog, ErrorReporter
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram

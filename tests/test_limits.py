@@ -11,8 +11,8 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from bot.admin.gates import GateChain, GateRequest, NoticeLimiter, Verdict
-from bot.admin.limits import (
+from bot.gates.chain import GateChain, GateRequest, NoticeLimiter, Verdict
+from bot.gates.limits import (
     DailyBudget,
     QuotaCheck,
     RateLimitCheck,
@@ -23,7 +23,7 @@ from bot.admin.limits import (
     next_reset,
     pending_tokens,
 )
-from bot.events import TurnFinished
+from bot.runtime.events import TurnFinished
 from bot.i18n import t
 from bot.storage.admin import UsageRepository
 from bot.storage.db import Database

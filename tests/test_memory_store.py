@@ -16,9 +16,9 @@ from bot.memory.records import NewMemory
 from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
 from bot.storage.db import Database
-from bot.storage.models import utcnow
+from bot.runtime.clock import utcnow
 from bot.storage.repositories import UserProfile, UserRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 ANN, BOB = 101, 202
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.reminders.timezones import describe, lookup_zone, zone_near
 
 

@@ -15,7 +15,7 @@ import pytest
 import pytz
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs, daily_at
 from bot.reminders.clock import ShiftedClock
 from bot.reminders.notifier import DeliveryFailed, DueReminder, RecipientBlocked
@@ -24,7 +24,7 @@ from bot.storage.db import Database
 from bot.storage.reminders import ReminderRecord, ReminderRepository
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from tests.limits import WAIT_LIMIT
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

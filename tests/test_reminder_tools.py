@@ -14,7 +14,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.auth import Role
 from bot.context import ChatType, RequestContext
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.reminders.clock import ShiftedClock
 from bot.reminders.parsing import parse_reminder
 from bot.reminders.scheduler import ReminderScheduler
@@ -23,7 +23,7 @@ from bot.reminders.tools import ReminderTools, ToolInputError
 from bot.storage.db import Database
 from bot.storage.reminders import ReminderRepository
 from bot.storage.repositories import UserProfile, UserRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from tests.test_reminder_scheduler import RecordingNotifier
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)

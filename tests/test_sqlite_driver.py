@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from bot.errors import StorageError
 from bot.storage import sqlite_driver
 from bot.storage.db import Database
-from bot.storage.models import User, utcnow
+from bot.storage.models import User
+from bot.runtime.clock import utcnow
 
 
 @pytest.fixture

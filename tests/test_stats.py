@@ -33,7 +33,7 @@ from bot.context import Redactor, strip_url_secrets
 from bot.app import Arium
 from bot.channels.telegram.stats_handlers import join_messages, parse_page_data
 from bot.errors import ConfigError
-from bot.events import TurnFinished
+from bot.runtime.events import TurnFinished
 from bot.reminders.clock import ShiftedClock
 from bot.settings import Settings, load_settings
 from bot.storage.admin import DayUsage, UsageRepository

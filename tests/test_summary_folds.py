@@ -13,7 +13,7 @@ from bot.llm.types import ChatRequest, Completion
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.prompts import PromptRegistry
 from bot.storage.repositories import StoredMessage
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 CONVERSATION = 7
 

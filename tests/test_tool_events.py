@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from bot.storage.db import Database
 from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from bot.tools.events import ToolEventRecorder
 
 

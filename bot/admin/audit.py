@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.events import AdminAction
+from bot.runtime.events import AdminAction
 from bot.storage.admin import AuditRepository
 from bot.storage.repositories import UserRecord, UserRepository
 

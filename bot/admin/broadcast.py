@@ -48,7 +48,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from bot.errors import AriumError
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.storage.broadcasts import (
     BLOCKED,
     CANCELLED,
@@ -60,8 +60,8 @@ from bot.storage.broadcasts import (
     BroadcastRecord,
     BroadcastRepository,
 )
-from bot.storage.models import utcnow
-from bot.tasks import TaskTracker
+from bot.runtime.clock import utcnow
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

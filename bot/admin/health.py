@@ -1,7 +1,7 @@
 """What /health shows, channel-agnostic: uptime, version, database size,
 memory use, queue depths, the last error and the model chain's state.
 
-The last error comes from the one error reporter (bot/errorlog.py): a time
+The last error comes from the one error reporter (bot/runtime/errorlog.py): a time
 and one masked line; the full tracebacks are in the log."""
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from sqlalchemy.engine.url import make_url
 
 from bot import __version__
 from bot.admin.stats import ModelHealth
-from bot.errorlog import ErrorEntry, ErrorLog
+from bot.runtime.errorlog import ErrorEntry, ErrorLog
 from bot.storage.db import Database
-from bot.storage.models import utcnow
-from bot.tasks import TaskTracker
+from bot.runtime.clock import utcnow
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

@@ -117,7 +117,7 @@ def running_bot_pid(data_dir: Path) -> int | None:
     """The pid of a bot running on ``data_dir``: from the pid file that
     scripts/start.sh writes (checked as start.sh checks it), or from the
     status file the running bot rewrites every 15 s."""
-    from bot.status import read_status
+    from bot.runtime.status import read_status
 
     try:
         pid = int((data_dir / "arium.pid").read_text().strip())

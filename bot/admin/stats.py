@@ -28,7 +28,8 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 from bot.context import strip_url_secrets
 from bot.storage.admin import DayUsage, ModelUsage, UsageRepository
 from bot.storage.db import Database
-from bot.storage.models import User, utcnow
+from bot.storage.models import User
+from bot.runtime.clock import utcnow
 from bot.storage.reminders import ReminderRepository
 from bot.storage.tool_events import ToolEventRepository, ToolStats
 

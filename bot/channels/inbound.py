@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.admin.gates import GateChain, GateRequest, GateResult
+from bot.gates.chain import GateChain, GateRequest, GateResult
 from bot.context import ChatType, ContextMiddleware, RequestContext
 from bot.conversation import Conversation, ReplySink, TurnResult
 from bot.i18n import t

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.cpus import pin_current_thread
+from bot.runtime.cpus import pin_current_thread
 from bot.errors import EmbedderUnavailable
 from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class EmbeddingService:
     def __init__(
         self, load: Callable[[], Embedder], tasks: TaskTracker, *, cpus: frozenset[int] | None = None
     ) -> None:
-        """``cpus``: where the embedding thread may run (bot/cpus.py); None: anywhere."""
+        """``cpus``: where the embedding thread may run (bot/runtime/cpus.py); None: anywhere."""
         self._load = load
         self._tasks = tasks
         # One thread: encodes run one at a time and never on the event loop.

@@ -31,7 +31,7 @@ from bot.memory import keyword
 from bot.memory.records import Hit, NewMemory, clamp_importance, clean_kind, clean_text
 from bot.memory.service import MemoryService
 from bot.prompts import PromptRegistry
-from bot.storage.models import utcnow
+from bot.runtime.clock import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from sqlalchemy.sql.selectable import TextualSelect
 from bot.memory import keyword
 from bot.memory.records import MemoryRecord, NewMemory
 from bot.storage.db import Database
-from bot.storage.models import Memory, UTCDateTime, utcnow
+from bot.storage.models import Memory, UTCDateTime
+from bot.runtime.clock import utcnow
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
 from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, kind_for, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
 from bot.memory.repository import MemoryRepository
-from bot.storage.models import utcnow
-from bot.tasks import TaskTracker
+from bot.runtime.clock import utcnow
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")

@@ -24,7 +24,7 @@ from bot.llm.service import ModelService
 from bot.llm.types import ChatMessage, ChatRequest
 from bot.prompts import PromptRegistry
 from bot.storage.repositories import MessageRepository, StoredMessage
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from bot.memory.extraction import MAX_EXCHANGE_CHARS, MemoryWriter, Turn
 from bot.memory.records import Hit
 from bot.memory.service import MemoryService
 from bot.storage.repositories import StoredMessage
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.pacing import Pacer
+from bot.runtime.pacing import Pacer
 from bot.reminders.clock import Clock
 from bot.reminders.notifier import DeliveryFailed, DueReminder, Notifier, RecipientBlocked
 from bot.reminders.recurrence import Rule, RuleError
 from bot.storage.reminders import Claimed, ReminderRecord, ReminderRepository
-from bot.tasks import ErrorHandler, TaskTracker
+from bot.runtime.tasks import ErrorHandler, TaskTracker
 
 log = logging.getLogger(__name__)
 

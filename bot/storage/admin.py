@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.events import AdminAction, TurnFinished
+from bot.runtime.events import AdminAction, TurnFinished
 from bot.storage.db import Database
 from bot.storage.models import AuditEntry, UsageDaily
 

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.errors import StorageError
 from bot.storage.db import Database
-from bot.storage.models import ApiKey, utcnow
+from bot.storage.models import ApiKey
+from bot.runtime.clock import utcnow
 
 KEY_PREFIX = "ak-"
 NAME_MAX = 64

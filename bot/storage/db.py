@@ -39,7 +39,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def build_engine(url: str, pool_size: int = 20, worker_cpus: frozenset[int] | None = None) -> AsyncEngine:
-    """``worker_cpus``: CPUs for SQLite's worker threads (bot/cpus.py); no
+    """``worker_cpus``: CPUs for SQLite's worker threads (bot/runtime/cpus.py); no
     effect on PostgreSQL, whose work happens in the server."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

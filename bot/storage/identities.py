@@ -10,7 +10,8 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 
 from bot.storage.db import Database
-from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, User, utcnow
+from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, User
+from bot.runtime.clock import utcnow
 from bot.storage.repositories import _insert_ignore
 
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.identity import TELEGRAM, channel_of_chat
 from bot.storage.db import Database
-from bot.storage.models import Base, Chat, Conversation, Identity, Message, User, utcnow
+from bot.storage.models import Base, Chat, Conversation, Identity, Message, User
+from bot.runtime.clock import utcnow
 
 # How many recent rows a history query reads before applying the token budget;
 # a budget of a few thousand tokens never needs more.

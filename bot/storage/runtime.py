@@ -13,7 +13,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.storage.db import Database
-from bot.storage.models import RuntimeSetting, utcnow
+from bot.storage.models import RuntimeSetting
+from bot.runtime.clock import utcnow
 
 log = logging.getLogger(__name__)
 

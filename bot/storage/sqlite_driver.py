@@ -40,7 +40,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util.concurrency import await_only
 
-from bot.cpus import pin_current_thread
+from bot.runtime.cpus import pin_current_thread
 
 DRIVER_NAME = "sqlite+arium_aiosqlite"
 
@@ -162,7 +162,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, worker_cpus: frozenset[int] | None = None, **kw: Any) -> OneHopConnection:
         """``worker_cpus``: the CPUs this connection's worker thread may run
-        on (see bot/cpus.py); None leaves it anywhere."""
+        on (see bot/runtime/cpus.py); None leaves it anywhere."""
         stock = super().connect(*arg, **kw)
         if worker_cpus is not None:
             await_only(stock._connection._execute(pin_current_thread, worker_cpus))

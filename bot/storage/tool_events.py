@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import case, func, insert, select
 
 from bot.storage.db import Database
-from bot.storage.models import ToolEvent, utcnow
+from bot.storage.models import ToolEvent
+from bot.runtime.clock import utcnow
 
 
 @dataclass(frozen=True)

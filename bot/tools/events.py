@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.events import BatchWriter
+from bot.runtime.events import BatchWriter
 from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 
 class ToolEventRecorder(BatchWriter[ToolEventRecord]):

@@ -39,7 +39,7 @@ from bot.reminders.views import explain
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.reminders import ReminderRecord
 from bot.storage.repositories import UserProfile, UserRepository
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from bot.userdata import UserData
 
 log = logging.getLogger(__name__)

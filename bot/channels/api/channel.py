@@ -12,7 +12,7 @@ import uvicorn
 from bot.channels.api.app import ApiServices, build_api
 from bot.channels.base import Capabilities, Channel
 from bot.errors import ConfigError
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
 
-import bot.admin.access_strings  # noqa: F401  (registers the strings)
-from bot.admin.access import AccessControl, AccessMode, Change, Status, UserRef, parse_user_ref
+import bot.gates.access_strings  # noqa: F401  (registers the strings)
+from bot.gates.access import AccessControl, AccessMode, Change, Status, UserRef, parse_user_ref
 from bot.admin.audit import MAX_AUDIT_ENTRIES, AuditLine, AuditView
-from bot.admin.limits import DailyBudget, format_tokens
+from bot.gates.limits import DailyBudget, format_tokens
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.channels.telegram.render import utf16_len
 from bot.context import RequestContext
-from bot.events import EventBus
+from bot.runtime.events import EventBus
 from bot.i18n import t
 from bot.storage.repositories import UserRecord
 

@@ -18,7 +18,7 @@ import bot.admin.strings  # noqa: F401  (registers the strings)
 from bot.auth import Role
 from bot.channels.telegram.replies import answer_button, reply
 from bot.context import RequestContext
-from bot.events import AdminAction, EventBus
+from bot.runtime.events import AdminAction, EventBus
 from bot.i18n import t
 
 log = logging.getLogger(__name__)

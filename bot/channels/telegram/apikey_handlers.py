@@ -11,7 +11,7 @@ import bot.admin.apikey_strings  # noqa: F401  (registers the strings)
 from bot.apikeys import ApiKeyCommandError, create_key, describe, revoke_key
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
-from bot.events import EventBus
+from bot.runtime.events import EventBus
 from bot.i18n import t
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.repositories import UserRepository

@@ -17,8 +17,8 @@ import bot.admin.backup_strings  # noqa: F401  (registers the strings)
 from bot.admin.backup import BackupBusy, BackupResult, human_size
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext, SecretMasker
-from bot.errorlog import summarize
-from bot.events import EventBus
+from bot.runtime.errorlog import summarize
+from bot.runtime.events import EventBus
 from bot.i18n import t
 from bot.periodic import TaskRun
 

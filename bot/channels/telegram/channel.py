@@ -41,7 +41,7 @@ from bot.channels.telegram.replies import reply
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
 from bot.i18n import t
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 from bot.tools.sandbox import FileSandbox
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from bot.channels.telegram.replies import reply
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import RequestContext
 from bot.storage.repositories import UserProfile
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 # Commands act on new messages only: an edited "/remind ..." is not a second order.
 NEW_MESSAGES = filters.UpdateType.MESSAGE

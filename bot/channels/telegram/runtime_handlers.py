@@ -31,7 +31,7 @@ from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.channels.telegram.render import utf16_len
 from bot.context import RequestContext
 from bot.errors import StorageError
-from bot.events import EventBus
+from bot.runtime.events import EventBus
 from bot.i18n import t
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from bot.admin.stats import (
 )
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
-from bot.events import EventBus
+from bot.runtime.events import EventBus
 from bot.i18n import t
 
 log = logging.getLogger(__name__)

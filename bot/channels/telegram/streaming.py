@@ -15,7 +15,7 @@ from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, TelegramError
 
 from bot.channels.telegram.render import Chunk, plain_chunks, render_chunks
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

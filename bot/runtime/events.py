@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from bot.errors import StorageError
-from bot.storage.models import utcnow
-from bot.tasks import TaskTracker
+from bot.runtime.clock import utcnow
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 E = TypeVar("E")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.errorlog import ALERT_TASK
+from bot.runtime.errorlog import ALERT_TASK
 from bot.errors import ModelUnavailable
-from bot.tasks import TaskTracker
+from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

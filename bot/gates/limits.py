@@ -15,9 +15,9 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 
 import pytz
 
-import bot.admin.access_strings  # noqa: F401  (registers the strings)
-from bot.admin.gates import MAX_TRACKED_USERS, GateRequest, Monotonic, Verdict
-from bot.events import TurnFinished
+import bot.gates.access_strings  # noqa: F401  (registers the strings)
+from bot.gates.chain import MAX_TRACKED_USERS, GateRequest, Monotonic, Verdict
+from bot.runtime.events import TurnFinished
 from bot.i18n import t
 from bot.storage.admin import usage_day
 

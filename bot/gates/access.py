@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-import bot.admin.access_strings  # noqa: F401  (registers the strings)
-from bot.admin.gates import GateRequest, NoticeLimiter, Verdict
+import bot.gates.access_strings  # noqa: F401  (registers the strings)
+from bot.gates.chain import GateRequest, NoticeLimiter, Verdict
 from bot.auth import AuthProvider, Role
 from bot.i18n import t
 from bot.storage.invites import InviteRecord, InviteRepository, Redemption
