@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.identity import API, CONSOLE, local_chat_id
 from bot.storage.db import Database
-from bot.storage.models import Chat, Conversation, Message, Reminder, ToolEvent, User
+from bot.storage.models import Chat, Conversation, Identity, Message, Reminder, ToolEvent, User
 
 
 def _iso(value: Any) -> Any:
@@ -25,6 +27,9 @@ class UserDataRepository:
             user = await s.get(User, user_id)
             if user is None:
                 return None
+            identities = await s.execute(
+                select(Identity.channel, Identity.external_id).where(Identity.user_id == user_id).order_by(Identity.id)
+            )
             return {
                 "id": user.id,
                 "first_name": user.first_name,
@@ -35,6 +40,8 @@ class UserDataRepository:
                 "role": user.role,
                 "created_at": _iso(user.created_at),
                 "last_seen_at": _iso(user.last_seen_at),
+                # Who they are in each channel (joined by /link).
+                "identities": [{"channel": channel, "id": external} for channel, external in identities],
             }
 
     async def delete_profile(self, user_id: int) -> int:
@@ -44,11 +51,13 @@ class UserDataRepository:
 
     async def history(self, user_id: int) -> dict[str, Any]:
         """Messages the user wrote or that answered them, and the summaries of
-        their private chat (whose id is their user id in Telegram)."""
+        their private chats (Telegram's, whose id is their user id, and their
+        console and API chats)."""
         async with self._db.reading() as s:
+            private = await _private_chats(s, user_id)
             rows = (
                 await s.execute(
-                    select(Message).where(_theirs(user_id)).order_by(Message.chat_id, Message.id)
+                    select(Message).where(_theirs(user_id, private)).order_by(Message.chat_id, Message.id)
                 )
             ).scalars()
             messages = [
@@ -68,7 +77,7 @@ class UserDataRepository:
                 for c in (
                     await s.execute(
                         select(Conversation)
-                        .where(Conversation.chat_id == user_id, Conversation.summary.is_not(None))
+                        .where(Conversation.chat_id.in_(private), Conversation.summary.is_not(None))
                         .order_by(Conversation.id)
                     )
                 ).scalars()
@@ -77,16 +86,17 @@ class UserDataRepository:
 
     async def delete_history(self, user_id: int) -> int:
         async with self._db.session() as s:
+            private = await _private_chats(s, user_id)
             # Group summaries may retell what they wrote: those go too.
             spoke_in = select(Message.conversation_id).where(Message.user_id == user_id).distinct()
             await s.execute(
                 update(Conversation)
-                .where(Conversation.id.in_(spoke_in), Conversation.chat_id != user_id)
+                .where(Conversation.id.in_(spoke_in), Conversation.chat_id.not_in(private))
                 .values(summary=None)
             )
-            result = await s.execute(delete(Message).where(_theirs(user_id)))
-            await s.execute(delete(Chat).where(Chat.id == user_id))  # conversations cascade
-            await s.execute(delete(Conversation).where(Conversation.chat_id == user_id))
+            result = await s.execute(delete(Message).where(_theirs(user_id, private)))
+            await s.execute(delete(Chat).where(Chat.id.in_(private)))  # conversations cascade
+            await s.execute(delete(Conversation).where(Conversation.chat_id.in_(private)))
             # Operational records of their tool calls (not exported: no content of theirs).
             await s.execute(delete(ToolEvent).where(ToolEvent.user_id == user_id))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -120,5 +130,17 @@ class UserDataRepository:
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def _theirs(user_id: int) -> Any:
-    return or_(Message.user_id == user_id, Message.chat_id == user_id)
+def _theirs(user_id: int, private_chats: list[int]) -> Any:
+    return or_(Message.user_id == user_id, Message.chat_id.in_(private_chats))
+
+
+async def _private_chats(s: AsyncSession, user_id: int) -> list[int]:
+    """The chats only this user talks in: their Telegram private chat (its
+    id is their user id), their API chat, and the chat of each console that
+    is theirs (bot/identity.py)."""
+    consoles = await s.execute(
+        select(Identity.external_id).where(Identity.user_id == user_id, Identity.channel == CONSOLE)
+    )
+    chats = [user_id, local_chat_id(API, user_id)]
+    chats += [local_chat_id(CONSOLE, int(external)) for external in consoles.scalars() if external.lstrip("-").isdigit()]
+    return chats
