@@ -211,3 +211,57 @@ async def test_the_identities_migration_keeps_every_row_valid(database_url: str)
         assert again.id == 42 and again.first_name == "Ann"
     finally:
         await db.dispose()
+
+
+async def test_merging_two_users_moves_what_follows_a_person(database_url: str) -> None:
+    """/link's one transaction, on SQLite and PostgreSQL: memories, reminders,
+    API keys, identities and messages of the absorbed user move; the user
+    row goes; a code is taken once, and never after it expired."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from bot.runtime.clock import utcnow
+    from bot.storage.api_keys import ApiKeyRepository
+    from bot.storage.identities import IdentityRepository
+    from bot.storage.models import Memory, Message, Reminder
+
+    db = await migrated(database_url)
+    try:
+        users = UserRepository(db, "UTC")
+        await users.visit(UserProfile(42, "Ann"), lambda stored: "user", channel="telegram")
+        await users.visit(UserProfile(7, "Owner"), lambda stored: "user", channel="console")
+        await MessageRepository(db).start_turn(
+            chat_id=-(2**62) - 14, chat_type="console", chat_title=None, user_id=7, text="hello from the console",
+            tokens=5, request_id="r", history_tokens=100,
+        )
+        now = utcnow()
+        async with db.session() as s:
+            s.add(Memory(user_id=7, text="grows tomatoes", created_at=now, updated_at=now))
+            s.add(Reminder(user_id=7, chat_id=-(2**62) - 14, text="water them", timezone="UTC", status="active",
+                           next_fire_at=now + timedelta(days=1), created_at=now, updated_at=now))
+        _, key = await ApiKeyRepository(db).create("script", 7)
+        identities = IdentityRepository(db)
+        await identities.add_code("ABCDEFGHJK", 42, "telegram", now + timedelta(minutes=10))
+        await identities.add_code("OLDOLDOLD2", 7, "console", now - timedelta(seconds=1))
+
+        assert await identities.take_code("OLDOLDOLD2", now) is None, "expired"
+        issued = await identities.take_code("ABCDEFGHJK", now)
+        assert issued is not None and (issued.user_id, issued.channel) == (42, "telegram")
+        assert await identities.take_code("ABCDEFGHJK", now) is None, "used"
+
+        merged = await identities.merge(absorbed=7, survivor=42)
+        assert (merged.memories, merged.reminders) == (1, 1)
+        assert await users.get(7) is None
+        assert await identities.channels_of(42) == {"telegram": "42", "console": "7"}
+        assert await ApiKeyRepository(db).user_of(key) == 42
+        async with db.reading() as s:
+            for model in (Memory, Reminder, Message):
+                owners = set((await s.execute(select(model.user_id))).scalars())
+                assert owners == {42}, model.__name__
+            assert (await s.execute(select(func.count()).select_from(Memory))).scalar_one() == 1
+        # The console's identity now reaches Ann.
+        again = await users.visit(UserProfile(7, "Owner"), lambda stored: "user", channel="console")
+        assert again.id == 42 and again.first_name == "Ann", "names come from Telegram, not the console"
+    finally:
+        await db.dispose()

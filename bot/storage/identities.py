@@ -7,12 +7,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from bot.storage.db import Database
 from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, User
 from bot.runtime.clock import utcnow
-from bot.storage.repositories import _insert_ignore
 
 
 def hash_code(code: str) -> str:
@@ -38,22 +37,6 @@ class Merged:
 class IdentityRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    async def user_of(self, channel: str, external_id: str) -> int | None:
-        async with self._db.reading() as s:
-            query = select(Identity.user_id).where(Identity.channel == channel, Identity.external_id == external_id)
-            return (await s.execute(query)).scalar_one_or_none()
-
-    async def record(self, channel: str, external_id: str, user_id: int) -> int:
-        """Records the identity for ``user_id`` unless it exists; returns the
-        user it belongs to (another one, if it was recorded first)."""
-        async with self._db.session() as s:
-            await _insert_ignore(
-                s, Identity,
-                {"channel": channel, "external_id": external_id, "user_id": user_id, "created_at": utcnow()},
-            )
-            query = select(Identity.user_id).where(Identity.channel == channel, Identity.external_id == external_id)
-            return int((await s.execute(query)).scalar_one())
 
     async def channels_of(self, user_id: int) -> dict[str, str]:
         """The user's identities: channel -> their id there (the first of a channel)."""
@@ -82,8 +65,10 @@ class IdentityRepository:
             if row is None:
                 return None
             issued = IssuedCode(row.user_id, row.channel)
-            await s.delete(row)
-            return issued
+            # Whoever deletes the row owns the code: two people entering it at
+            # once (another process, on PostgreSQL) cannot both use it.
+            taken = await s.execute(delete(LinkCode).where(LinkCode.code_hash == row.code_hash))
+            return issued if taken.rowcount == 1 else None  # type: ignore[attr-defined]
 
     async def merge(self, absorbed: int, survivor: int) -> Merged:
         """Moves everything of ``absorbed`` that follows a person (identities,
@@ -106,7 +91,3 @@ class IdentityRepository:
                     kept.token_budget = gone.token_budget
                 await s.delete(gone)
             return Merged(survivor, absorbed, moved["memories"], moved["reminders"])
-
-    async def count(self) -> int:
-        async with self._db.reading() as s:
-            return int((await s.execute(select(func.count()).select_from(Identity))).scalar_one())
