@@ -19,9 +19,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import bot.link_strings  # noqa: F401  (registers this module's strings)
 from bot.context import RequestContext
 from bot.errors import AriumError
-import bot.link_strings  # noqa: F401  (registers this module's strings)
 from bot.i18n import t
 from bot.identity import TELEGRAM, channel_of
 from bot.memory.service import MemoryService

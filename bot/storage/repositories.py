@@ -94,9 +94,8 @@ class UserRepository:
         current = await (self.get(profile.id) if channel is None else self._by_identity(channel, profile.id))
         role = decide_role(current.role if current else None)
         if current is None:
-            user = await self.touch(profile, role, identity=channel)
-            return user
-        if channel not in (None, "telegram"):
+            return await self.touch(profile, role, identity=channel)
+        if channel not in (None, TELEGRAM):
             # Names come from Telegram, where people have them; the console
             # and others only say who is there.
             profile = UserProfile(current.id, current.first_name, current.last_name, current.username, profile.language)
