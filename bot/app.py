@@ -254,7 +254,7 @@ class Arium:
         # The one path every channel's message takes into the core.
         self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
         # One person, several channels: /link joins their users.
-        self.linker = Linker(self.identities, self.users, self.memory, self.clock)
+        self.linker = Linker(self.identities, self.users, self.memory, self.files, self.clock)
         self._build_reminders(settings)
         # What /export writes and /deleteme erases, one section per kind of data.
         self.userdata = core_sections(UserDataRepository(self.db), self.memory)

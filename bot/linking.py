@@ -14,6 +14,7 @@ when the link is then refused). Only their SHA-256 is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from bot.memory.service import MemoryService
 from bot.reminders.clock import Clock
 from bot.storage.identities import IdentityRepository
 from bot.storage.repositories import UserRepository
+from bot.tools.sandbox import FileSandbox
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class Linked:
     user_id: int  # the user both identities now belong to
     memories: int  # moved from the other user
     reminders: int
+    files: int = 0
 
 
 def normalized_code(text: str) -> str | None:
@@ -81,11 +84,17 @@ def normalized_code(text: str) -> str | None:
 
 class Linker:
     def __init__(
-        self, identities: IdentityRepository, users: UserRepository, memory: MemoryService, clock: Clock
+        self,
+        identities: IdentityRepository,
+        users: UserRepository,
+        memory: MemoryService,
+        files: FileSandbox,
+        clock: Clock,
     ) -> None:
         self._identities = identities
         self._users = users
         self._memory = memory
+        self._files = files
         self._clock = clock
 
     async def issue(self, ctx: RequestContext) -> IssuedLinkCode:
@@ -118,9 +127,10 @@ class Linker:
         # Both users' vector indexes are rebuilt from the rows at next use.
         for user_id in (absorbed, survivor):
             await self._memory.drop_index(user_id)
-        log.info("linked user %s into user %s (%d memories, %d reminders moved)",
-                 absorbed, survivor, merged.memories, merged.reminders)
-        return Linked(survivor, merged.memories, merged.reminders)
+        files = await asyncio.to_thread(self._files.adopt, absorbed, survivor)
+        log.info("linked user %s into user %s (%d memories, %d reminders, %d files moved)",
+                 absorbed, survivor, merged.memories, merged.reminders, files)
+        return Linked(survivor, merged.memories, merged.reminders, files)
 
 
 def issued_text(issued: IssuedLinkCode, ctx: RequestContext) -> str:

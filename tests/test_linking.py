@@ -22,6 +22,7 @@ from bot.memory.records import NewMemory
 from bot.reminders.clock import ShiftedClock
 from bot.reminders.notifier import DeliveryFailed, DueReminder, ReminderRouter
 from bot.storage.repositories import UserProfile
+from bot.tools.sandbox import FileSandbox, SandboxLimits
 from tests.conftest import eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
@@ -140,6 +141,19 @@ async def test_a_reminder_whose_channel_cannot_send_goes_to_the_owner_s_telegram
     assert [r.channel for r in printed] == [CONSOLE, TELEGRAM]
 
 
+def test_linked_files_move_without_overwriting_any(tmp_path: Path) -> None:
+    sandbox = FileSandbox(tmp_path, SandboxLimits(max_bytes=10_000, max_entries=100, max_file_bytes=1_000))
+    sandbox.write(ANN, "todo.md", "Ann's list")
+    sandbox.write(API_ONLY, "todo.md", "the script's list")
+    sandbox.write(API_ONLY, "deep/er/note.md", "kept")
+    assert sandbox.adopt(API_ONLY, ANN) == 2
+    assert sandbox.read(ANN, "todo.md") == "Ann's list"
+    assert sandbox.read(ANN, f"linked-{API_ONLY}/todo.md") == "the script's list"
+    assert sandbox.read(ANN, f"linked-{API_ONLY}/deep/er/note.md") == "kept"
+    assert not sandbox.user_root(API_ONLY).exists()
+    assert sandbox.adopt(API_ONLY, ANN) == 0, "nothing left to move"
+
+
 # --- Linking Telegram and the API ---------------------------------------------
 
 
@@ -155,6 +169,7 @@ async def test_an_api_user_links_to_telegram_and_their_reminders_are_delivered_t
     before = await api.call("POST", "/v1/reminders", key, json={"text": "tomorrow at 9 water the plants"})
     assert before.status_code == 201, before.text
     await app.memory.add(API_ONLY, [NewMemory("prefers green tea")])
+    app.files.write(API_ONLY, "notes/plants.md", "the fern wants water twice a week")
     await ask(tg, "/timezone Europe/Berlin", ANN)
     await app.memory.add(ANN, [NewMemory("has a cat called Tom")])
 
@@ -166,6 +181,7 @@ async def test_an_api_user_links_to_telegram_and_their_reminders_are_delivered_t
     # The key now belongs to Ann (a Telegram id stays its user's id).
     assert await app.api_keys.user_of(key) == ANN
     assert await app.users.get(API_ONLY) is None
+    assert app.files.read(ANN, "notes/plants.md") == "the fern wants water twice a week"
     memories = {m["text"] for m in (await api.call("GET", "/v1/memories", key)).json()["data"]}
     assert memories == {"prefers green tea", "has a cat called Tom"}
     after = await api.call("POST", "/v1/reminders", key, json={"text": "in 2 hours call the vet"})

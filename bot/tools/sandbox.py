@@ -239,6 +239,27 @@ class FileSandbox:
             copy += 1
         return self.write(user_id, name, content)
 
+    def adopt(self, absorbed: int, survivor: int) -> int:
+        """Moves ``absorbed``'s files to ``survivor`` (after /link): the whole
+        tree when the survivor has none, else into a folder ``linked-<id>``
+        of theirs, so no file of either is overwritten. Returns how many
+        files moved. The quota is not checked: nothing is lost by a link."""
+        source, target = self.user_root(absorbed), self.user_root(survivor)
+        first, second = sorted((absorbed, survivor))
+        with self._user_lock(first), self._user_lock(second):
+            if not source.is_dir():
+                return 0
+            count = sum(1 for p in source.rglob("*") if p.is_file())
+            if not target.exists():
+                source.rename(target)
+                return count
+            folder, attempt = target / f"linked-{absorbed}", 1
+            while folder.exists():
+                attempt += 1
+                folder = target / f"linked-{absorbed}-{attempt}"
+            source.rename(folder)
+            return count
+
     def user_root(self, user_id: int) -> Path:
         if not isinstance(user_id, int) or isinstance(user_id, bool):
             raise TypeError("user_id must be an int")

@@ -357,7 +357,10 @@ def build_api(services: ApiServices) -> FastAPI:
             linked = await services.linker.redeem(ctx, body.code)
         except LinkRefused as refused:
             raise ApiError(400, refused.text(ctx.language), f"link_{refused.code}") from None
-        return {"linked": True, "memories_moved": linked.memories, "reminders_moved": linked.reminders}
+        return {
+            "linked": True, "memories_moved": linked.memories, "reminders_moved": linked.reminders,
+            "files_moved": linked.files,
+        }
 
     return api
 
