@@ -5,6 +5,7 @@ sides, then let memory learn from the turn in the background."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from bot.memory.records import Hit
 from bot.memory.summary import HistorySummarizer
 from bot.memory.turn import TurnMemory, memory_lines
 from bot.prompts import PromptRegistry, PromptTemplate
-from bot.storage.repositories import MessageRepository, StoredMessage, TurnStart
+from bot.storage.repositories import UNANSWERED, MessageRepository, StoredMessage, TurnStart, UnfinishedTurn
 from bot.tools.manager import ToolCallManager, ToolsRunning
 
 NO_MEMORIES = "(nothing relevant remembered)"
@@ -105,15 +106,45 @@ class Conversation:
             ),
             self._memory.recall(ctx, text) if self._memory else _no_hits(),
         )
-        history, summary = await self._fold_if_needed(start)
-        system, template = self._system_prompt(
-            ctx, memories=memory_lines(hits) or NO_MEMORIES, summary=summary or NO_SUMMARY
+        return await self._answer(ctx, text, content, start, hits, sink, started)
+
+    async def resume(self, ctx: RequestContext, turn: UnfinishedTurn, sink: ReplySink) -> TurnResult:
+        """Answers a user message that is already stored, whose turn a crash
+        cut short (bot/recovery.py): the history before it, the same steps
+        after."""
+        started = time.monotonic()
+        budget = self._config.history_tokens
+        window = await self._messages.window(turn.conversation_id, budget, before_id=turn.message_id)
+        tokens = estimate_tokens(turn.content)
+        start = TurnStart(
+            turn.conversation_id, turn.message_id, window.history, window.summary, window.overflow,
+            window.unsummarized_tokens + tokens,
         )
-        request = ChatRequest(
-            messages=(system, *_history_messages(history), ChatMessage("user", content)),
-            max_tokens=self._config.max_answer_tokens,
-        )
-        result = await self._run_model(ctx, request, sink, template.ref)
+        hits = await self._memory.recall(ctx, turn.content) if self._memory else []
+        return await self._answer(ctx, turn.content, turn.content, start, hits, sink, started)
+
+    async def _answer(
+        self,
+        ctx: RequestContext,
+        text: str,
+        content: str,
+        start: TurnStart,
+        hits: list[Hit],
+        sink: ReplySink,
+        started: float,
+    ) -> TurnResult:
+        """The model's answer to the stored user message ``start`` names,
+        streamed to ``sink`` and stored; the message is marked answered, or
+        unanswered when no model answered."""
+        try:
+            result = await self._run_turn(ctx, content, start, hits, sink)
+        except Exception:
+            # The channel tells the user something went wrong: not a turn to
+            # finish after a restart. (A cancelled turn, at a stop that ran
+            # out of time, stays pending and is finished at the next start.)
+            with contextlib.suppress(Exception):
+                await self._messages.settle(start.user_message_id, UNANSWERED)
+            raise
         if result.status != "failed":
             await self._messages.add_assistant_message(
                 conversation_id=start.conversation_id,
@@ -127,10 +158,26 @@ class Conversation:
                 prompt_version=result.prompt_version,
                 tokens_in=result.tokens_in,
                 tokens_out=result.tokens_out,
+                answers=start.user_message_id,
             )
             self._after_turn(ctx, text, start, result)
+        else:
+            await self._messages.settle(start.user_message_id, UNANSWERED)
         self._finished(ctx, result, started)
         return result
+
+    async def _run_turn(
+        self, ctx: RequestContext, content: str, start: TurnStart, hits: list[Hit], sink: ReplySink
+    ) -> TurnResult:
+        history, summary = await self._fold_if_needed(start)
+        system, template = self._system_prompt(
+            ctx, memories=memory_lines(hits) or NO_MEMORIES, summary=summary or NO_SUMMARY
+        )
+        request = ChatRequest(
+            messages=(system, *_history_messages(history), ChatMessage("user", content)),
+            max_tokens=self._config.max_answer_tokens,
+        )
+        return await self._run_model(ctx, request, sink, template.ref)
 
     async def handle_client_history(
         self, ctx: RequestContext, messages: Sequence[ChatMessage], sink: ReplySink

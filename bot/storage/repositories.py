@@ -274,6 +274,28 @@ class HistoryWindow:
     unsummarized_tokens: int = 0
 
 
+# Statuses of a user message: PENDING while its turn runs, "complete" once
+# answered, UNANSWERED when the model failed (the user was told), MISSED when
+# a crash lost it and the user got a note; RECOVERING while a restart
+# finishes it. History excludes none of them.
+PENDING = "pending"
+RECOVERING = "recovering"
+UNANSWERED = "unanswered"
+MISSED = "missed"
+
+
+@dataclass(frozen=True)
+class UnfinishedTurn:
+    message_id: int
+    conversation_id: int
+    chat_id: int
+    chat_type: str
+    chat_title: str | None
+    user_id: int
+    content: str  # as stored (in groups: "Name: text")
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class TurnStart:
     conversation_id: int
@@ -318,7 +340,9 @@ class MessageRepository:
                 role="user",
                 content=text,
                 tokens=tokens,
-                status="complete",
+                # Until the answer is stored: a turn cut short by a crash is
+                # found by this status at the next start (bot/recovery.py).
+                status=PENDING,
                 request_id=request_id,
                 created_at=utcnow(),
             )
@@ -347,8 +371,13 @@ class MessageRepository:
         prompt_version: str | None,
         tokens_in: int | None,
         tokens_out: int | None,
+        answers: int | None = None,
     ) -> int:
+        """Stores an answer; ``answers``: the user message it answers, which
+        is marked answered in the same transaction."""
         async with self._db.session() as s:
+            if answers is not None:
+                await s.execute(update(Message).where(Message.id == answers).values(status="complete"))
             message = Message(
                 conversation_id=conversation_id,
                 chat_id=chat_id,
@@ -367,6 +396,41 @@ class MessageRepository:
             s.add(message)
             await s.flush()
             return message.id
+
+    async def settle(self, message_id: int, status: str) -> None:
+        """A user message whose turn ended without a stored answer: UNANSWERED
+        (the user was told the model failed) or MISSED (told it was lost)."""
+        async with self._db.session() as s:
+            await s.execute(update(Message).where(Message.id == message_id).values(status=status))
+
+    async def unfinished_turns(self, channels: Collection[str]) -> list[UnfinishedTurn]:
+        """User messages of these channels' chats whose turn never ended (a
+        crash), oldest first."""
+        query = (
+            select(Message, Chat.type, Chat.title)
+            .join(Chat, Chat.id == Message.chat_id)
+            .where(Message.role == "user", Message.status.in_((PENDING, RECOVERING)), Chat.channel.in_(list(channels)))
+            .order_by(Message.id)
+        )
+        async with self._db.reading() as s:
+            rows = (await s.execute(query)).all()
+            return [
+                UnfinishedTurn(m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at)
+                for m, chat_type, title in rows
+                if m.user_id is not None
+            ]
+
+    async def claim_unfinished(self, message_id: int) -> bool:
+        """Takes an unfinished turn for recovery; False when it was taken or
+        finished meanwhile. A turn left RECOVERING by a crash during recovery
+        is taken again at the next start (one bot process per database)."""
+        async with self._db.session() as s:
+            result = await s.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.status.in_((PENDING, RECOVERING)))
+                .values(status=RECOVERING)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def new_conversation(self, chat_id: int, chat_type: str, chat_title: str | None) -> int:
         """Start a fresh conversation; the old one stays stored (for export)."""
