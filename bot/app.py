@@ -69,6 +69,7 @@ from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
 from bot.identity import CONSOLE, TELEGRAM
 from bot.linking import Linker
+from bot.recovery import TurnRecovery
 from bot.reminders.clock import Clock, SystemClock
 from bot.reminders.notifier import ReminderRouter
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
@@ -252,7 +253,13 @@ class Arium:
             events=self.events,
         )
         # The one path every channel's message takes into the core.
-        self.inbound = InboundPath(ContextMiddleware(self.users, self.auth), self.gates, self.conversation)
+        middleware = ContextMiddleware(self.users, self.auth)
+        self.inbound = InboundPath(middleware, self.gates, self.conversation)
+        # Turns a crash cut short are finished at start (bot/recovery.py).
+        self.recovery = TurnRecovery(
+            self.messages, self.users, middleware, self.conversation, self.clock,
+            window=timedelta(seconds=settings.bot_recovery_window),
+        )
         # One person, several channels: /link joins their users.
         self.linker = Linker(self.identities, self.users, self.memory, self.files, self.clock)
         self._build_reminders(settings)
@@ -364,7 +371,8 @@ class Arium:
             now=self.clock.now,
         )
         self.health = HealthMonitor(
-            self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models
+            self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models,
+            recovered=lambda: self.recovery.last,
         )
         return StatsCommands(
             self.events,
@@ -513,12 +521,21 @@ class Arium:
             await self._start_scheduler()
         if self.broadcaster is not None:
             await self.broadcaster.start()  # broadcasts that were running when the bot stopped
+        await self._finish_cut_short_turns()  # before any chat's new messages
         for channel in self.channels:
             await channel.start_receiving()
         if self._console is None:  # the status file describes the bot's service process, not a console
             self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
         log.info("Arium is running: %s (%s)", ", ".join(c.name for c in self.channels), self.cpus.describe())
+
+    async def _finish_cut_short_turns(self) -> None:
+        report = await self.recovery.run(self.channels)
+        if report.total and self.telegram is not None:
+            await self.telegram.send_to_admins(
+                f"Restarted after a crash: {report.total} interrupted turn(s) finished "
+                f"({report.answered} answered late, {report.noted} too old: asked to resend, {report.failed} failed)."
+            )
 
     @property
     def _is_the_service(self) -> bool:

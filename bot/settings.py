@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     bot_edit_interval: float = Field(default=1.5, ge=0)
     bot_paste_merge_window: float = Field(default=1.2, ge=0)
     bot_shutdown_timeout: float = Field(default=30.0, ge=0)
+    # A turn a crash cut short is answered again at the next start if it is
+    # younger than this (seconds); older ones get a note to send it again.
+    bot_recovery_window: int = Field(default=900, ge=0)
     bot_poll_timeout: int = Field(default=10, ge=0, le=50)
     # `python -m bot console`: who chats there. The user id defaults to the
     # lowest id in BOT_ADMIN_IDS (the owner: the same memories, reminders and

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.engine.url import make_url
@@ -26,6 +26,9 @@ from bot.runtime.errorlog import ErrorEntry, ErrorLog
 from bot.storage.db import Database
 from bot.runtime.clock import utcnow
 from bot.runtime.tasks import TaskTracker
+
+if TYPE_CHECKING:
+    from bot.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ class HealthReport:
     errors_total: int
     breakers: dict[str, int]  # breaker state -> endpoints in it
     endpoints: int
+    recovered: RecoveryReport | None = None  # turns a crash cut short, finished at start
 
 
 class HealthMonitor:
@@ -121,9 +125,11 @@ class HealthMonitor:
         tools: ToolQueue,
         errors: ErrorLog,
         models: ModelHealth,
+        recovered: Callable[[], RecoveryReport | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
+        self._recovered = recovered
         self._tasks = tasks
         self._tools = tools
         self._errors = errors
@@ -157,4 +163,5 @@ class HealthMonitor:
             errors_total=self._errors.count,
             breakers=dict(Counter(str(e.get("breaker", "?")) for e in endpoints)),
             endpoints=len(endpoints),
+            recovered=self._recovered(),
         )

@@ -65,6 +65,10 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "health_last_error": "Last error: {time} UTC, {where}: {summary} ({total} since the start)",
         "health_no_error": "Last error: none since the start",
+        "health_recovered": (
+            "Cut short by a crash, finished at this start: {total} turns "
+            "({answered} answered late, {noted} too old: asked to resend, {failed} no model answered)"
+        ),
         "health_models": "Models: {endpoints} endpoints · {states}",
         "stats_unknown": "unknown",
         "stats_unit_bytes": "B KB MB GB TB",
@@ -132,6 +136,10 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "health_last_error": "Последняя ошибка: {time} UTC, {where}: {summary} (всего с запуска {total})",
         "health_no_error": "Последняя ошибка: не было с момента запуска",
+        "health_recovered": (
+            "Прерваны сбоем и завершены при этом запуске: {total} "
+            "(ответ с опозданием: {answered}, слишком старые, попросили повторить: {noted}, модель не ответила: {failed})"
+        ),
         "health_models": "Модели: точек доступа {endpoints} · {states}",
         "stats_unknown": "неизвестно",
         "stats_unit_bytes": "Б КБ МБ ГБ ТБ",

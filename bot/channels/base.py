@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.conversation import ReplySink
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class Channel(ABC):
     async def deliver(self, address: int, text: str) -> None:
         """Send ``text`` to a chat of this channel (alerts, service messages).
         Never raises for a failed send: the channel logs it."""
+
+    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None:
+        """Where an answer to one of this channel's chats goes when no
+        message of theirs is being answered (a turn finished after a
+        restart); None when the channel cannot send on its own."""
+        return None
 
     def owns(self, address: int) -> bool:
         """Whether ``address`` (a chat id) is one of this channel's chats."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from telegram import BotCommand, BotCommandScopeChat, Update
+from telegram.constants import ChatType as TgChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -40,6 +41,7 @@ from bot.channels.telegram.outbound import application_builder
 from bot.channels.telegram.replies import reply
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
+from bot.conversation import ReplySink
 from bot.i18n import t
 from bot.runtime.tasks import TaskTracker
 from bot.tools.sandbox import FileSandbox
@@ -182,6 +184,9 @@ class TelegramChannel(Channel):
             await self.application.bot.send_message(address, text)
         except TelegramError as exc:
             log.warning("could not send a message to chat %s: %s", address, exc)
+
+    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None:
+        return self.inbound.sink(self.application.bot, chat_id, private=chat_type == TgChatType.PRIVATE)
 
     async def send_to_admins(self, text: str) -> None:
         """A service message to every admin's private chat (alerts)."""

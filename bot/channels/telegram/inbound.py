@@ -102,6 +102,18 @@ class TelegramInbound:
 
         return await self.path.admit(arrival, say)
 
+    def sink(self, bot: Bot, chat_id: int, *, private: bool, reply_to: int | None = None) -> TelegramReplySink:
+        """Where an answer in ``chat_id`` streams to (drafts in private
+        chats, a throttled preview message in groups)."""
+        return TelegramReplySink(
+            bot,
+            chat_id,
+            private=private,
+            tasks=self._tasks,
+            preview_interval=self._streaming.draft_interval if private else self._streaming.edit_interval,
+            reply_to_message_id=reply_to,
+        )
+
     async def answer(self, update: Update, bot: Bot, ctx: RequestContext, text: str) -> None:
         """Check ``text`` and run a conversation turn, streaming the answer to the chat."""
         problem = self.path.input_problem(ctx, text)
@@ -111,13 +123,6 @@ class TelegramInbound:
         message = update.effective_message
         assert message is not None
         private = message.chat.type == TgChatType.PRIVATE
-        sink = TelegramReplySink(
-            bot,
-            message.chat.id,
-            private=private,
-            tasks=self._tasks,
-            preview_interval=self._streaming.draft_interval if private else self._streaming.edit_interval,
-            reply_to_message_id=None if private else message.message_id,
-        )
+        sink = self.sink(bot, message.chat.id, private=private, reply_to=None if private else message.message_id)
         sink.start_typing()
         await self.path.conversation.handle(ctx, text, sink, chat_title=chat_title(update))

@@ -319,6 +319,12 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
         for state, n in sorted(report.breakers.items())
     )
     lines.append(t("health_models", language, endpoints=report.endpoints, states=states or "—"))
+    recovered = report.recovered
+    if recovered is not None and recovered.total:
+        lines.append(
+            t("health_recovered", language, total=recovered.total, answered=recovered.answered,
+              noted=recovered.noted, failed=recovered.failed)
+        )
     error = report.last_error
     if error is None:
         lines.append(t("health_no_error", language))

@@ -1,0 +1,180 @@
+"""Nothing a user sent is lost to a crash: `python -m bot run` as a real
+process against the fake Bot API and the fake model server, killed with
+SIGKILL while a turn is in flight, then started again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.app import Arium
+from bot.memory.embedder import Embedder
+from bot.recovery import RecoveryReport
+from bot.storage.repositories import UserProfile
+from tests.conftest import BotFactory, fake_settings
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request
+from tests.fakes.telegram_server import FakeTelegram
+from tests.limits import WAIT_LIMIT
+from tests.test_operations import REPO, clean_env
+
+CHAT = 1001
+QUESTION = "What is the capital of France?"
+
+Starter = Callable[..., Awaitable[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+async def bot_process(tmp_path: Path, tg: FakeTelegram, model: FakeModelServer) -> AsyncIterator[Starter]:
+    """Starts `python -m bot run` over one data directory; every process
+    still running at the end is killed."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def start(**env: str) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run",
+            cwd=tmp_path,
+            env=clean_env(
+                tmp_path, PYTHONPATH=str(REPO), TELEGRAM_BOT_TOKEN=tg.TOKEN, TELEGRAM_API_URL=tg.url,
+                BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key", OPENAI_BASE_URL=model.openai_base_url,
+                BOT_POLL_TIMEOUT="1", BOT_MEMORY_EXTRACTION="false", BOT_ADMIN_IDS="", **env,
+            ),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def kill_hard(process: asyncio.subprocess.Process) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    assert await asyncio.wait_for(process.wait(), WAIT_LIMIT) == -signal.SIGKILL
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), WAIT_LIMIT) == 0
+
+
+async def crash_during_a_turn(
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, question: str, **env: str
+) -> None:
+    """``question`` arrives, Telegram has it confirmed, the model is still
+    thinking about it (the responder keeps it waiting): the process is killed."""
+    process = await bot_process(**env)
+    tg.user_text(question, chat_id=CHAT)
+
+    def asked() -> bool:
+        return any(request.last_user_text == question for request in model.chat_requests())
+
+    await tg.wait_for(asked, timeout=WAIT_LIMIT * 3)  # start-up loads the embedder: generous
+    # The next long poll confirms the update: Telegram will not send it again.
+    await tg.wait_for(lambda: tg.pending_updates() == 0)
+    await kill_hard(process)
+
+
+async def ready(tg: FakeTelegram) -> list[str]:
+    """Waits until the bot answers /help (it takes messages only after
+    recovery), then returns what the chat got since the last call."""
+    before = len(tg.messages(CHAT))
+    tg.user_text("/help", chat_id=CHAT)
+
+    def help_at() -> int | None:
+        texts = [m.text for m in tg.messages(CHAT)]
+        return next((i for i in range(before, len(texts)) if texts[i].startswith("What I understand")), None)
+
+    await tg.wait_for(lambda: help_at() is not None, timeout=WAIT_LIMIT * 3)
+    return [m.text for m in tg.messages(CHAT)[before : help_at()]]
+
+
+async def test_turns_killed_in_flight_are_finished_once_after_a_restart(
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    """Killed while the model thinks: the restart answers the question once,
+    late and saying so. Killed again on the next question, and restarted
+    after the recovery window: one note, no model request, and the first
+    answer is not repeated."""
+    def responder(request: Request) -> Reply:
+        if request.last_user_text == QUESTION and len(model.chat_requests()) > 1:
+            return Reply(text="Paris.")
+        return Reply(text="an answer nobody will see", delay=WAIT_LIMIT * 4)
+
+    model.responder = responder
+    await crash_during_a_turn(bot_process, tg, model, QUESTION)
+    assert tg.messages(CHAT) == [], "the user heard nothing"
+
+    # The restart before the second crash answered the first question.
+    await crash_during_a_turn(bot_process, tg, model, "And of Spain?")
+    [late] = [m.text for m in tg.messages(CHAT)]
+    note, answer = late.split("\n\n")
+    assert "Sorry for the wait" in note and "restarting" in note and answer == "Paris.", late
+    asked = [request.last_user_text for request in model.chat_requests()]
+    assert asked == [QUESTION, QUESTION, "And of Spain?"], "the first question asked again, once"
+
+    third = await bot_process(BOT_RECOVERY_WINDOW="0")
+    [missed] = await ready(tg)
+    assert "could not answer it then" in missed and "send it again" in missed, missed
+    assert len(model.chat_requests()) == 3, "an old question is not put to the model again"
+    assert sum(text.endswith("Paris.") for text in (m.text for m in tg.messages(CHAT))) == 1, "answered once"
+    await stop(third)
+
+
+# --- In process: what a crash leaves, and what a restart does with it --------------
+
+ANN, GROUP = 2002, -100777
+
+
+async def test_each_chat_s_unfinished_turns_are_finished_in_order_and_failed_ones_are_left_alone(
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, start_bot: BotFactory
+) -> None:
+    """A crash leaves the user messages of its turns pending (what
+    start_turn stored); a turn whose model failed was answered with an
+    apology and is settled. The next start answers the pending ones, each
+    chat in its order (a group's in the group), and nothing else; /health
+    says how many."""
+    settings = fake_settings(tmp_path / "data", tg, model, bot_admin_ids=str(ANN))
+    first = Arium(settings, embedder=embedder)
+    await first.start()
+    model.responder = lambda request: Fault(401)  # no model answers: the user is told
+    tg.user_text("will this fail?", chat_id=CHAT)
+    [apology] = await tg.wait_messages(CHAT, 1)
+    assert "unavailable" in apology.text
+    await first.users.touch(UserProfile(ANN, "Ann"), "user")
+    # What a crash leaves behind: stored questions whose turns never ended.
+    for chat, chat_type, user, text in (
+        (CHAT, "private", CHAT, "first question"),
+        (GROUP, "group", ANN, "Ann: what is for dinner?"),
+        (CHAT, "private", CHAT, "second question"),
+    ):
+        await first.messages.start_turn(
+            chat_id=chat, chat_type=chat_type, chat_title="Family" if chat < 0 else None, user_id=user,
+            text=text, tokens=5, request_id="lost", history_tokens=1000,
+        )
+    await first.stop()
+
+    model.responder = lambda request: Reply(text=f"answer to {request.last_user_text}")
+    second = await start_bot(bot_admin_ids=str(ANN))
+    assert second.recovery.last == RecoveryReport(answered=3)
+    private = [m.text.split("\n\n")[-1] for m in tg.messages(CHAT)[1:]]
+    assert private == ["answer to first question", "answer to second question"], "in order, once each"
+    [group] = tg.messages(GROUP)
+    assert group.text.endswith("answer to Ann: what is for dinner?") and group.text.startswith("Sorry for the wait")
+    asked = [request.last_user_text for request in model.chat_requests()]
+    assert "will this fail?" not in asked[-3:], "a turn the user was told about is not run again"
+    # The admin hears of it, once, and /health says it.
+    [alert] = [m.text for m in tg.messages(ANN) if "interrupted turn" in m.text]
+    assert "3 interrupted turn(s) finished (3 answered late" in alert
+    before = len(tg.messages(ANN))
+    tg.user_text("/health", chat_id=ANN, user_id=ANN)
+    health = (await tg.wait_messages(ANN, before + 1))[before]
+    assert "finished at this start: 3 turns (3 answered late" in health.text
