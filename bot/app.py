@@ -81,6 +81,7 @@ from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database
 from bot.storage.identities import IdentityRepository
+from bot.storage.tool_rounds import ToolRoundRepository
 from bot.storage.invites import InviteRepository
 from bot.runtime.status import StatusWriter
 from bot.storage.reminders import ReminderRepository
@@ -211,6 +212,7 @@ class Arium:
             config=ToolLoopConfig(
                 max_rounds=settings.bot_tool_max_rounds, result_chars=settings.bot_tool_result_chars
             ),
+            journal=ToolRoundRepository(self.db),
         )
         self.stuck_tools: list[str] = []
         # /models, /prompts, /reload: run-time changes, kept in runtime_settings.

@@ -55,6 +55,9 @@ class RequestContext(BaseModel):
     # the per-user daily token budget (None: the configured default).
     allowed: bool = False
     token_budget: int | None = None
+    # A turn a crash cut short, finished at the next start (bot/recovery.py):
+    # request_id is the original turn's, so its recorded tool rounds are found.
+    resumed: bool = False
 
     @field_validator("language")
     @classmethod

@@ -144,6 +144,8 @@ class Conversation:
             # out of time, stays pending and is finished at the next start.)
             with contextlib.suppress(Exception):
                 await self._messages.settle(start.user_message_id, UNANSWERED)
+                if self._tools is not None:
+                    await self._tools.turn_ended(ctx)
             raise
         if result.status != "failed":
             await self._messages.add_assistant_message(
@@ -163,6 +165,8 @@ class Conversation:
             self._after_turn(ctx, text, start, result)
         else:
             await self._messages.settle(start.user_message_id, UNANSWERED)
+        if self._tools is not None:
+            await self._tools.turn_ended(ctx)
         self._finished(ctx, result, started)
         return result
 

@@ -111,6 +111,8 @@ class TurnRecovery:
             return "noted"
         profile = UserProfile(user.id, user.first_name, user.last_name, user.username, user.language)
         ctx = await self._middleware.build(profile, chat_id=turn.chat_id, chat_type=ChatType(turn.chat_type))
+        # The original turn's request id: its tool rounds are replayed, not run again.
+        ctx = ctx.model_copy(update={"request_id": turn.request_id or ctx.request_id, "resumed": True})
         if ctx.role is Role.BANNED:
             await self._messages.settle(turn.message_id, MISSED)
             return "noted"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,13 +19,13 @@ from bot.memory.embedder import Embedder
 from bot.recovery import RecoveryReport
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory, fake_settings
-from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
 from tests.test_operations import REPO, clean_env
 
 CHAT = 1001
-QUESTION = "What is the capital of France?"
+REMINDER = "Remind me to call mom tomorrow at 9"
 
 Starter = Callable[..., Awaitable[asyncio.subprocess.Process]]
 
@@ -67,15 +68,16 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 async def crash_during_a_turn(
-    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, question: str, **env: str
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, question: str, *, after_requests: int = 1
 ) -> None:
     """``question`` arrives, Telegram has it confirmed, the model is still
-    thinking about it (the responder keeps it waiting): the process is killed."""
-    process = await bot_process(**env)
+    thinking about it (the responder keeps its ``after_requests``-th request
+    waiting): the process is killed."""
+    process = await bot_process()
     tg.user_text(question, chat_id=CHAT)
 
     def asked() -> bool:
-        return any(request.last_user_text == question for request in model.chat_requests())
+        return sum(request.last_user_text == question for request in model.chat_requests()) >= after_requests
 
     await tg.wait_for(asked, timeout=WAIT_LIMIT * 3)  # start-up loads the embedder: generous
     # The next long poll confirms the update: Telegram will not send it again.
@@ -98,35 +100,44 @@ async def ready(tg: FakeTelegram) -> list[str]:
 
 
 async def test_turns_killed_in_flight_are_finished_once_after_a_restart(
-    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path
 ) -> None:
-    """Killed while the model thinks: the restart answers the question once,
-    late and saying so. Killed again on the next question, and restarted
-    after the recovery window: one note, no model request, and the first
-    answer is not repeated."""
+    """Killed after the create_reminder tool ran, while the model writes the
+    answer: the restart answers the question once, late and saying so, and
+    the reminder exists once (the tool's round is replayed to the model,
+    not run again). Killed again on the next question, and restarted after
+    the recovery window: one note, no model request, nothing repeated."""
+
     def responder(request: Request) -> Reply:
-        if request.last_user_text == QUESTION and len(model.chat_requests()) > 1:
-            return Reply(text="Paris.")
+        told = any(message.get("role") == "tool" for message in request.messages)
+        if request.last_user_text == REMINDER and not told:
+            return Reply(tool_calls=[ToolCallSpec("create_reminder", {"text": "call mom", "when": "tomorrow at 9"})])
+        if request.last_user_text == REMINDER and len(model.chat_requests()) > 2:
+            return Reply(text="I will remind you to call mom tomorrow at 9.")
         return Reply(text="an answer nobody will see", delay=WAIT_LIMIT * 4)
 
     model.responder = responder
-    await crash_during_a_turn(bot_process, tg, model, QUESTION)
+    await crash_during_a_turn(bot_process, tg, model, REMINDER, after_requests=2)
     assert tg.messages(CHAT) == [], "the user heard nothing"
 
-    # The restart before the second crash answered the first question.
-    await crash_during_a_turn(bot_process, tg, model, "And of Spain?")
+    # The restart before the second crash finished the first question.
+    await crash_during_a_turn(bot_process, tg, model, "And what about Friday?")
     [late] = [m.text for m in tg.messages(CHAT)]
     note, answer = late.split("\n\n")
-    assert "Sorry for the wait" in note and "restarting" in note and answer == "Paris.", late
-    asked = [request.last_user_text for request in model.chat_requests()]
-    assert asked == [QUESTION, QUESTION, "And of Spain?"], "the first question asked again, once"
+    assert "Sorry for the wait" in note and "restarting" in note, late
+    assert answer == "I will remind you to call mom tomorrow at 9.", late
+    resumed = model.chat_requests()[2]
+    assert resumed.last_user_text == REMINDER and [m["role"] for m in resumed.messages][-2:] == ["assistant", "tool"]
 
     third = await bot_process(BOT_RECOVERY_WINDOW="0")
     [missed] = await ready(tg)
     assert "could not answer it then" in missed and "send it again" in missed, missed
-    assert len(model.chat_requests()) == 3, "an old question is not put to the model again"
-    assert sum(text.endswith("Paris.") for text in (m.text for m in tg.messages(CHAT))) == 1, "answered once"
+    assert len(model.chat_requests()) == 4, "an old question is not put to the model again"
+    assert sum(text.endswith("tomorrow at 9.") for text in (m.text for m in tg.messages(CHAT))) == 1, "answered once"
     await stop(third)
+    with sqlite3.connect(tmp_path / "data" / "arium.db") as db:
+        assert db.execute("SELECT text FROM reminders").fetchall() == [("call mom",)], "one reminder, not two"
+        assert db.execute("SELECT COUNT(*) FROM tool_rounds").fetchone() == (0,), "kept only while the turn ran"
 
 
 # --- In process: what a crash leaves, and what a restart does with it --------------

@@ -195,7 +195,7 @@ async def test_the_identities_migration_keeps_every_row_valid(database_url: str)
             "fire_count, created_at, updated_at) VALUES (42, 42, 'call mom', 'UTC', 'active', "
             "'2027-01-01 09:00:00', 0, 0, 0, '2026-11-01 10:00:00', '2026-11-01 10:00:00')",
         )
-        assert await db.pending_migrations() == ["0008_identities"]
+        assert (await db.pending_migrations())[-1] == "0008_identities"
         await db.migrate()
         identities = IdentityRepository(db)
         assert await identities.channels_of(42) == {"telegram": "42"}
@@ -263,5 +263,37 @@ async def test_merging_two_users_moves_what_follows_a_person(database_url: str) 
         # The console's identity now reaches Ann.
         again = await users.visit(UserProfile(7, "Owner"), lambda stored: "user", channel="console")
         assert again.id == 42 and again.first_name == "Ann", "names come from Telegram, not the console"
+    finally:
+        await db.dispose()
+
+
+async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0008 with a user, a chat and a pending question upgrades
+    with them intact; the question is found unfinished, and a running turn's
+    tool rounds can be kept, read back in order and forgotten."""
+    from bot.llm.types import ToolCall
+    from bot.storage.tool_rounds import RecordedRound, ToolRoundRepository
+
+    db = await at_revision(database_url, "0008_identities")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), chat_row(42, "private"),
+            "INSERT INTO conversations (id, chat_id, started_at) VALUES (1, 42, '2026-12-01 10:00:00')",
+            "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
+            "created_at) VALUES (1, 42, 42, 'user', 'remind me at 9', 4, 'pending', 'req1', '2026-12-01 10:00:00')",
+        )
+        assert await db.pending_migrations() == ["0009_tool_rounds"]
+        await db.migrate()
+        [turn] = await MessageRepository(db).unfinished_turns(["telegram"])
+        assert (turn.user_id, turn.content, turn.request_id) == (42, "remind me at 9", "req1")
+        rounds = ToolRoundRepository(db)
+        first = RecordedRound("", (ToolCall("c1", "create_reminder", '{"text": "x"}'),), ("created #1",))
+        second = RecordedRound("and", (ToolCall("c2", "list_reminders", "{}"),), ("#1 x",))
+        await rounds.add("req1", first)
+        await rounds.add("req1", second)
+        await rounds.add("other", second)
+        assert await rounds.of("req1") == [first, second]
+        await rounds.forget("req1")
+        assert await rounds.of("req1") == [] and await rounds.of("other") == [second]
     finally:
         await db.dispose()

@@ -351,3 +351,19 @@ class LinkCode(Base):
     channel: Mapped[str] = mapped_column(String(16))  # where it was shown
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ToolRound(Base):
+    """One round of tool calls of a turn still running: what the model
+    asked and what the tools answered, written as soon as they answered.
+    A turn finished after a crash replays its rounds to the model instead
+    of running the tools again (no second reminder, memory or file). Kept
+    only while the turn runs."""
+
+    __tablename__ = "tool_rounds"
+    __table_args__ = (Index("ix_tool_rounds_request_id", "request_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)  # JSON: text, calls, answers
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -294,6 +294,7 @@ class UnfinishedTurn:
     user_id: int
     content: str  # as stored (in groups: "Name: text")
     created_at: datetime
+    request_id: str | None = None  # the original turn's (its tool rounds are kept under it)
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,10 @@ class MessageRepository:
         async with self._db.reading() as s:
             rows = (await s.execute(query)).all()
             return [
-                UnfinishedTurn(m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at)
+                UnfinishedTurn(
+                    m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at,
+                    m.request_id,
+                )
                 for m, chat_type, title in rows
                 if m.user_id is not None
             ]

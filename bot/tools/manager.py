@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from bot.context import RequestContext
+from bot.context import ChatType, RequestContext
+from bot.errors import AriumError
 from bot.i18n import t
 from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, ToolCall, Usage
 from bot.storage.tool_events import ToolEventRecord
+from bot.storage.tool_rounds import RecordedRound
 from bot.tools.executor import ToolExecutor, ToolOutcome, ToolStatus, error_content
 from bot.tools.registry import InvalidArguments, ToolRegistry, parse_arguments
 from bot.tools.strings import HINT_PREFIX
@@ -40,6 +42,18 @@ class StreamingModel(Protocol):
     """The ModelService (the fallback chain), or a single Provider in tests and benchmarks."""
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+
+
+class ToolJournal(Protocol):
+    """Where a running turn's tool rounds are kept until it is stored
+    (bot/storage/tool_rounds.py), so a turn finished after a crash replays
+    them instead of running its tools twice."""
+
+    async def add(self, request_id: str, round_: RecordedRound) -> None: ...
+
+    async def of(self, request_id: str) -> list[RecordedRound]: ...
+
+    async def forget(self, request_id: str) -> None: ...
 
 
 class ToolEventSink(Protocol):
@@ -65,12 +79,15 @@ class ToolCallManager:
         executor: ToolExecutor,
         events: ToolEventSink | None,
         config: ToolLoopConfig,
+        journal: ToolJournal | None = None,
     ) -> None:
         self._models = models
         self._registry = registry
         self._executor = executor
         self._events = events
         self._config = config
+        self._journal = journal
+        self._journaled: set[str] = set()  # request ids with rounds to forget when the turn ends
 
     async def stream(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[TurnEvent]:
         specs = self._registry.specs_for(ctx)
@@ -81,7 +98,8 @@ class ToolCallManager:
         messages = list(request.messages)
         results: dict[str, ToolOutcome] = {}  # per turn: identical calls run once
         usage = Usage()
-        for round_number in range(self._config.max_rounds + 1):
+        done = await self._replay(ctx, messages, results)
+        for round_number in range(done, self._config.max_rounds + 1):
             last_round = round_number == self._config.max_rounds
             ask = replace(
                 request, messages=tuple(messages), tools=specs, tool_choice="none" if last_round else None
@@ -108,11 +126,45 @@ class ToolCallManager:
                 return
             yield ToolsRunning(self._hint(ctx, completion.tool_calls), tuple(c.name for c in completion.tool_calls))
             answers = await self.run_calls(ctx, completion.tool_calls, results)
+            await self._keep(ctx, RecordedRound(completion.text, completion.tool_calls, tuple(answers)))
             messages.append(ChatMessage("assistant", completion.text, tool_calls=completion.tool_calls))
             messages.extend(
                 ChatMessage("tool", content, tool_call_id=call.id, name=call.name)
                 for call, content in zip(completion.tool_calls, answers)
             )
+
+    async def _replay(self, ctx: RequestContext, messages: list[ChatMessage], results: dict[str, ToolOutcome]) -> int:
+        """A turn finished after a crash: the rounds its tools already ran go
+        back to the model as they were (and identical calls reuse their
+        answers), so nothing is done twice. Returns how many rounds."""
+        if not ctx.resumed or self._journal is None:
+            return 0
+        rounds = await self._journal.of(ctx.request_id)
+        for done in rounds:
+            messages.append(ChatMessage("assistant", done.text, tool_calls=done.calls))
+            for call, answer in zip(done.calls, done.answers):
+                messages.append(ChatMessage("tool", answer, tool_call_id=call.id, name=call.name))
+                results[_call_key(call)] = ToolOutcome(ToolStatus.OK, answer)
+        if rounds:
+            self._journaled.add(ctx.request_id)
+            log.info("resumed turn %s after %d tool round(s) already run", ctx.request_id, len(rounds))
+        return len(rounds)
+
+    async def _keep(self, ctx: RequestContext, round_: RecordedRound) -> None:
+        if self._journal is None or ctx.chat_type is ChatType.API:
+            return  # an API turn is not stored, so never resumed: its client holds the conversation
+        try:
+            await self._journal.add(ctx.request_id, round_)
+            self._journaled.add(ctx.request_id)
+        except AriumError as exc:  # the turn goes on; only a crash now would repeat these calls
+            log.warning("could not keep the tool round of %s: %s", ctx.request_id, exc)
+
+    async def turn_ended(self, ctx: RequestContext) -> None:
+        """The turn's outcome is stored (an answer, or "unanswered"): its
+        rounds will not be replayed and go."""
+        if self._journal is not None and ctx.request_id in self._journaled:
+            self._journaled.discard(ctx.request_id)
+            await self._journal.forget(ctx.request_id)
 
     async def run_calls(
         self, ctx: RequestContext, calls: tuple[ToolCall, ...], results: dict[str, ToolOutcome]

@@ -1,0 +1,34 @@
+"""tool rounds of running turns, so a turn finished after a crash does not
+run its tools twice
+
+Revision ID: 0009_tool_rounds
+Revises: 0008_identities
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from bot.storage.models import BigIntPK, UTCDateTime
+
+revision = "0009_tool_rounds"
+down_revision = "0008_identities"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "tool_rounds",
+        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.String(32), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_tool_rounds_request_id", "tool_rounds", ["request_id"])
+
+
+def downgrade() -> None:
+    op.drop_table("tool_rounds")
