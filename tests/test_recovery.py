@@ -103,38 +103,47 @@ async def test_turns_killed_in_flight_are_finished_once_after_a_restart(
     bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path
 ) -> None:
     """Killed after the create_reminder tool ran, while the model writes the
-    answer: the restart answers the question once, late and saying so, and
-    the reminder exists once (the tool's round is replayed to the model,
-    not run again). Killed again on the next question, and restarted after
-    the recovery window: one note, no model request, nothing repeated."""
+    answer; killed again while the restart was finishing that turn: the
+    next restart answers the question once, late and saying so, and the
+    reminder exists once (the tool's round is replayed to the model, not run
+    again). Killed once more on the next question, and restarted after the
+    recovery window: one note, no model request, nothing repeated."""
+
+    def reminder_requests() -> int:
+        return sum(request.last_user_text == REMINDER for request in model.chat_requests())
 
     def responder(request: Request) -> Reply:
         told = any(message.get("role") == "tool" for message in request.messages)
         if request.last_user_text == REMINDER and not told:
             return Reply(tool_calls=[ToolCallSpec("create_reminder", {"text": "call mom", "when": "tomorrow at 9"})])
-        if request.last_user_text == REMINDER and len(model.chat_requests()) > 2:
+        if request.last_user_text == REMINDER and reminder_requests() > 3:  # the third start's
             return Reply(text="I will remind you to call mom tomorrow at 9.")
         return Reply(text="an answer nobody will see", delay=WAIT_LIMIT * 4)
 
     model.responder = responder
     await crash_during_a_turn(bot_process, tg, model, REMINDER, after_requests=2)
-    assert tg.messages(CHAT) == [], "the user heard nothing"
+    # The restart is killed while it finishes that turn (its request to the model hangs).
+    restarted = await bot_process()
+    await tg.wait_for(lambda: reminder_requests() == 3, timeout=WAIT_LIMIT * 3)
+    await kill_hard(restarted)
+    assert tg.messages(CHAT) == [], "the user heard nothing yet"
 
-    # The restart before the second crash finished the first question.
+    # The restart before the next crash finishes the first question.
     await crash_during_a_turn(bot_process, tg, model, "And what about Friday?")
     [late] = [m.text for m in tg.messages(CHAT)]
     note, answer = late.split("\n\n")
     assert "Sorry for the wait" in note and "restarting" in note, late
     assert answer == "I will remind you to call mom tomorrow at 9.", late
-    resumed = model.chat_requests()[2]
-    assert resumed.last_user_text == REMINDER and [m["role"] for m in resumed.messages][-2:] == ["assistant", "tool"]
+    for resumed in model.chat_requests()[2:4]:
+        roles = [m["role"] for m in resumed.messages]
+        assert resumed.last_user_text == REMINDER and roles[-2:] == ["assistant", "tool"], "replayed, not run again"
 
-    third = await bot_process(BOT_RECOVERY_WINDOW="0")
+    last = await bot_process(BOT_RECOVERY_WINDOW="0")
     [missed] = await ready(tg)
     assert "could not answer it then" in missed and "send it again" in missed, missed
-    assert len(model.chat_requests()) == 4, "an old question is not put to the model again"
+    assert len(model.chat_requests()) == 5, "an old question is not put to the model again"
     assert sum(text.endswith("tomorrow at 9.") for text in (m.text for m in tg.messages(CHAT))) == 1, "answered once"
-    await stop(third)
+    await stop(last)
     with sqlite3.connect(tmp_path / "data" / "arium.db") as db:
         assert db.execute("SELECT text FROM reminders").fetchall() == [("call mom",)], "one reminder, not two"
         assert db.execute("SELECT COUNT(*) FROM tool_rounds").fetchone() == (0,), "kept only while the turn ran"
