@@ -92,8 +92,14 @@ class TurnRecovery:
             async with slots:
                 for turn in chat_turns:
                     sink = channels[channel_of_chat(turn.chat_id)].sink_for(turn.chat_id, turn.chat_type)
-                    if sink is not None and await self._messages.claim_unfinished(turn.message_id):
+                    if sink is None or not await self._messages.claim_unfinished(turn.message_id):
+                        continue
+                    try:
                         outcomes.append(await self._finish(turn, sink))
+                    except Exception:  # noqa: BLE001 - one turn must not keep the bot from starting
+                        # Left claimed: the next start tries again.
+                        log.exception("could not finish the cut-short turn of message %s", turn.message_id)
+                        outcomes.append("failed")
 
         await asyncio.gather(*(one_chat(chat_turns) for chat_turns in by_chat.values()))
         self.last = RecoveryReport(outcomes.count("answered"), outcomes.count("noted"), outcomes.count("failed"))
