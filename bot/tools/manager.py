@@ -164,7 +164,10 @@ class ToolCallManager:
         rounds will not be replayed and go."""
         if self._journal is not None and ctx.request_id in self._journaled:
             self._journaled.discard(ctx.request_id)
-            await self._journal.forget(ctx.request_id)
+            try:
+                await self._journal.forget(ctx.request_id)
+            except AriumError as exc:  # leftover rows are only read when this turn is resumed, which it is not
+                log.warning("could not forget the tool rounds of %s: %s", ctx.request_id, exc)
 
     async def run_calls(
         self, ctx: RequestContext, calls: tuple[ToolCall, ...], results: dict[str, ToolOutcome]
