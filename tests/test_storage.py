@@ -273,6 +273,7 @@ async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(dat
     tool rounds can be kept, read back in order and forgotten."""
     from bot.llm.types import ToolCall
     from bot.storage.tool_rounds import RecordedRound, ToolRoundRepository
+    from bot.storage.userdata import UserDataRepository
 
     db = await at_revision(database_url, "0008_identities")
     try:
@@ -289,11 +290,15 @@ async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(dat
         rounds = ToolRoundRepository(db)
         first = RecordedRound("", (ToolCall("c1", "create_reminder", '{"text": "x"}'),), ("created #1",))
         second = RecordedRound("and", (ToolCall("c2", "list_reminders", "{}"),), ("#1 x",))
-        await rounds.add("req1", first)
-        await rounds.add("req1", second)
-        await rounds.add("other", second)
+        await rounds.add("req1", 42, first)
+        await rounds.add("req1", 42, second)
+        await rounds.add("other", 7, second)
         assert await rounds.of("req1") == [first, second]
         await rounds.forget("req1")
         assert await rounds.of("req1") == [] and await rounds.of("other") == [second]
+        # /deleteme takes a user's rounds with the rest of their history, and no one else's.
+        await rounds.add("req2", 42, first)
+        await UserDataRepository(db).delete_history(42)
+        assert await rounds.of("req2") == [] and await rounds.of("other") == [second]
     finally:
         await db.dispose()

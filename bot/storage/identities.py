@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 
 from bot.storage.db import Database
-from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, User
+from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, ToolRound, User
 from bot.runtime.clock import utcnow
 
 
@@ -79,7 +79,7 @@ class IdentityRepository:
             for name, model in (("memories", Memory), ("reminders", Reminder)):
                 result = await s.execute(update(model).where(model.user_id == absorbed).values(user_id=survivor))
                 moved[name] = int(result.rowcount)  # type: ignore[attr-defined]
-            for model in (ApiKey, Identity, Message):
+            for model in (ApiKey, Identity, Message, ToolRound):
                 await s.execute(update(model).where(model.user_id == absorbed).values(user_id=survivor))
             await s.execute(delete(LinkCode).where(LinkCode.user_id == absorbed))
             gone = await s.get(User, absorbed)

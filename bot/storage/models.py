@@ -365,5 +365,6 @@ class ToolRound(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # /deleteme erases these too
     payload: Mapped[str] = mapped_column(Text)  # JSON: text, calls, answers
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

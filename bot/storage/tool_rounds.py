@@ -24,14 +24,19 @@ class ToolRoundRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, request_id: str, round_: RecordedRound) -> None:
+    async def add(self, request_id: str, user_id: int, round_: RecordedRound) -> None:
         payload = {
             "text": round_.text,
             "calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in round_.calls],
             "answers": list(round_.answers),
         }
         async with self._db.session() as s:
-            s.add(ToolRound(request_id=request_id, payload=json.dumps(payload, ensure_ascii=False), created_at=utcnow()))
+            s.add(
+                ToolRound(
+                    request_id=request_id, user_id=user_id, payload=json.dumps(payload, ensure_ascii=False),
+                    created_at=utcnow(),
+                )
+            )
 
     async def of(self, request_id: str) -> list[RecordedRound]:
         async with self._db.reading() as s:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.identity import API, CONSOLE, local_chat_id
 from bot.storage.db import Database
-from bot.storage.models import Chat, Conversation, Identity, Message, Reminder, ToolEvent, User
+from bot.storage.models import Chat, Conversation, Identity, Message, Reminder, ToolEvent, ToolRound, User
 
 
 def _iso(value: Any) -> Any:
@@ -97,8 +97,10 @@ class UserDataRepository:
             result = await s.execute(delete(Message).where(_theirs(user_id, private)))
             await s.execute(delete(Chat).where(Chat.id.in_(private)))  # conversations cascade
             await s.execute(delete(Conversation).where(Conversation.chat_id.in_(private)))
-            # Operational records of their tool calls (not exported: no content of theirs).
+            # Operational records of their tool calls (not exported: no content of theirs),
+            # and the tool rounds of a turn of theirs that never finished.
             await s.execute(delete(ToolEvent).where(ToolEvent.user_id == user_id))
+            await s.execute(delete(ToolRound).where(ToolRound.user_id == user_id))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def reminders(self, user_id: int) -> list[dict[str, Any]]:

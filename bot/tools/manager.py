@@ -49,7 +49,7 @@ class ToolJournal(Protocol):
     (bot/storage/tool_rounds.py), so a turn finished after a crash replays
     them instead of running its tools twice."""
 
-    async def add(self, request_id: str, round_: RecordedRound) -> None: ...
+    async def add(self, request_id: str, user_id: int, round_: RecordedRound) -> None: ...
 
     async def of(self, request_id: str) -> list[RecordedRound]: ...
 
@@ -154,7 +154,7 @@ class ToolCallManager:
         if self._journal is None or ctx.chat_type is ChatType.API:
             return  # an API turn is not stored, so never resumed: its client holds the conversation
         try:
-            await self._journal.add(ctx.request_id, round_)
+            await self._journal.add(ctx.request_id, ctx.user_id, round_)
             self._journaled.add(ctx.request_id)
         except AriumError as exc:  # the turn goes on; only a crash now would repeat these calls
             log.warning("could not keep the tool round of %s: %s", ctx.request_id, exc)

@@ -24,10 +24,12 @@ def upgrade() -> None:
         "tool_rounds",
         sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
         sa.Column("request_id", sa.String(32), nullable=False),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_tool_rounds_request_id", "tool_rounds", ["request_id"])
+    op.create_index("ix_tool_rounds_user_id", "tool_rounds", ["user_id"])
 
 
 def downgrade() -> None:
