@@ -63,7 +63,7 @@ from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
 from bot.memory.summary import HistorySummarizer, SummaryConfig
 from bot.memory.tools import MemoryTools
-from bot.memory.turn import TurnMemory
+from bot.memory.turn import EXTRACTION_LOOKBACK, MAX_BATCH_EXCHANGES, TurnMemory
 from bot.runtime.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs
 from bot.prompts import PROMPTS_DIR, PromptRegistry
@@ -233,6 +233,7 @@ class Arium:
             self.tasks,
             extraction=settings.bot_memory_extraction,
             quiet=settings.bot_memory_extract_after,
+            read_until=self.users.memory_read_until,
         )
         self.conversation = Conversation(
             messages=self.messages,
@@ -447,6 +448,7 @@ class Arium:
                 exact_search_max=settings.bot_memory_exact_search_max,
                 ephemeral_days=settings.bot_memory_ephemeral_days,
             ),
+            on_user_deletion=self.users.memory_read_until,
         )
         # The model's remember / recall / forget.
         self.memory_tools = MemoryTools(self.memory)
@@ -524,6 +526,8 @@ class Arium:
         if self.broadcaster is not None:
             await self.broadcaster.start()  # broadcasts that were running when the bot stopped
         await self._finish_cut_short_turns()  # before any chat's new messages
+        if self._is_the_service and self.settings.bot_memory_extraction:
+            await self._read_what_extraction_missed()
         for channel in self.channels:
             await channel.start_receiving()
         if self._console is None:  # the status file describes the bot's service process, not a console
@@ -538,6 +542,14 @@ class Arium:
                 f"Restarted after a crash: {report.total} interrupted turn(s) finished "
                 f"({report.answered} answered late, {report.noted} too old: asked to resend, {report.failed} failed)."
             )
+
+    async def _read_what_extraction_missed(self) -> None:
+        """Exchanges a crash left waiting for extraction (in the background:
+        the start does not wait for the model)."""
+        since = self.clock.now() - EXTRACTION_LOOKBACK
+        backlog = await self.messages.extraction_backlog(since, per_user=MAX_BATCH_EXCHANGES)
+        if started := self.turn_memory.recover(backlog):
+            log.info("memory extraction picks up what %d user(s) said before the last stop", started)
 
     @property
     def _is_the_service(self) -> bool:

@@ -19,6 +19,7 @@ from bot.memory.embedder import Embedder
 from bot.recovery import RecoveryReport
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory, fake_settings
+from tests.test_memory_e2e import Brain, facts, requests_of, settle
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
@@ -198,3 +199,47 @@ async def test_each_chat_s_unfinished_turns_are_finished_in_order_and_failed_one
     tg.user_text("/health", chat_id=ANN, user_id=ANN)
     health = (await tg.wait_messages(ANN, before + 1))[before]
     assert "finished at this start: 3 turns (3 answered late" in health.text
+
+
+async def test_exchanges_extraction_never_read_are_read_at_the_next_start(
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, start_bot: BotFactory
+) -> None:
+    """What a crash leaves when extraction waited for a quiet spell: stored
+    exchanges past the user's extraction cursor. The next start reads them
+    (one extraction, the facts remembered) and moves the cursor, so a
+    further start reads nothing again; a user who deleted memories since
+    gets nothing back."""
+    brain = Brain()
+    brain.extract = lambda request: facts("Has a cat called Tom")
+    model.responder = brain
+    settings = fake_settings(
+        tmp_path / "data", tg, model, bot_memory_extraction=True, bot_memory_extract_after=3600,
+    )
+    first = Arium(settings, embedder=embedder)
+    await first.start()
+    for user in (CHAT, ANN):
+        await first.users.touch(UserProfile(user, f"User{user}"), "user")
+        start = await first.messages.start_turn(
+            chat_id=user, chat_type="private", chat_title=None, user_id=user,
+            text="My cat is called Tom and he loves tuna", tokens=9, request_id=f"r{user}", history_tokens=1000,
+        )
+        await first.messages.add_assistant_message(
+            conversation_id=start.conversation_id, chat_id=user, user_id=user, text="What a lovely name!",
+            tokens=4, status="complete", request_id=f"r{user}", model="m", prompt_version="system@1",
+            tokens_in=1, tokens_out=1, answers=start.user_message_id,
+        )
+    await first.memory.delete_all(ANN)  # Ann deleted her memories after saying it
+    await first.stop()
+    assert requests_of(model, "extract") == []
+
+    second = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=3600)
+    await settle(second, model, 1)
+    [extraction] = requests_of(model, "extract")
+    assert "cat is called Tom" in str(extraction.messages) and "User" in str(extraction.messages)
+    assert [m.text for m in (await second.memory.page(CHAT, 0, 10))[0]] == ["Has a cat called Tom"]
+    assert await second.memory.count(ANN) == 0, "what she deleted does not come back"
+    await second.stop()
+
+    third = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=3600)
+    await settle(third, model, 1)
+    assert len(requests_of(model, "extract")) == 1, "read once"

@@ -287,6 +287,11 @@ async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(dat
         await db.migrate()
         [turn] = await MessageRepository(db).unfinished_turns(["telegram"])
         assert (turn.user_id, turn.content, turn.request_id) == (42, "remind me at 9", "req1")
+        # What was said before the upgrade counts as read by memory extraction: no burst.
+        async with db.reading() as session:
+            from bot.storage.models import User
+
+            assert (await session.get(User, 42)).memory_extracted_until == turn.message_id  # type: ignore[union-attr]
         rounds = ToolRoundRepository(db)
         first = RecordedRound("", (ToolCall("c1", "create_reminder", '{"text": "x"}'),), ("created #1",))
         second = RecordedRound("and", (ToolCall("c2", "list_reminders", "{}"),), ("#1 x",))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,8 +91,14 @@ class MemoryService:
         embeddings: EmbeddingService,
         tasks: TaskTracker,
         config: MemoryConfig,
+        *,
+        on_user_deletion: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        """``on_user_deletion``: told (after the rows are gone) whenever a
+        user deletes memories themselves, so extraction pending from before
+        never brings them back."""
         self.repository = repository
+        self._on_user_deletion = on_user_deletion
         self.embeddings = embeddings
         self.config = config
         self._tasks = tasks
@@ -266,6 +272,8 @@ class MemoryService:
             self._note_user_deletion(user_id)
         deleted = await self.repository.delete(user_id, ids)
         await self._apply(user_id, remove=deleted)
+        if by_user and deleted and self._on_user_deletion is not None:
+            await self._on_user_deletion(user_id)
         return deleted
 
     async def delete_all(self, user_id: int) -> int:
@@ -274,6 +282,8 @@ class MemoryService:
             count = await self.repository.delete_all(user_id)
             self._cache.pop(user_id)
             await self._run(self._index_path(user_id).unlink, True)
+        if self._on_user_deletion is not None:
+            await self._on_user_deletion(user_id)
         return count
 
     async def drop_index(self, user_id: int) -> None:

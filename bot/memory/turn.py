@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from bot.context import RequestContext
 from bot.memory.extraction import MAX_EXCHANGE_CHARS, MemoryWriter, Turn
 from bot.memory.records import Hit
 from bot.memory.service import MemoryService
-from bot.storage.repositories import StoredMessage
+from bot.storage.repositories import ExtractionBacklog, StoredMessage
 from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 CONTEXT_MESSAGES = 2
 # Exchanges (a user message and the answer) one extraction reads at most.
 MAX_BATCH_EXCHANGES = 8
+# How far back a start looks for exchanges extraction never read (a crash).
+EXTRACTION_LOOKBACK = timedelta(days=1)
 
 
 def memory_lines(hits: list[Hit]) -> str:
@@ -66,7 +71,11 @@ class TurnMemory:
         extraction: bool = True,
         quiet: float = 0.0,
         max_exchanges: int = MAX_BATCH_EXCHANGES,
+        read_until: Callable[[int, int | None], Awaitable[None]] | None = None,
     ) -> None:
+        """``read_until(user, message id)``: records how far extraction has
+        read a user's messages, so a crash loses nothing (``recover``)."""
+        self._read_until = read_until
         self._memory = memory
         self._writer = writer
         self._tasks = tasks
@@ -150,8 +159,38 @@ class TurnMemory:
             return
         self._start(user_id, batch.user_name, batch.turns, batch.source_message_id)
 
+    def recover(self, backlog: list[ExtractionBacklog]) -> int:
+        """Extraction of what a crash left unread (exchanges after each
+        user's extraction cursor), in the background; returns how many users."""
+        started = 0
+        for entry in backlog:
+            turns: list[Turn] = []
+            worth = False
+            for _, question, answer in reversed(entry.exchanges):  # newest first, as many as one prompt reads
+                if sum(len(turn.text) for turn in turns) + len(question) + len(answer) > MAX_EXCHANGE_CHARS:
+                    break
+                turns[:0] = [Turn("user", question), Turn("assistant", answer)]
+                worth = worth or self._writer.worth_extracting(question)
+            last = entry.exchanges[-1][0]
+            if worth:
+                self._start(entry.user_id, entry.user_name, turns, last)
+                started += 1
+            elif self._read_until is not None:  # small talk: nothing to read there
+                self._spawn(self._read_until(entry.user_id, last), "memory-cursor")
+        return started
+
     def _start(self, user_id: int, user_name: str, turns: list[Turn], source_message_id: int) -> None:
+        self._spawn(self._extract(user_id, user_name, turns, source_message_id), "memory-extract")
+
+    async def _extract(self, user_id: int, user_name: str, turns: list[Turn], source_message_id: int) -> None:
+        report = await self._writer.write(user_id, user_name, turns, source_message_id)
+        # A skipped extraction (the model failed) is tried again after a restart.
+        if report.skipped is None and self._read_until is not None:
+            await self._read_until(user_id, source_message_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         try:
-            self._tasks.spawn(self._writer.write(user_id, user_name, turns, source_message_id), "memory-extract")
-        except RuntimeError:  # shutting down: these turns' facts are skipped
-            log.info("shutting down; memory extraction skipped")
+            self._tasks.spawn(work, name)
+        except RuntimeError:  # shutting down: the cursor stays, and the next start reads these turns
+            work.close()
+            log.info("shutting down; memory extraction left for the next start")

@@ -72,6 +72,10 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Per-user daily token budget; None uses the configured default.
     token_budget: Mapped[int | None] = mapped_column(Integer)
+    # Their messages up to this id were read by memory extraction (or are
+    # not to be: they deleted memories since). After a crash, the exchanges
+    # past it are extracted at start. None: nothing read yet.
+    memory_extracted_until: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Chat(Base):

@@ -166,6 +166,23 @@ class UserRepository:
         async with self._db.reading() as s:
             return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
 
+    async def memory_read_until(self, user_id: int, message_id: int | None = None) -> None:
+        """Memory extraction has read the user's messages up to ``message_id``
+        (None: all of them so far, after the user deleted memories: what they
+        said before must not be extracted again). Never moves back."""
+        async with self._db.session() as s:
+            if message_id is None:
+                message_id = (
+                    await s.execute(select(func.max(Message.id)).where(Message.user_id == user_id))
+                ).scalar_one()
+                if message_id is None:
+                    return
+            await s.execute(
+                update(User)
+                .where(User.id == user_id, func.coalesce(User.memory_extracted_until, 0) < message_id)
+                .values(memory_extracted_until=message_id)
+            )
+
     async def get_many(self, user_ids: Collection[int]) -> dict[int, UserRecord]:
         if not user_ids:
             return {}
@@ -298,6 +315,13 @@ class UnfinishedTurn:
 
 
 @dataclass(frozen=True)
+class ExtractionBacklog:
+    user_id: int
+    user_name: str
+    exchanges: list[tuple[int, str, str]]  # (question's message id, question, answer), oldest first
+
+
+@dataclass(frozen=True)
 class TurnStart:
     conversation_id: int
     user_message_id: int
@@ -423,6 +447,42 @@ class MessageRepository:
                 for m, chat_type, title in rows
                 if m.user_id is not None
             ]
+
+    async def extraction_backlog(self, since: datetime, per_user: int) -> list[ExtractionBacklog]:
+        """Exchanges (a question and its answer) of private chats that memory
+        extraction has not read, newer than ``since``: what a crash left
+        waiting for a quiet spell. At most the last ``per_user`` per user."""
+        # From the users seen since then (few), through the index on
+        # messages.user_id: no scan of the whole history at start.
+        cursor = func.coalesce(User.memory_extracted_until, 0)
+        query = (
+            select(Message.id, Message.user_id, Message.conversation_id, Message.role, Message.content, User.first_name)
+            .select_from(User)
+            .join(Message, (Message.user_id == User.id) & (Message.id > cursor))
+            .join(Chat, Chat.id == Message.chat_id)
+            .where(
+                User.last_seen_at >= since,
+                Message.created_at >= since,
+                Message.status == "complete",
+                Chat.type.in_(("private", "console")),
+            )
+            .order_by(Message.user_id, Message.conversation_id, Message.id)
+        )
+        async with self._db.reading() as s:
+            rows = (await s.execute(query)).all()
+        backlog: dict[int, ExtractionBacklog] = {}
+        waiting: dict[tuple[int, int], tuple[int, str]] = {}  # (user, conversation) -> a question without answer yet
+        for message_id, user_id, conversation_id, role, content, name in rows:
+            key = (user_id, conversation_id)
+            if role == "user":
+                waiting[key] = (message_id, content)
+            elif key in waiting:
+                question_id, question = waiting.pop(key)
+                entry = backlog.setdefault(user_id, ExtractionBacklog(user_id, name or "", []))
+                entry.exchanges.append((question_id, question, content))
+        for entry in backlog.values():
+            del entry.exchanges[:-per_user]
+        return list(backlog.values())
 
     async def claim_unfinished(self, message_id: int) -> bool:
         """Takes an unfinished turn for recovery; False when it was taken or

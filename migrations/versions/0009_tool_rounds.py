@@ -1,5 +1,6 @@
 """tool rounds of running turns, so a turn finished after a crash does not
-run its tools twice
+run its tools twice; how far memory extraction has read each user's
+messages, so a crash does not lose what it had not read yet
 
 Revision ID: 0009_tool_rounds
 Revises: 0008_identities
@@ -30,7 +31,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_tool_rounds_request_id", "tool_rounds", ["request_id"])
     op.create_index("ix_tool_rounds_user_id", "tool_rounds", ["user_id"])
+    op.add_column("users", sa.Column("memory_extracted_until", sa.BigInteger()))
+    # What was said before this revision counts as read: no burst of
+    # extractions at the first start after the upgrade.
+    op.execute(
+        "UPDATE users SET memory_extracted_until = "
+        "(SELECT MAX(messages.id) FROM messages WHERE messages.user_id = users.id)"
+    )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("memory_extracted_until")
     op.drop_table("tool_rounds")
