@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -108,9 +109,17 @@ class Conversation(Base):
     summary_until_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+# User messages whose turn has not ended (bot/recovery.py reads them at every
+# start): a partial index holds only those few rows, never the whole history.
+UNFINISHED = text("status IN ('pending', 'recovering')")
+
+
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_unfinished", "id", sqlite_where=UNFINISHED, postgresql_where=UNFINISHED),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     conversation_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("conversations.id", ondelete="CASCADE"))

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.identity import TELEGRAM, channel_of_chat
 from bot.storage.db import Database
-from bot.storage.models import Base, Chat, Conversation, Identity, Message, User
+from bot.storage.models import UNFINISHED, Base, Chat, Conversation, Identity, Message, User
 from bot.runtime.clock import utcnow
 
 # How many recent rows a history query reads before applying the token budget;
@@ -434,7 +434,8 @@ class MessageRepository:
         query = (
             select(Message, Chat.type, Chat.title)
             .join(Chat, Chat.id == Message.chat_id)
-            .where(Message.role == "user", Message.status.in_((PENDING, RECOVERING)), Chat.channel.in_(list(channels)))
+            # The partial index's own condition, as a literal, so SQLite uses it.
+            .where(UNFINISHED, Message.role == "user", Chat.channel.in_(list(channels)))
             .order_by(Message.id)
         )
         async with self._db.reading() as s:

@@ -1,5 +1,5 @@
 """tool rounds of running turns, so a turn finished after a crash does not
-run its tools twice; how far memory extraction has read each user's
+run its tools twice; an index of the turns not ended; how far memory extraction has read each user's
 messages, so a crash does not lose what it had not read yet
 
 Revision ID: 0009_tool_rounds
@@ -31,6 +31,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_tool_rounds_request_id", "tool_rounds", ["request_id"])
     op.create_index("ix_tool_rounds_user_id", "tool_rounds", ["user_id"])
+    unfinished = sa.text("status IN ('pending', 'recovering')")
+    op.create_index(
+        "ix_messages_unfinished", "messages", ["id"], sqlite_where=unfinished, postgresql_where=unfinished
+    )
     op.add_column("users", sa.Column("memory_extracted_until", sa.BigInteger()))
     # What was said before this revision counts as read: no burst of
     # extractions at the first start after the upgrade.
@@ -41,6 +45,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_unfinished", table_name="messages")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("memory_extracted_until")
     op.drop_table("tool_rounds")
