@@ -539,7 +539,7 @@ class Arium:
         report = await self.recovery.run(self.channels)
         if report.total and self.telegram is not None:
             await self.telegram.send_to_admins(
-                f"Restarted after a crash: {report.total} interrupted turn(s) finished "
+                f"At start: {report.total} interrupted turn(s) finished (a crash, or a stop that ran out of time) "
                 f"({report.answered} answered late, {report.noted} too old: asked to resend, {report.failed} failed)."
             )
 
