@@ -111,6 +111,7 @@ from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 from bot.app import Arium  # noqa: E402
+from bot.reminders.clock import Clock  # noqa: E402
 from bot.memory.embedder import Embedder, SentenceTransformerEmbedder  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from tests.fakes.model_server import FakeModelServer  # noqa: E402
@@ -195,8 +196,9 @@ async def start_bot(
     """Starts the real Application against the fakes; every bot is stopped at teardown."""
     running: list[Arium] = []
 
-    async def start(**overrides: Any) -> Arium:
-        app = Arium(fake_settings(tmp_path / "data", tg, model, **overrides), embedder=embedder)
+    async def start(*, clock: Clock | None = None, **overrides: Any) -> Arium:
+        """``clock``: a clock the test moves (reminders, code expiry)."""
+        app = Arium(fake_settings(tmp_path / "data", tg, model, **overrides), embedder=embedder, clock=clock)
         await app.start()
         running.append(app)
         return app

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from bot.reminders.clock import ShiftedClock
 from bot.reminders.notifier import DeliveryFailed, DueReminder, ReminderRouter
 from bot.storage.repositories import UserProfile
 from bot.tools.sandbox import FileSandbox, SandboxLimits
-from tests.conftest import eventually, fake_settings
+from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 from tests.test_api import Api, error_of, key_for
@@ -43,23 +43,14 @@ def clock() -> ShiftedClock:
 
 
 @pytest.fixture
-async def linking_bot(
-    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, clock: ShiftedClock
-) -> AsyncIterator[Starter]:
+def linking_bot(start_bot: BotFactory, clock: ShiftedClock) -> Starter:
     """Telegram and the HTTP API in one process, on a clock the test moves."""
-    running: list[Arium] = []
 
     async def start(**overrides: Any) -> Arium:
         values: dict[str, Any] = {"api_enabled": True, "api_port": 0, "bot_console_user_id": CONSOLE_ID}
-        values.update(overrides)
-        app = Arium(fake_settings(tmp_path / "data", tg, model, **values), clock=clock, embedder=embedder)
-        await app.start()
-        running.append(app)
-        return app
+        return await start_bot(clock=clock, **(values | overrides))
 
-    yield start
-    for app in reversed(running):
-        await app.stop()
+    return start
 
 
 async def ask(tg: FakeTelegram, text: str, user_id: int, *, chat_id: int | None = None, **kwargs: Any) -> SentMessage:
