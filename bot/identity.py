@@ -15,7 +15,6 @@ from __future__ import annotations
 TELEGRAM = "telegram"
 CONSOLE = "console"
 API = "api"
-CHANNELS = (TELEGRAM, CONSOLE, API)
 
 # Telegram's ids stay within +-2**52; each local channel owns a range below -2**60.
 _TELEGRAM_LIMIT = 2**52

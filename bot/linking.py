@@ -67,7 +67,6 @@ class IssuedLinkCode:
 
 @dataclass(frozen=True)
 class Linked:
-    user_id: int  # the user both identities now belong to
     memories: int  # moved from the other user
     reminders: int
     files: int = 0
@@ -130,7 +129,7 @@ class Linker:
         files = await asyncio.to_thread(self._files.adopt, absorbed, survivor)
         log.info("linked user %s into user %s (%d memories, %d reminders, %d files moved)",
                  absorbed, survivor, merged.memories, merged.reminders, files)
-        return Linked(survivor, merged.memories, merged.reminders, files)
+        return Linked(merged.memories, merged.reminders, files)
 
 
 def issued_text(issued: IssuedLinkCode, ctx: RequestContext) -> str:

@@ -68,10 +68,6 @@ class ReminderRouter:
         if last_resort:
             self._last_resort = notifier
 
-    @property
-    def channels(self) -> frozenset[str]:
-        return frozenset(self._routes)
-
     async def deliver(self, reminder: DueReminder) -> None:
         own = self._routes.get(reminder.channel)
         if own is not None:

@@ -28,8 +28,6 @@ class IssuedCode:
 class Merged:
     """What moved from the absorbed user to the survivor."""
 
-    survivor: int
-    absorbed: int
     memories: int
     reminders: int
 
@@ -90,4 +88,4 @@ class IdentityRepository:
                 if kept.token_budget is None:
                     kept.token_budget = gone.token_budget
                 await s.delete(gone)
-            return Merged(survivor, absorbed, moved["memories"], moved["reminders"])
+            return Merged(moved["memories"], moved["reminders"])
