@@ -38,6 +38,7 @@ from bench.memory_quality import FACTS, QUESTIONS  # noqa: E402
 from bot.runtime.cpus import CpuPlan  # noqa: E402
 from bot.memory.embedder import EmbeddingService, SentenceTransformerEmbedder  # noqa: E402
 from bot.memory.index import VectorIndex, load_index  # noqa: E402
+from bot.memory.keyword import index_terms  # noqa: E402
 from bot.memory.records import NewMemory  # noqa: E402
 from bot.memory.repository import MemoryRepository  # noqa: E402
 from bot.memory.service import MemoryConfig, MemoryService  # noqa: E402
@@ -89,10 +90,12 @@ async def seed_user(db: Database, user_id: int, count: int, model: str, dim: int
     now = utcnow() - timedelta(days=30)
     chunk = 5000
     for start in range(0, count, chunk):
+        texts = [" ".join(rng.choices(vocabulary, k=8)) for _ in range(start, min(count, start + chunk))]
         rows = [
             {
                 "user_id": user_id,
-                "text": " ".join(rng.choices(vocabulary, k=8)),
+                "text": text,
+                "search_terms": index_terms(text),
                 "kind": "fact",
                 "importance": 3,
                 "source": "extracted",
@@ -101,7 +104,7 @@ async def seed_user(db: Database, user_id: int, count: int, model: str, dim: int
                 "embedding": vectors[i].tobytes(),
                 "embedding_model": model,
             }
-            for i in range(start, min(count, start + chunk))
+            for i, text in zip(range(start, min(count, start + chunk)), texts, strict=True)
         ]
         async with db.session() as s:
             await s.execute(insert(Memory), rows)

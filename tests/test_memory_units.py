@@ -25,21 +25,40 @@ from bot.memory.index import (
 NOW = datetime(2026, 11, 21, tzinfo=timezone.utc)
 
 
-def test_query_terms_drop_function_words_and_cut_endings() -> None:
-    assert keyword.query_terms("Where does my sister live?") == ["sist*", "liv*"]
-    assert keyword.query_terms("Где живёт моя сестра?") == ["живе*", "сест*"]
+def test_query_terms_drop_function_words_and_stem_the_rest() -> None:
+    assert keyword.query_terms("Where does my sister live?") == ["sister", "live"]
+    assert keyword.query_terms("Где живёт моя сестра?") == ["живет", "сестр"]
     assert keyword.query_terms("thanks, that's all!") == []
-    assert keyword.query_terms("born in 2019") == ["bor*", "2019"]
+    assert keyword.query_terms("born in 2019") == ["born", "2019"]
+
+
+@pytest.mark.parametrize(
+    ("fact", "question"),
+    [
+        ("Сестра Катя живёт в Казани", "Что подарить сестре?"),
+        ("Работает учителем в школе", "Кем работает мой учитель?"),
+        ("Has two sisters", "Where does my sister live?"),
+        ("Is allergic to peanuts", "what about my peanut allergy"),
+    ],
+)
+def test_inflected_forms_share_a_stem(fact: str, question: str) -> None:
+    """A fact and a question about it meet on a stem, in either language."""
+    assert set(keyword.index_terms(fact).split()) & set(keyword.query_terms(question))
+
+
+def test_index_terms_hold_each_content_stem_once() -> None:
+    assert keyword.index_terms("Моя сестра, сестра Катя, живёт в Казани") == "сестр кат живет казан"
+    assert keyword.index_terms("ok") == "" and keyword.index_terms("") == ""
 
 
 @pytest.mark.parametrize("hostile", ['" OR owner:u2 OR "', "text:(a) NOT b*", "'); DROP TABLE memories; --", "NEAR(a b)"])
 def test_query_syntax_cannot_leak_into_the_match_expression(hostile: str) -> None:
     match = keyword.fts5_match(7, keyword.query_terms(hostile))
-    assert match.startswith('owner:"u7" AND text:(')
-    inner = match.removeprefix('owner:"u7" AND text:(').removesuffix(")")
+    assert match.startswith('owner:"u7" AND terms:(')
+    inner = match.removeprefix('owner:"u7" AND terms:(').removesuffix(")")
     for term in inner.split(" OR "):
-        assert term.startswith('"') and term.rstrip("*").endswith('"') and term.count('"') == 2
-    assert all(c.isalnum() or c in "':* |" for c in keyword.tsquery(keyword.query_terms(hostile)))
+        assert term.startswith('"') and term.endswith('"') and term.count('"') == 2
+    assert all(c.isalnum() or c in "' |" for c in keyword.tsquery(keyword.query_terms(hostile)))
 
 
 def test_rarer_terms_weigh_more_in_exact_integers() -> None:

@@ -283,7 +283,7 @@ async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(dat
             "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
             "created_at) VALUES (1, 42, 42, 'user', 'remind me at 9', 4, 'pending', 'req1', '2026-12-01 10:00:00')",
         )
-        assert await db.pending_migrations() == ["0009_tool_rounds"]
+        assert (await db.pending_migrations())[-1] == "0009_tool_rounds"
         await db.migrate()
         [turn] = await MessageRepository(db).unfinished_turns(["telegram"])
         assert (turn.user_id, turn.content, turn.request_id) == (42, "remind me at 9", "req1")
@@ -305,5 +305,46 @@ async def test_the_tool_rounds_migration_keeps_the_rows_of_the_previous_head(dat
         await rounds.add("req2", 42, first)
         await UserDataRepository(db).delete_history(42)
         assert await rounds.of("req2") == [] and await rounds.of("other") == [second]
+    finally:
+        await db.dispose()
+
+
+async def test_the_memory_stems_migration_indexes_old_rows_by_their_stems(database_url: str) -> None:
+    """A database at 0009 holding memories in English and Russian upgrades:
+    the old rows are found by inflected forms of their words (stems, not
+    prefixes), on SQLite and PostgreSQL alike, and rows written afterwards,
+    changed or deleted keep the index in step."""
+    from bot.memory.records import NewMemory
+    from bot.memory.repository import MemoryRepository
+
+    db = await at_revision(database_url, "0009_tool_rounds")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), user_row(7, "Bob"),
+            *(
+                "INSERT INTO memories (user_id, text, kind, importance, source, created_at, updated_at) "
+                f"VALUES ({owner}, '{text}', 'fact', 3, 'extracted', '2026-12-01 10:00:00', '2026-12-01 10:00:00')"
+                for owner, text in (
+                    (42, "Сестра Катя живёт в Казани"), (42, "Has two sisters and a brother"),
+                    (42, "Любит котлеты"), (7, "Сестра Бориса живёт в Омске"),
+                )
+            ),
+        )
+        await db.migrate()
+        memories = MemoryRepository(db)
+
+        async def found(query: str, user_id: int = 42) -> list[str]:
+            return [r.text for r in await memories.keyword_records(user_id, query, 10)]
+
+        assert await found("Что подарить сестре?") == ["Сестра Катя живёт в Казани"]
+        assert await found("where does my sister live") == ["Has two sisters and a brother"]
+        assert await found("Как зовут моего кота?") == [], "a shared prefix is not a shared stem"
+        assert await found("сестрой", user_id=7) == ["Сестра Бориса живёт в Омске"]
+        [cat] = await memories.add(42, [NewMemory("Кота зовут Барсик")], [None], None)
+        assert await found("Как зовут моего кота?") == ["Кота зовут Барсик"]
+        await memories.update(42, cat.id, text_="Собаку зовут Рекс", embedding=None, model=None)
+        assert await found("кот") == [] and await found("собака") == ["Собаку зовут Рекс"]
+        await memories.delete(42, [cat.id])
+        assert await found("собака") == []
     finally:
         await db.dispose()

@@ -1,12 +1,16 @@
-"""Turning a query into keyword-search terms, shared by SQLite FTS5 and
+"""Turning text into keyword-search terms, shared by SQLite FTS5 and
 PostgreSQL full-text search so both dialects find the same memories.
 
 The bundled embedder is English-only, so for Russian (and other languages)
-keyword search carries recall. Neither backend stems Russian here (FTS5's
-tokenizer cannot, and PostgreSQL's 'simple' config keeps both dialects
-alike), so each term is cut to a prefix: "сестра" becomes ``сест*`` and
-matches "сестре", "сестру", "сестрой". Function words are dropped so a
-match means a content word matched.
+keyword search carries recall. Words are reduced to their Snowball stems
+(PyStemmer: Russian for Cyrillic words, English for the rest), in Python,
+on both sides: each memory row keeps its stems in ``search_terms`` (written
+with the text), the full-text index covers that column, and a query is
+stemmed alike. So "сестра", "сестре" and "сестрой" all become ``сестр``
+whatever the database, and neither SQLite (whose tokenizer cannot stem
+Russian) nor PostgreSQL's language configurations (one language per
+expression) decide what matches. Function words are dropped on both sides,
+so a match means a content word matched.
 
 Ranking is decided here too (ranking_sql), in one statement that both
 dialects run alike, from how many of the user's memories each term matches:
@@ -25,8 +29,11 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Sequence
 from functools import cache
+
+import Stemmer
 
 MAX_TERMS = 12
 # A term matching more of one user's memories than this is "common".
@@ -67,42 +74,62 @@ def words(text: str) -> list[str]:
     return _WORD.findall(normalize(text))
 
 
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+_stemmers = threading.local()  # a PyStemmer object must not be shared between threads
+
+
+def _stemmer(language: str) -> Stemmer.Stemmer:
+    stemmer = getattr(_stemmers, language, None)
+    if stemmer is None:
+        stemmer = Stemmer.Stemmer(language)
+        setattr(_stemmers, language, stemmer)
+    return stemmer
+
+
 def stem(word: str) -> str:
-    """A language-agnostic stand-in for stemming: drop the likely ending and
-    mark the rest as a prefix (``*``). Short words and numbers match whole."""
-    if word.isdigit() or len(word) <= 3:
+    """The Snowball stem of a normalized word: Russian rules for a Cyrillic
+    word, English for any other. Numbers stay whole."""
+    if word.isdigit():
         return word
-    if len(word) <= 5:
-        return word[:-1] + "*"
-    return word[:-2] + "*"
+    return _stemmer("russian" if _CYRILLIC.search(word) else "english").stemWord(word)
+
+
+def _content_words(text: str) -> list[str]:
+    return [
+        word for word in words(text)
+        if word not in STOPWORDS and (len(word) > 1 or word.isdigit()) and "_" not in word
+    ]
 
 
 def query_terms(text: str) -> list[str]:
-    """Distinct content-word stems of a query, in order, at most MAX_TERMS
-    (a trailing ``*`` marks a prefix)."""
+    """Distinct stems of a query's content words, in order, at most MAX_TERMS."""
     terms: list[str] = []
-    for word in words(text):
-        if word in STOPWORDS or (len(word) < 2 and not word.isdigit()) or "_" in word:
-            continue
+    for word in _content_words(text):
         term = stem(word)
         if term not in terms:
             terms.append(term)
-        if len(terms) == MAX_TERMS:
-            break
+            if len(terms) == MAX_TERMS:
+                break
     return terms
+
+
+def index_terms(text: str) -> str:
+    """What a memory's ``search_terms`` column holds: the stems of its
+    content words, space-separated, each once."""
+    return " ".join(dict.fromkeys(stem(word) for word in _content_words(text)))
 
 
 def fts5_match(user_id: int, terms: list[str]) -> str:
     """An FTS5 MATCH expression: the user's rows, any of the terms."""
-    # Terms are \w+ (plus the prefix mark) and each is quoted, so no FTS5
-    # syntax can leak in from what the user wrote.
-    alternatives = " OR ".join(f'"{t[:-1]}"*' if t.endswith("*") else f'"{t}"' for t in terms)
-    return f'owner:"u{int(user_id)}" AND text:({alternatives})'
+    # Terms are \w+ and each is quoted, so no FTS5 syntax can leak in from
+    # what the user wrote.
+    alternatives = " OR ".join(f'"{t}"' for t in terms)
+    return f'owner:"u{int(user_id)}" AND terms:({alternatives})'
 
 
 def tsquery(terms: list[str]) -> str:
     """A PostgreSQL to_tsquery('simple', ...) text: any of the terms."""
-    return " | ".join(f"'{t[:-1]}':*" if t.endswith("*") else f"'{t}'" for t in terms)
+    return " | ".join(f"'{t}'" for t in terms)
 
 
 def rarity(matches: int) -> int:

@@ -73,6 +73,7 @@ class MemoryRepository:
             Memory(
                 user_id=user_id,
                 text=item.text,
+                search_terms=keyword.index_terms(item.text),
                 kind=item.kind,
                 importance=item.importance,
                 source=item.source,
@@ -107,6 +108,7 @@ class MemoryRepository:
             if row is None:
                 return None
             row.text = text_
+            row.search_terms = keyword.index_terms(text_)
             row.embedding = embedding
             row.embedding_model = model if embedding is not None else None
             row.updated_at = utcnow()
@@ -352,7 +354,7 @@ class MemoryRepository:
             return f"SELECT rowid AS id FROM memories_fts WHERE memories_fts MATCH :t{i} ORDER BY rowid DESC {limit}"
         return (
             "SELECT id FROM memories WHERE user_id = :user AND "
-            f"to_tsvector('simple'::regconfig, translate(text, 'ёЁ', 'еЕ')) @@ to_tsquery('simple', :t{i}) "
+            f"to_tsvector('simple'::regconfig, search_terms) @@ to_tsquery('simple', :t{i}) "
             f"ORDER BY id DESC {limit}"
         )
 

@@ -193,7 +193,8 @@ class Reminder(Base):
 class Memory(Base):
     """One thing remembered about a user. The row is the truth: the embedding is
     kept here so per-user FAISS indexes (a cache) can be rebuilt without
-    re-encoding. SQLite keeps a full-text copy in ``memories_fts`` by trigger."""
+    re-encoding. SQLite keeps a full-text index of ``search_terms`` in
+    ``memories_fts`` by trigger; PostgreSQL a GIN index over it."""
 
     __tablename__ = "memories"
     # The two narrow indexes let an index load check a user's rows without
@@ -219,6 +220,9 @@ class Memory(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalized
     embedding_model: Mapped[str | None] = mapped_column(String(256))
+    # The Snowball stems of the text's content words (bot/memory/keyword.py),
+    # written with it: what keyword search matches, on either database.
+    search_terms: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class UsageDaily(Base):
@@ -314,7 +318,7 @@ class BroadcastDelivery(Base):
 
 # Made by migrations, not by the ORM (keyword search for memories: SQLite's
 # FTS5 table with its shadow tables, PostgreSQL's expression index).
-MIGRATION_ONLY_NAMES = ("memories_fts", "ix_memories_text_tsv")
+MIGRATION_ONLY_NAMES = ("memories_fts", "ix_memories_terms_tsv")
 
 
 def include_in_autogenerate(name: str | None, type_: str, parent_names: object) -> bool:
