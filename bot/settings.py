@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     api_max_body_kb: int = Field(default=1024, ge=1)
     # Long-term memory and history summaries.
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
-    bot_memory_recall_k: int = Field(default=5, ge=0, le=50)
+    bot_memory_recall_k: int = Field(default=8, ge=0, le=50)
     bot_memory_extraction: bool = True
     # Seconds without a new private message before extraction reads the
     # turns since its last run (one model call per conversation spell, not

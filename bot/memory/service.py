@@ -31,6 +31,7 @@ from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
 from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, kind_for, load_index, save_index
 from bot.memory.records import Hit, MemoryRecord, NewMemory
+from bot.memory.relevance import RecallPolicy, fuse, relevant_dense
 from bot.memory.repository import MemoryRepository
 from bot.runtime.clock import utcnow
 from bot.runtime.tasks import TaskTracker
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-RRF_K = 60  # the usual reciprocal-rank-fusion constant; damps the gap between ranks
 CANDIDATES_PER_HIT = 4  # each side proposes this many candidates per wanted hit
 # Rows updated this long before a saved snapshot are re-read on load anyway,
 # covering writes that were committed but not yet applied when it was taken.
@@ -56,12 +56,14 @@ ID_CHUNK = 10_000  # ids per IN (...) list; both databases cap bound parameters
 class MemoryConfig:
     index_dir: Path
     max_per_user: int = 10_000
-    recall_k: int = 5
+    recall_k: int = RecallPolicy.k
     cache_vectors: int = 500_000
     ephemeral_days: int = 7
-    # Dense hits need this cosine similarity, and at most this far below the best.
-    min_similarity: float = 0.30
-    similarity_margin: float = 0.20
+    # The relevance bar and the fusion (see RecallPolicy).
+    min_similarity: float = RecallPolicy.min_similarity
+    similarity_margin: float = RecallPolicy.similarity_margin
+    min_lift: float = RecallPolicy.min_lift
+    dense_weight: float = RecallPolicy.dense_weight
     # What a chat turn waits for the dense half of recall (query embedding and
     # a cold index load); past it, the turn goes ahead with keyword hits.
     recall_wait: float = 0.5
@@ -101,6 +103,10 @@ class MemoryService:
         self._on_user_deletion = on_user_deletion
         self.embeddings = embeddings
         self.config = config
+        self.policy = RecallPolicy(
+            k=config.recall_k, min_similarity=config.min_similarity, similarity_margin=config.similarity_margin,
+            min_lift=config.min_lift, dense_weight=config.dense_weight,
+        )
         self._tasks = tasks
         # One OpenMP thread per search: a single-query flat search gains little
         # from a second thread and stalls whenever the other core is busy
@@ -201,23 +207,16 @@ class MemoryService:
             return []
         async with self._lock(user_id):
             found = await self._run(entry.index.search, vector, k)
-        if not found:
-            return []
-        best = found[0][1]
-        floor = max(self.config.min_similarity, best - self.config.similarity_margin)
-        return [(memory_id, score) for memory_id, score in found if score >= floor]
+        return relevant_dense(found, self.policy)
 
     async def _fuse(
         self, user_id: int, dense_hits: list[tuple[int, float]], keyword_found: list[MemoryRecord], k: int
     ) -> list[Hit]:
-        scores: dict[int, float] = {}
         similarity = dict(dense_hits)
         keyword_rank = {record.id: rank for rank, record in enumerate(keyword_found, 1)}
-        for rank, (memory_id, _) in enumerate(dense_hits, 1):
-            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
-        for memory_id, rank in keyword_rank.items():
-            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (RRF_K + rank)
-        ranked = sorted(scores, key=lambda i: (-scores[i], -i))
+        fused = fuse(dense_hits, [record.id for record in keyword_found], self.policy)
+        scores = dict(fused)
+        ranked = [memory_id for memory_id, _ in fused]
         # Keyword hits come with their rows; read the rest (dense-only hits),
         # with a few spares: an expired memory can still sit in an index.
         records = {record.id: record for record in keyword_found}
