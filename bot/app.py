@@ -57,7 +57,7 @@ from bot.runtime.errorlog import ErrorReporter
 from bot.errors import ConfigError
 from bot.runtime.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
 from bot.llm.service import ModelService
-from bot.memory.embedder import Embedder, EmbeddingService, SentenceTransformerEmbedder
+from bot.memory.embedder import Embedder, EmbeddingService, load_embedder
 from bot.memory.extraction import MemoryWriter
 from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
@@ -430,7 +430,7 @@ class Arium:
 
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
         def load() -> Embedder:
-            return embedder or SentenceTransformerEmbedder(
+            return embedder or load_embedder(
                 settings.embedding_model,
                 onnx=settings.bot_embedding_onnx,
                 cache_dir=settings.bot_data_dir.resolve() / "models",

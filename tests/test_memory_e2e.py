@@ -305,11 +305,11 @@ async def test_the_bot_answers_before_the_embedder_is_loaded(
 ) -> None:
     released = threading.Event()
 
-    def slow_model(name: str | None) -> Embedder:
+    def slow_model(name: str | None, **options: object) -> Embedder:
         released.wait(30)
         return embedder
 
-    monkeypatch.setattr("bot.app.SentenceTransformerEmbedder", slow_model)
+    monkeypatch.setattr("bot.app.load_embedder", slow_model)
     app = Arium(fake_settings(tmp_path / "data", tg, model))
     await app.start()
     try:

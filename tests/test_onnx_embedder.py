@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from bot.memory.embedder import SentenceTransformerEmbedder
-from bot.memory.onnx_runtime import OnnxSentenceRuntime, supported_shape
+from bot.memory.embedder import SentenceTransformerEmbedder, resolve_model
+from bot.memory.onnx_runtime import OnnxSentenceRuntime, source_key, supported_shape, write_manifest
 
 TEXTS = [
     "My sister moved to Paris last spring.",
@@ -31,19 +36,19 @@ def test_onnx_vectors_match_torch_in_any_batch_order(tmp_path: Path, embedder: S
 
 def test_the_export_is_cached_and_reused(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
     model = embedder._model
-    OnnxSentenceRuntime(model, tmp_path)
+    OnnxSentenceRuntime.from_model(model, tmp_path)
     [exported] = list(tmp_path.glob("*.onnx"))
     stamp = exported.stat().st_mtime_ns
-    again = OnnxSentenceRuntime(model, tmp_path)
+    again = OnnxSentenceRuntime.from_model(model, tmp_path)
     assert list(tmp_path.glob("*")) == [exported] and exported.stat().st_mtime_ns == stamp
     assert again.encode(["hello"]).shape == (1, embedder.dim)
 
 
 def test_a_corrupt_cached_export_is_exported_again(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
-    OnnxSentenceRuntime(embedder._model, tmp_path)
+    OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
     [exported] = list(tmp_path.glob("*.onnx"))
     exported.write_bytes(b"not a model")
-    repaired = OnnxSentenceRuntime(embedder._model, tmp_path)
+    repaired = OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
     assert exported.stat().st_size > 1_000_000
     assert np.allclose(repaired.encode(["hello"]), embedder.encode(["hello"]), atol=1e-5)
 
@@ -57,3 +62,60 @@ def test_without_onnx_the_torch_path_gives_the_same_vectors(embedder: SentenceTr
 def test_other_model_shapes_keep_torch(embedder: SentenceTransformerEmbedder) -> None:
     assert supported_shape(embedder._model)
     assert not supported_shape(list(embedder._model)[:1])  # no pooling: not ours to reproduce
+
+
+@pytest.fixture(scope="module")
+def checked_export(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
+    """A cache folder as a first start leaves it: the export and its manifest."""
+    cache = tmp_path_factory.mktemp("models")
+    runtime = OnnxSentenceRuntime.from_model(embedder._model, cache)
+    folder = Path(resolve_model(None)[0])
+    write_manifest(runtime, embedder._model, folder, cache, embedder._encode_torch)
+    return cache
+
+
+def test_a_later_start_runs_the_checked_export_without_torch(
+    checked_export: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """In a fresh interpreter, as at a restart: torch and sentence-transformers
+    are never imported, and the vectors are torch's."""
+    out = tmp_path / "vectors.npy"
+    script = (
+        "import json, sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from bot.memory.embedder import load_embedder\n"
+        f"e = load_embedder(cache_dir=Path({str(checked_export)!r}))\n"
+        f"np.save({str(out)!r}, e.encode(json.loads(sys.argv[1])))\n"
+        "print(type(e).__name__, e.name, e.dim, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(TEXTS)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert done.stdout.split() == ["OnnxEmbedder", embedder.name, str(embedder.dim), "False", "False"]
+    assert np.min(np.sum(np.load(out) * embedder._encode_torch(TEXTS), axis=1)) > 0.9999
+
+
+def test_a_manifest_that_does_not_reproduce_torch_is_not_trusted(checked_export: Path, tmp_path: Path) -> None:
+    folder = Path(resolve_model(None)[0])
+    assert OnnxSentenceRuntime.from_manifest(folder, checked_export) is not None
+    manifest_path = checked_export / f"{source_key(folder)}.json"
+    good = manifest_path.read_text()
+    try:
+        manifest = json.loads(good)
+        manifest["probes"] = {text: [-x for x in vector] for text, vector in manifest["probes"].items()}
+        manifest_path.write_text(json.dumps(manifest))
+        assert OnnxSentenceRuntime.from_manifest(folder, checked_export) is None
+        manifest_path.write_text("{not json")
+        assert OnnxSentenceRuntime.from_manifest(folder, checked_export) is None
+    finally:
+        manifest_path.write_text(good)
+    assert OnnxSentenceRuntime.from_manifest(folder, tmp_path) is None, "no manifest there"
+
+
+def test_a_changed_model_folder_has_another_key(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"1234")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    before = source_key(tmp_path)
+    assert source_key(tmp_path) == before
+    (tmp_path / "weights.bin").write_bytes(b"12345")
+    assert source_key(tmp_path) != before

@@ -22,7 +22,7 @@ import numpy as np
 
 from bot.runtime.cpus import pin_current_thread
 from bot.errors import EmbedderUnavailable
-from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees
+from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees, write_manifest
 from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class SentenceTransformerEmbedder(Embedder):
 
             torch.set_num_threads(threads)
         path, self.name = resolve_model(model)
+        self._folder = Path(path) if Path(path).is_dir() else None
         self._model = SentenceTransformer(path, device="cpu")
         dimension = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
@@ -90,8 +91,10 @@ class SentenceTransformerEmbedder(Embedder):
 
     def _onnx_runtime(self, cache_dir: Path | None, threads: int) -> OnnxSentenceRuntime | None:
         try:
-            runtime = OnnxSentenceRuntime(self._model, cache_dir, threads=threads)
+            runtime = OnnxSentenceRuntime.from_model(self._model, cache_dir, threads=threads)
             if agrees(runtime, self._encode_torch([PROBE])[0]):
+                if self._folder is not None and cache_dir is not None:
+                    write_manifest(runtime, self._model, self._folder, cache_dir, self._encode_torch)
                 return runtime
             log.warning("ONNX Runtime vectors differ from torch's for %s; using torch", self.name)
         except UnsupportedModel:
@@ -114,6 +117,35 @@ class SentenceTransformerEmbedder(Embedder):
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class OnnxEmbedder(Embedder):
+    """A model an earlier start exported and checked, run without torch
+    (see bot/memory/onnx_runtime.py): about 0.3 s to load instead of 5."""
+
+    runtime = "onnxruntime (fast start)"
+
+    def __init__(self, name: str, runtime: OnnxSentenceRuntime) -> None:
+        self.name = name
+        self.dim = runtime.dim
+        self._runtime = runtime
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self._runtime.encode(texts)
+
+
+def load_embedder(
+    model: str | None = None, *, onnx: bool = True, cache_dir: Path | None = None, threads: int = 1
+) -> Embedder:
+    """The embedder for ``model`` (None: the bundled one): without torch when
+    an earlier start left a checked ONNX export of this model folder in
+    ``cache_dir``, else through sentence-transformers (which leaves one)."""
+    path, name = resolve_model(model)
+    if onnx and cache_dir is not None and Path(path).is_dir():
+        runtime = OnnxSentenceRuntime.from_manifest(Path(path), cache_dir, threads=threads)
+        if runtime is not None:
+            return OnnxEmbedder(name, runtime)
+    return SentenceTransformerEmbedder(model, onnx=onnx, cache_dir=cache_dir, threads=threads)
 
 
 def resolve_model(model: str | None) -> tuple[str, str]:
