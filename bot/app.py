@@ -444,6 +444,7 @@ class Arium:
                 index_dir=settings.bot_data_dir.resolve() / "memory",
                 max_per_user=settings.bot_memory_max_per_user,
                 recall_k=settings.bot_memory_recall_k,
+                recall_wait=settings.bot_memory_recall_wait,
                 cache_vectors=settings.bot_memory_cache_vectors,
                 exact_search_max=settings.bot_memory_exact_search_max,
                 ephemeral_days=settings.bot_memory_ephemeral_days,

@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     # Long-term memory and history summaries.
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
     bot_memory_recall_k: int = Field(default=8, ge=0, le=50)
+    # Seconds a turn waits for the semantic half of recall (the embedder
+    # still loading after a start, a cold index, the query embedding) before
+    # it goes on with keyword hits alone.
+    bot_memory_recall_wait: float = Field(default=1.0, ge=0, le=30)
     bot_memory_extraction: bool = True
     # Seconds without a new private message before extraction reads the
     # turns since its last run (one model call per conversation spell, not

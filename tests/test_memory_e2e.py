@@ -19,7 +19,7 @@ from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
 from bot.memory.turn import MAX_BATCH_EXCHANGES
 from tests.conftest import BotFactory, eventually, fake_settings, stop_bot
-from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
 ANN, BOB = 1001, 1002
@@ -320,6 +320,55 @@ async def test_the_bot_answers_before_the_embedder_is_loaded(
         assert answer.text.startswith("echo:")
         assert "- Allergic to peanuts" in system_prompt(model.chat_requests()[-1]), "keyword recall works meanwhile"
         assert not app.memory.embeddings.ready
+    finally:
+        released.set()
+        await app.stop()
+
+
+async def test_right_after_a_restart_recall_waits_for_the_embedder(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fact stored through the remember tool; the bot restarts; the first
+    question shares no word with the fact (only the embedder can find it)
+    and arrives while the model is still loading. The turn waits for the
+    model and the user's index (within BOT_MEMORY_RECALL_WAIT) instead of
+    going on with keyword hits alone, and the fact reaches the prompt."""
+    fact = "Drives a blue Toyota Corolla"
+    brain = Brain()
+
+    def chat(request: Request) -> Step:
+        if any(m.get("role") == "tool" for m in request.messages):
+            return Reply(text="Noted.")
+        if request.last_user_text.startswith("Please remember"):
+            return Reply(tool_calls=[ToolCallSpec("remember", {"fact": fact})])
+        return Reply(text=f"echo: {request.last_user_text}")
+
+    brain.chat = chat
+    model.responder = brain
+    first = await start_bot()
+    await seed(first, ANN, "Allergic to peanuts", "Sister Emma lives in Toronto", "Works as a nurse")
+    tg.user_text("Please remember: my car is a blue Toyota Corolla")
+    assert (await tg.wait_messages(ANN, 1))[0].text == "Noted."
+    assert fact in await texts(first, ANN)
+    await first.stop()
+
+    released = threading.Event()
+
+    def loading_model(name: str | None, **options: object) -> Embedder:
+        released.wait(30)
+        return embedder
+
+    monkeypatch.setattr("bot.app.load_embedder", loading_model)
+    app = Arium(fake_settings(tmp_path / "data", tg, model, bot_memory_recall_wait=30))
+    await app.start()
+    try:
+        tg.user_text("What kind of car do I have?")
+        await tg.wait_for(lambda: tg.pending_updates() == 0)  # the bot has the question
+        assert not app.memory.embeddings.ready
+        released.set()
+        await tg.wait_messages(ANN, 2)
+        assert f"- {fact}" in system_prompt(model.chat_requests()[-1])
     finally:
         released.set()
         await app.stop()

@@ -64,9 +64,10 @@ class MemoryConfig:
     similarity_margin: float = RecallPolicy.similarity_margin
     min_lift: float = RecallPolicy.min_lift
     dense_weight: float = RecallPolicy.dense_weight
-    # What a chat turn waits for the dense half of recall (query embedding and
-    # a cold index load); past it, the turn goes ahead with keyword hits.
-    recall_wait: float = 0.5
+    # What a chat turn waits for the dense half of recall (the embedder's load
+    # right after a start, a cold index load, the query embedding); past it,
+    # the turn goes ahead with keyword hits.
+    recall_wait: float = 1.0
     # Past this many vectors a user's index is sketched (approximate, ~3x
     # faster at 100k); the default per-user cap keeps everyone exact.
     exact_search_max: int = 20_000
@@ -182,22 +183,29 @@ class MemoryService:
     async def _dense(
         self, user_id: int, query: str, k: int, wait: float | None, vector: np.ndarray | None
     ) -> list[tuple[int, float]]:
+        """``wait`` bounds the whole dense half: right after a start that
+        includes the embedder's load (a fraction of a second once its ONNX
+        export exists) and the user's index (milliseconds for a small one),
+        so the first turns recall as well as later ones."""
+        deadline = None if wait is None else asyncio.get_running_loop().time() + wait
         if vector is not None:
-            return await self._search_vector(user_id, vector, k, wait)
+            return await self._search_vector(user_id, vector, k, _left(deadline))
         if not self.embeddings.ready:
-            return []  # still loading (or failed): keyword search carries recall
+            # Still loading: worth a bounded wait. Failed: keyword search carries recall.
+            if self.embeddings.failed or not await self.embeddings.wait_ready(_left(deadline) or 0.0):
+                return []
         # The index first: a user with no memories costs no embedding at all.
-        entry = await self._entry(user_id, wait)
+        entry = await self._entry(user_id, _left(deadline))
         if entry is None or entry.index.size == 0:
             return []
         try:
-            vector = await asyncio.wait_for(self.embeddings.encode_one(query), wait)
+            vector = await asyncio.wait_for(self.embeddings.encode_one(query), _left(deadline))
         except TimeoutError:
             log.info("query embedding took longer than %.2f s; keyword recall only", wait or 0)
             return []
         except EmbedderUnavailable:
             return []
-        return await self._search_vector(user_id, vector, k, wait)
+        return await self._search_vector(user_id, vector, k, _left(deadline))
 
     async def _search_vector(
         self, user_id: int, vector: np.ndarray, k: int, wait: float | None
@@ -510,3 +518,10 @@ class MemoryService:
 
 async def _nothing() -> list[T]:
     return []
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (never negative), or None for no limit."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - asyncio.get_running_loop().time())
