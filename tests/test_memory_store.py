@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.memory import keyword
+from bot.errors import IndexFileError
 from bot.memory.embedder import Embedder, EmbeddingService
 from bot.memory.index import SketchIndex, VectorIndex, load_index
 from bot.memory.records import NewMemory
@@ -289,6 +290,61 @@ async def test_memories_stored_before_the_model_loaded_are_indexed_later(
     assert await cold.embeddings.wait_ready(30)
     assert texts(await cold.search(ANN, "What is my job?", 3)) == ["I work as a nurse at the city hospital"]
     await cold.close()
+
+
+class LetterCounts(Embedder):
+    """Another model, as after a change of EMBEDDING_MODEL: 26 dimensions of letter counts."""
+
+    name = "test:letter-counts"
+    dim = 26
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        rows = np.zeros((len(texts), 26), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for letter in text.lower():
+                if "a" <= letter <= "z":
+                    rows[row, ord(letter) - 97] += 1
+            rows[row] /= max(float(np.linalg.norm(rows[row])), 1e-9)
+        return rows
+
+
+async def test_a_new_embedding_model_re_embeds_everyone_in_the_background_never_mixing(
+    db: Database, embedder: Embedder, tmp_path: Path
+) -> None:
+    """Memories embedded by one model; the bot restarts with another. Without
+    any recall, a background task gives every user's rows the new model's
+    vectors and their indexes hold those alone."""
+    from tests.conftest import eventually
+
+    before = await build_service(db, embedder, tmp_path / "m")
+    await remember(before, ANN, "Works as a nurse at the city hospital", "Allergic to peanuts")
+    await remember(before, BOB, "Flies gliders on weekends")
+    await before.close()
+
+    after = await build_service(db, LetterCounts(), tmp_path / "m")
+    try:
+        repository = after.repository
+
+        async def saved_sizes() -> list[int]:
+            sizes = []
+            for user_id in (ANN, BOB):
+                try:
+                    index, _ = load_index(tmp_path / "m" / f"{user_id}.faiss", LetterCounts.name, LetterCounts.dim)
+                except IndexFileError:  # not saved with this model yet
+                    return []
+                sizes.append(index.size)
+            return sizes
+
+        await eventually(saved_sizes, lambda sizes: sizes == [2, 1])
+        for user_id, count in ((ANN, 2), (BOB, 1)):
+            embedded, waiting = await repository.indexed_state(user_id, LetterCounts.name)
+            assert len(embedded) == count and waiting == []
+        assert await repository.users_with_other_vectors(LetterCounts.name) == []
+        assert texts(await after.search(ANN, "peanuts", 1, keyword=False)) == ["Allergic to peanuts"]
+    finally:
+        await after.close()
 
 
 async def test_index_cache_is_bounded_and_evicted_indexes_come_back_from_their_files(

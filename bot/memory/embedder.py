@@ -31,6 +31,8 @@ BUNDLED_MODEL_NAME = "bundled:all-MiniLM-L6-v2"
 # Texts per model call: large enough to batch well, small enough that a
 # waiting recall is not stuck behind a huge rebuild.
 MAX_BATCH_TEXTS = 64
+# Seconds before loading a provider's embedder again after it did not answer.
+LOAD_RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)
 
 
 class Embedder(abc.ABC):
@@ -181,6 +183,7 @@ class EmbeddingService:
         self._loaded = asyncio.Event()
         self._queue: list[_Request] = []
         self._worker: asyncio.Task[None] | None = None
+        self._closed = False
 
     # Loading --------------------------------------------------------------
 
@@ -189,17 +192,34 @@ class EmbeddingService:
         if self._embedder is None and self._failed is None:
             self._tasks.spawn(self._load_in_thread(), "embedder-load")
 
-    async def _load_in_thread(self) -> None:
+    async def _load_in_thread(self, attempt: int = 0) -> None:
         try:
             embedder = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
-        except Exception as exc:  # any failure to load means "keyword search only", said once
+        except EmbedderUnavailable as exc:
+            # A provider that did not answer (bot/memory/provider_embedder.py):
+            # keyword search meanwhile, and ask again later.
+            self._failed = f"{exc.__class__.__name__}: {exc}"
+            delay = LOAD_RETRY_DELAYS[min(attempt, len(LOAD_RETRY_DELAYS) - 1)]
+            log.error("embedding model unavailable (%s); keyword recall only, trying again in %.0f s", exc, delay)
+            self._loaded.set()
+            try:
+                self._tasks.spawn(self._load_later(delay, attempt + 1), "embedder-load-retry")
+            except RuntimeError:  # shutting down
+                pass
+        except Exception as exc:  # a local model that does not load: "keyword search only", said once
             self._failed = f"{exc.__class__.__name__}: {exc}"
             log.error("embedding model failed to load; memory recall uses keyword search only: %s", self._failed)
         else:
             self._embedder = embedder
+            self._failed = None
             log.info("embedding model %s ready (%d dimensions)", embedder.name, embedder.dim)
         finally:
             self._loaded.set()
+
+    async def _load_later(self, delay: float, attempt: int) -> None:
+        await asyncio.sleep(delay)
+        if not self._closed:
+            await self._load_in_thread(attempt)
 
     @property
     def ready(self) -> bool:
@@ -282,6 +302,7 @@ class EmbeddingService:
         return batch
 
     async def close(self) -> None:
+        self._closed = True
         for request in self._queue:
             if not request.future.done():
                 request.future.set_exception(EmbedderUnavailable("shutting down"))

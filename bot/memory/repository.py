@@ -284,6 +284,18 @@ class MemoryRepository:
                     pending.append(memory_id)
             return ready, pending
 
+    async def users_with_other_vectors(self, model: str) -> list[int]:
+        """Users holding rows not embedded with ``model`` (another model's
+        vectors, or none yet): every user's rows, across users on purpose."""
+        async with self._db.reading() as s:
+            rows = await s.execute(
+                select(Memory.user_id)
+                .where(or_(Memory.embedding_model.is_(None), Memory.embedding_model != model))
+                .distinct()
+                .order_by(Memory.user_id)
+            )
+            return [int(user_id) for user_id in rows.scalars()]
+
     async def changed_since(self, user_id: int, since: datetime) -> list[int]:
         async with self._db.reading() as s:
             return list(

@@ -129,6 +129,35 @@ class MemoryService:
     def start(self) -> None:
         self.embeddings.start()
         self._tasks.spawn(self.sweep_expired(), "memory-sweep")
+        self._tasks.spawn(self.embed_with_current_model(), "memory-reembed")
+
+    async def embed_with_current_model(self, wait: float = 120.0) -> int:
+        """Once the embedder is loaded: every user whose rows hold another
+        model's vectors (EMBEDDING_MODEL changed) or none (stored while the
+        model was unavailable) gets them embedded with this one, one user at
+        a time in the background, so no one's first recall waits for it.
+        Meanwhile each index holds only this model's vectors, never a mix:
+        rows not re-embedded yet are found by keyword search alone. Returns
+        how many users were brought up to date."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while not await self.embeddings.wait_ready(1.0):
+            if self.embeddings.failed or self._tasks.closing or asyncio.get_running_loop().time() > deadline:
+                return 0  # each user's next index load does it instead
+        model = self.embeddings.name
+        users = await self.repository.users_with_other_vectors(model)
+        if users:
+            log.info("embedding the memories of %d user(s) with %s in the background", len(users), model)
+        done = 0
+        for user_id in users:
+            if self._tasks.closing:
+                break
+            # Loading embeds what is missing (a cached index has nothing missing:
+            # a row stored unembedded drops it from the cache).
+            if await self._entry(user_id, None) is not None:
+                done += 1
+        if users:
+            log.info("memories of %d of %d user(s) now embedded with %s", done, len(users), model)
+        return done
 
     async def close(self) -> None:
         """Save every index with unsaved changes, then release the threads."""
@@ -454,6 +483,8 @@ class MemoryService:
         returns the ids now embedded with ``model``."""
         done: set[int] = set()
         for batch in _chunks(pending, MAX_BATCH_TEXTS * 4):
+            if self._tasks.closing:
+                break  # the rest waits for the next start
             texts = await self.repository.texts(user_id, batch)
             ids = list(texts)
             vectors = await self._try_encode([texts[i] for i in ids])

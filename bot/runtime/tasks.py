@@ -46,6 +46,11 @@ class TaskTracker:
         self._on_error(exc, name)
 
     @property
+    def closing(self) -> bool:
+        """Shutdown has begun: long background work should stop at its next step."""
+        return self._closing
+
+    @property
     def pending(self) -> int:
         return len(self._tasks)
 

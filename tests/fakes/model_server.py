@@ -9,6 +9,8 @@ two wire formats so the real SDKs can be pointed at it unchanged:
 Tests script what the "model" does per request with ``Reply`` (an answer),
 ``Fault`` (an HTTP error) and ``StreamFault`` (a stream that breaks); requests
 the script does not cover go to ``responder`` (an echo by default).
+``/v1/embeddings`` (both dialects) answers ``embedding_function`` of each
+input (hashed words by default), or the status ``embeddings_failing`` names.
 
 Shapes follow what the providers send and what the installed SDKs parse
 (openai 3.x, mistralai 3.x). Unauthenticated requests are rejected before the
@@ -18,10 +20,13 @@ script is consulted, as the real APIs reject them before reaching a model.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import re
 import secrets
 import socket
+import struct
 import string
 import time
 import uuid
@@ -156,6 +161,20 @@ class Request:
 
 Responder = Callable[[Request], Step]
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Text in, vector out (any length, any norm): what /v1/embeddings answers.
+EmbeddingFunction = Callable[[str], list[float]]
+EMBEDDING_DIM = 64
+
+
+def hashed_words(text: str) -> list[float]:
+    """The default embedding: a bag of the text's lower-cased words, each
+    hashed to one of EMBEDDING_DIM dimensions. Texts sharing words are
+    similar; that is all a protocol fake needs to promise. Like a real
+    model's, no vector is zero (a text without words has one of its own)."""
+    vector = [0.0] * EMBEDDING_DIM
+    for word in re.findall(r"\w+", text.lower()) or [""]:
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % EMBEDDING_DIM] += 1.0
+    return vector
 
 
 def echo_responder(request: Request) -> Step:
@@ -552,6 +571,9 @@ class FakeModelServer:
         self.accepted_keys: set[str] = {api_key}  # add keys to accept more
         self.models: tuple[str, ...] = models  # empty: accept any model name
         self.responder: Responder | None = echo_responder
+        self.embedding_function: EmbeddingFunction = hashed_words
+        # While set, /v1/embeddings answers this HTTP status (an outage).
+        self.embeddings_failing: int | None = None
         self.requests: list[Request] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -569,6 +591,7 @@ class FakeModelServer:
         for dialect in DIALECTS:
             app.router.add_post(f"/{dialect}/v1/chat/completions", self._chat_handler(dialect))
             app.router.add_get(f"/{dialect}/v1/models", self._models_handler(dialect))
+            app.router.add_post(f"/{dialect}/v1/embeddings", self._embeddings_handler(dialect))
         # handler_cancellation: a client that gives up (timeout) cancels its
         # handler, so in_flight stays accurate. A short shutdown_timeout keeps
         # stop() from waiting on stalled streams.
@@ -672,6 +695,18 @@ class FakeModelServer:
 
         return handle
 
+    def _embeddings_handler(self, dialect: Dialect) -> _Handler:
+        async def handle(http: web.Request) -> web.StreamResponse:
+            return await self._tracked(self._embeddings(http, _WIRES[dialect]), chat=False)
+
+        return handle
+
+    def embedding_requests(self, dialect: Dialect | None = None) -> list[Request]:
+        return [
+            r for r in self.requests
+            if r.path.endswith("/embeddings") and (dialect is None or r.dialect == dialect)
+        ]
+
     def _models_handler(self, dialect: Dialect) -> _Handler:
         async def handle(http: web.Request) -> web.StreamResponse:
             return await self._tracked(self._models(http, _WIRES[dialect]), chat=False)
@@ -720,6 +755,43 @@ class FakeModelServer:
         await self._record(http, wire, {})
         denied = self._auth_failure(http, wire)
         return denied or web.json_response(wire.model_list(self.models, self._created))
+
+    async def _embeddings(self, http: web.Request, wire: _Wire) -> web.StreamResponse:
+        """``input``: a string or a list of them (both dialects); float
+        lists, or base64 of little-endian float32 when asked (the openai SDK's
+        default)."""
+        try:
+            body = await http.json()
+        except ValueError:
+            body = None
+        await self._record(http, wire, body if isinstance(body, dict) else {})
+        denied = self._auth_failure(http, wire)
+        if denied is not None:
+            return denied
+        if self.embeddings_failing is not None:
+            status = self.embeddings_failing
+            return web.json_response(wire.error(status, "embeddings are failing", None, 0), status=status)
+        texts = body.get("input") if isinstance(body, dict) else None
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return web.json_response(wire.error(400, "input must be a string or a list of strings", None, 0), status=400)
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            vector = self.embedding_function(text)
+            encoded: Any = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) + 1 for text in texts)
+        payload: dict[str, Any] = {
+            "object": "list", "data": data, "model": str(body.get("model", "")),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        if wire.name == "mistral":
+            payload["id"] = wire.new_id()
+        return web.json_response(payload)
 
     async def _chat(self, http: web.Request, wire: _Wire) -> web.StreamResponse:
         try:
