@@ -1,5 +1,5 @@
-"""P4: memory recall latency, embedding throughput, cold index load, and
-retrieval quality. Prints one markdown table.
+"""P4: memory recall latency, embedding throughput and cold index load.
+Prints one markdown table. (Retrieval quality: bench/recall_quality.py.)
 
     .venv/bin/python -m bench.memory            # everything (about two minutes)
     .venv/bin/python -m bench.memory --quick    # 1k and 10k only
@@ -11,8 +11,7 @@ against SQLite in a temp dir, one user per size. Seeded memories get random
 unit vectors and pseudo-word texts: the FAISS work is the same as for real
 vectors, and embedding 100k real texts would take this machine minutes.
 Queries are real sentences, embedded by the real model in the "with
-embedding" rows. Quality uses real embeddings of a small English + Russian
-set of facts and paraphrased questions (bench/memory_quality.py).
+embedding" rows.
 """
 
 from __future__ import annotations
@@ -34,12 +33,11 @@ import numpy as np  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from bench.harness import Row, ms, percentile, verdict  # noqa: E402
-from bench.memory_quality import FACTS, QUESTIONS  # noqa: E402
+from bench.recall_set import DISTRACTORS  # noqa: E402
 from bot.runtime.cpus import CpuPlan  # noqa: E402
 from bot.memory.embedder import EmbeddingService, SentenceTransformerEmbedder  # noqa: E402
 from bot.memory.index import VectorIndex, load_index  # noqa: E402
 from bot.memory.keyword import index_terms  # noqa: E402
-from bot.memory.records import NewMemory  # noqa: E402
 from bot.memory.repository import MemoryRepository  # noqa: E402
 from bot.memory.service import MemoryConfig, MemoryService  # noqa: E402
 from bot.storage.db import Database  # noqa: E402
@@ -49,7 +47,6 @@ from bot.storage.repositories import UserProfile, UserRepository  # noqa: E402
 from bot.runtime.tasks import TaskTracker  # noqa: E402
 
 P99_BUDGET = 0.015
-QUALITY_USER = 9
 SEED = 20261121
 QUERIES = [
     "What is my daughter's name?",
@@ -129,7 +126,7 @@ def p50_p99(spans: list[float]) -> str:
 async def latency_rows(
     service: MemoryService, user_id: int, size: int, runs: int, vocabulary: list[str]
 ) -> list[Row]:
-    await service.search(user_id, "warm up the index", 5)  # loads the index (cold load is measured apart)
+    await service.search(user_id, "warm up the index", service.config.recall_k)  # loads the index (cold load is measured apart)
     # Real questions plus two words the user's memories use, so the keyword
     # side has matches to rank, as it would for a real user.
     rng = random.Random(SEED)
@@ -138,17 +135,19 @@ async def latency_rows(
     turn = iter(range(10**9))
 
     async def with_embedding() -> object:
-        return await service.search(user_id, queries[next(turn) % len(queries)], 5)
+        return await service.search(user_id, queries[next(turn) % len(queries)], service.config.recall_k)
 
     async def without_embedding() -> object:
         i = next(turn) % len(queries)
-        return await service.search(user_id, queries[i], 5, vector=vectors[i])
+        return await service.search(user_id, queries[i], service.config.recall_k, vector=vectors[i])
 
     async def faiss_only() -> object:
         return await service._search_vector(user_id, vectors[next(turn) % len(queries)], 20, None)  # noqa: SLF001
 
     async def keyword_only() -> object:
-        return await service.repository.keyword_search(user_id, queries[next(turn) % len(queries)], 20)
+        return await service.repository.keyword_search(
+            user_id, queries[next(turn) % len(queries)], service.config.recall_k * service.policy.candidates_per_hit
+        )
 
     full = await timed(with_embedding, runs)
     bare = await timed(without_embedding, runs)
@@ -192,7 +191,7 @@ def approximate_recall_rows(index: VectorIndex, queries: np.ndarray, label: str)
 
 
 async def embedding_rows(service: MemoryService, runs: int) -> list[Row]:
-    texts = [f"{fact} (note {i})" for i, fact in enumerate(FACTS * 8)][:256]
+    texts = [f"{fact} (note {i})" for i, fact in enumerate(DISTRACTORS * 2)][:256]
     start = time.perf_counter()
     await service.embeddings.encode(texts)
     batch = time.perf_counter() - start
@@ -234,32 +233,6 @@ async def cold_load_rows(
     ]
 
 
-async def quality_rows(service: MemoryService) -> list[Row]:
-    ids = {}
-    for language in ("en", "ru"):
-        records = await service.add(QUALITY_USER, [NewMemory(text) for text in FACTS_BY_LANGUAGE[language]])
-        ids.update({r.text: r.id for r in records})
-    rows = []
-    for language in ("en", "ru", "all"):
-        questions = [q for q in QUESTIONS if language in ("all", q.language)]
-        for mode, dense, keyword in (("dense", True, False), ("keyword", False, True), ("hybrid", True, True)):
-            found = 0
-            for q in questions:
-                hits = await service.search(QUALITY_USER, q.text, 5, dense=dense, keyword=keyword)
-                found += ids[q.target] in [h.memory.id for h in hits]
-            rows.append(Row("P4", "memory", f"recall@5 {mode}, {language} ({len(questions)} questions)",
-                            f"{found / len(questions):.2f}"))
-    return rows
-
-
-FACTS_BY_LANGUAGE = {
-    "en": [q.target for q in QUESTIONS if q.language == "en"] + [f for f in FACTS if f.isascii()],
-    "ru": [q.target for q in QUESTIONS if q.language == "ru"] + [f for f in FACTS if not f.isascii()],
-}
-for _language, _facts in FACTS_BY_LANGUAGE.items():
-    FACTS_BY_LANGUAGE[_language] = list(dict.fromkeys(_facts))
-
-
 async def run(sizes: list[int], runs: int, pin_threads: bool) -> list[Row]:
     cpus = CpuPlan.for_process(pin_threads)  # as the bot plans them (BOT_PIN_THREADS)
     rows: list[Row] = [Row("P4", "memory", "worker threads", cpus.describe())]
@@ -267,7 +240,7 @@ async def run(sizes: list[int], runs: int, pin_threads: bool) -> list[Row]:
         db = Database(f"sqlite+aiosqlite:///{tmp}/bench.db", worker_cpus=cpus.storage)
         await db.migrate()
         users = UserRepository(db, "UTC")
-        for user_id in (*range(1, len(sizes) + 1), QUALITY_USER):
+        for user_id in range(1, len(sizes) + 1):
             await users.touch(UserProfile(user_id, f"user{user_id}"), "user")
         start = time.perf_counter()
         embedder = await asyncio.to_thread(SentenceTransformerEmbedder)
@@ -281,7 +254,6 @@ async def run(sizes: list[int], runs: int, pin_threads: bool) -> list[Row]:
         service.start()
         await embeddings.wait_ready(60)
         rows += await embedding_rows(service, runs)
-        rows += await quality_rows(service)
         for user_id, size in enumerate(sizes, 1):
             start = time.perf_counter()
             vocabulary = await seed_user(db, user_id, size, embedder.name, embedder.dim)

@@ -40,7 +40,7 @@ from bot.memory.embedder import EmbeddingService, SentenceTransformerEmbedder  #
 from bot.memory.records import NewMemory  # noqa: E402
 from bot.memory.relevance import RecallPolicy, fuse, relevant_dense  # noqa: E402
 from bot.memory.repository import MemoryRepository  # noqa: E402
-from bot.memory.service import CANDIDATES_PER_HIT, MemoryConfig, MemoryService  # noqa: E402
+from bot.memory.service import MemoryConfig, MemoryService  # noqa: E402
 from bot.runtime.tasks import TaskTracker  # noqa: E402
 from bot.storage.db import Database  # noqa: E402
 from bot.storage.repositories import UserProfile, UserRepository  # noqa: E402
@@ -76,7 +76,7 @@ def replay(probe: Probe, policy: RecallPolicy, mode: str = "hybrid") -> list[int
     same candidate pools and functions as MemoryService.search."""
     if not keyword.query_terms(probe.question):
         return []  # recall() answers small talk with nothing
-    pool = policy.k * CANDIDATES_PER_HIT
+    pool = policy.k * policy.candidates_per_hit
     dense = relevant_dense(probe.dense[:pool], policy) if mode in ("hybrid", "dense") else []
     found = probe.keyword[:pool] if mode in ("hybrid", "keyword") else []
     return [memory_id for memory_id, _ in fuse(dense, found, policy)][: policy.k]
@@ -166,10 +166,11 @@ def tune(probes: list[Probe], base: RecallPolicy) -> list[str]:
     two-fold cross-validation (chosen on one half of the questions, reported
     on the other), so the figures are not the set fitting itself."""
     grid = [
-        replace(base, k=k, min_similarity=ms, similarity_margin=margin, dense_weight=dw, min_lift=lift)
-        for k, ms, margin, dw, lift in itertools.product(
+        replace(base, k=k, min_similarity=ms, similarity_margin=margin, dense_weight=dw, min_lift=lift,
+                candidates_per_hit=cands)
+        for k, ms, margin, dw, lift, cands in itertools.product(
             (3, 4, 5, 6, 8), (0.2, 0.25, 0.3, 0.35, 0.4, 0.5), (0.1, 0.15, 0.2, 0.3, 1.0), (0.5, 0.75, 1.0, 1.5),
-            (0.0, 0.05, 0.1, 0.15, 0.2, 0.25),
+            (0.0, 0.05, 0.1, 0.15, 0.2, 0.25), (2, 3, 4),
         )
     ]
     folds = [probes[0::2], probes[1::2]]
@@ -201,7 +202,7 @@ def objective(probes: list[Probe], policy: RecallPolicy) -> tuple[float, float]:
 
 def describe(policy: RecallPolicy) -> str:
     return (f"k={policy.k}, min sim {policy.min_similarity:.2f}, margin {policy.similarity_margin:.2f}, "
-            f"lift {policy.min_lift:.2f}, dense weight {policy.dense_weight:g}")
+            f"lift {policy.min_lift:.2f}, dense weight {policy.dense_weight:g}, {policy.candidates_per_hit} candidates per hit")
 
 
 async def main() -> None:

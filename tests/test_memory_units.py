@@ -215,3 +215,29 @@ def test_cache_evicts_least_recently_used_by_vectors_and_by_count() -> None:
     for user in range(5):
         many.put(user, CachedIndex(VectorIndex(8)))
     assert [user for user, _ in many.items()] == [2, 3, 4]
+
+
+def test_a_dense_hit_must_stand_out_from_the_other_candidates() -> None:
+    """A model that finds every text of a language alike (the bundled English
+    model on Russian) gives no dense hit; one that stands out is kept."""
+    from bot.memory.relevance import LIFT_MIN_CANDIDATES, RecallPolicy, relevant_dense
+
+    policy = RecallPolicy(min_similarity=0.25, similarity_margin=0.15, min_lift=0.10)
+    alike = [(i, 0.62 - i * 0.002) for i in range(20)]
+    assert relevant_dense(alike, policy) == []
+    standing_out = [(99, 0.75), *alike[1:]]
+    assert relevant_dense(standing_out, policy) == [(99, 0.75)]
+    # Too few candidates to tell the user's typical similarity: the other bars only.
+    few = [(1, 0.50), (2, 0.45)][: LIFT_MIN_CANDIDATES - 1]
+    assert relevant_dense(few, policy) == few
+    assert relevant_dense([(1, 0.2)], policy) == [], "below the absolute bar"
+
+
+def test_fusion_weighs_a_shared_word_over_a_similar_meaning_of_the_same_rank() -> None:
+    from bot.memory.relevance import RecallPolicy, fuse
+
+    policy = RecallPolicy(dense_weight=0.5, keyword_weight=1.0)
+    fused = fuse([(1, 0.8), (2, 0.7)], [3, 2], policy)
+    assert [memory_id for memory_id, _ in fused] == [2, 3, 1], "found by both first, then the keyword hit"
+    even = fuse([(5, 0.9)], [4], RecallPolicy(dense_weight=1.0))
+    assert [memory_id for memory_id, _ in even] == [5, 4], "equal scores: the newer memory first"

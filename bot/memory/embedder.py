@@ -184,12 +184,14 @@ class EmbeddingService:
         self._queue: list[_Request] = []
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._started = False
 
     # Loading --------------------------------------------------------------
 
     def start(self) -> None:
         """Begin loading; the bot answers meanwhile (recall skips the dense part)."""
         if self._embedder is None and self._failed is None:
+            self._started = True
             self._tasks.spawn(self._load_in_thread(), "embedder-load")
 
     async def _load_in_thread(self, attempt: int = 0) -> None:
@@ -228,6 +230,11 @@ class EmbeddingService:
     @property
     def failed(self) -> str | None:
         return self._failed
+
+    @property
+    def loading(self) -> bool:
+        """The first load is under way: the model may be ready in a moment."""
+        return self._started and not self._loaded.is_set()
 
     async def wait_ready(self, timeout: float) -> bool:
         try:

@@ -37,6 +37,8 @@ class RecallPolicy:
     dense_weight: float = 0.5
     keyword_weight: float = 1.0
     min_lift: float = 0.10
+    # Each side proposes this many candidates per memory wanted.
+    candidates_per_hit: int = 4
 
 
 def relevant_dense(found: Sequence[tuple[int, float]], policy: RecallPolicy) -> list[tuple[int, float]]:

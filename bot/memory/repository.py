@@ -247,6 +247,11 @@ class MemoryRepository:
         async with self._db.reading() as s:
             return await self._count(s, user_id)
 
+    async def has_any(self, user_id: int) -> bool:
+        async with self._db.reading() as s:
+            found = await s.execute(select(Memory.id).where(Memory.user_id == user_id).limit(1))
+            return found.first() is not None
+
     async def keyword_search(self, user_id: int, query: str, limit: int) -> list[int]:
         """Ids of the user's memories matching the query's content words, best first."""
         return [record.id for record in await self.keyword_records(user_id, query, limit)]

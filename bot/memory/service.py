@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-CANDIDATES_PER_HIT = 4  # each side proposes this many candidates per wanted hit
 # Rows updated this long before a saved snapshot are re-read on load anyway,
 # covering writes that were committed but not yet applied when it was taken.
 SNAPSHOT_MARGIN = timedelta(seconds=60)
@@ -50,6 +49,9 @@ SNAPSHOT_MARGIN = timedelta(seconds=60)
 SAVE_RATIO = 20
 SMALL_INDEX = 2_000
 ID_CHUNK = 10_000  # ids per IN (...) list; both databases cap bound parameters
+# What a search without a time limit (extraction's neighbours) waits for the
+# embedder to finish loading.
+UNBOUNDED_LOAD_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class MemoryService:
         query = " ".join(query.split())[:2000]
         if not query or k <= 0:
             return []
-        pool = k * CANDIDATES_PER_HIT
+        pool = k * self.policy.candidates_per_hit
         dense_hits, keyword_found = await asyncio.gather(
             self._dense(user_id, query, pool, wait, vector) if dense else _nothing(),
             self.repository.keyword_records(user_id, query, pool) if keyword else _nothing(),
@@ -220,8 +222,12 @@ class MemoryService:
         if vector is not None:
             return await self._search_vector(user_id, vector, k, _left(deadline))
         if not self.embeddings.ready:
-            # Still loading: worth a bounded wait. Failed: keyword search carries recall.
-            if self.embeddings.failed or not await self.embeddings.wait_ready(_left(deadline) or 0.0):
+            # Loading: worth a (bounded) wait, for a user with memories to find.
+            # Failed or not started: keyword search carries recall.
+            if not self.embeddings.loading or not await self.repository.has_any(user_id):
+                return []
+            left = _left(deadline)
+            if not await self.embeddings.wait_ready(UNBOUNDED_LOAD_WAIT if left is None else left):
                 return []
         # The index first: a user with no memories costs no embedding at all.
         entry = await self._entry(user_id, _left(deadline))
