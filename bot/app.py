@@ -377,6 +377,7 @@ class Arium:
         self.health = HealthMonitor(
             self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models,
             recovered=lambda: self.recovery.last,
+            embedder=lambda: self.memory.embeddings.state(),
         )
         return StatsCommands(
             self.events,

@@ -52,6 +52,7 @@ async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tup
     ok &= _last_backup(settings, report)
     ok &= await _check(report, "disk", lambda: _disk(settings))
     ok &= await _check(report, "prompts", _prompts)
+    ok &= await _check(report, "embedding model", lambda: _embedding_model(settings))
     ok &= _plugins(settings, report, plugin_packages)
     for tier in settings.tiers():
         for endpoint in tier.endpoints:
@@ -62,6 +63,29 @@ async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tup
     _report_running_bot(settings, report)
     report("all checks passed" if ok else "some checks failed")
     return 0 if ok else 1
+
+
+async def _embedding_model(settings: Settings) -> str:
+    """A provider is asked for one vector; a local model is only looked up
+    (loading it takes seconds on a first start, and the bot does that)."""
+    from bot.memory.embedder import resolve_model
+    from bot.memory.provider_embedder import ProviderEmbedder, ProviderEndpoint, provider_spec
+
+    remote = provider_spec(settings.embedding_model)
+    if remote is not None:
+        provider, model = remote
+        endpoint = EndpointSettings(provider=provider, model=model)  # type: ignore[arg-type]
+        embedder = await asyncio.to_thread(
+            ProviderEmbedder,
+            ProviderEndpoint(provider, model, settings.endpoint_key(endpoint), settings.endpoint_url(endpoint)),
+        )
+        return f"{embedder.name} answers ({embedder.dim} dimensions)"
+    path, name = resolve_model(settings.embedding_model)
+    if Path(path).is_dir():
+        return f"{name} at {path}"
+    if "/" in path and not path.startswith(("/", ".")):
+        return f"{name}: a model name, loaded from the local Hugging Face cache only (never downloaded)"
+    raise AriumError(f"{path} is not a folder (EMBEDDING_MODEL); memory would use keyword search only")
 
 
 async def _data_dir(path: Path) -> str:

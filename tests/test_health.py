@@ -159,6 +159,7 @@ def sizes(text: str, label: str) -> float:
 async def test_health_shows_uptime_version_sizes_queues_and_the_last_error_without_secrets(
     admin_bot: Arium, tg: FakeTelegram, model: FakeModelServer
 ) -> None:
+    assert await admin_bot.memory.embeddings.wait_ready(30)
     tg.user_text("/health", chat_id=ADMIN)
     [first] = await tg.wait_messages(ADMIN, 1)
     text = first.text
@@ -168,6 +169,7 @@ async def test_health_shows_uptime_version_sizes_queues_and_the_last_error_witho
     assert sizes(text, "Memory:") > 10 * 1024 * 1024
     assert re.search(r"Queues: background tasks \d+ · tool calls 0 of 40 · updates waiting \d+ · being handled [1-9]", text)
     assert "Models: 1 endpoints · ✅ closed 1" in text
+    assert "Memory search: by meaning (bundled:all-MiniLM-L6-v2) and by words" in text
     assert "Last error: none since the start" in text
 
     async def leaks() -> None:

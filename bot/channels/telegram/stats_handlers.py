@@ -319,6 +319,10 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
         for state, n in sorted(report.breakers.items())
     )
     lines.append(t("health_models", language, endpoints=report.endpoints, states=states or "—"))
+    embedder = report.embedder
+    if embedder is not None:
+        detail = {"name": esc(embedder.detail)} if embedder.state == "ready" else {"reason": esc(embedder.detail)}
+        lines.append(t(f"health_embedder_{embedder.state}", language, **detail))
     recovered = report.recovered
     if recovered is not None and recovered.total:
         lines.append(
