@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.baseline_bot import ThinnestBot
 from bench.fakes_control import FakesControl, LocalFakes, ModelClock, RemoteFakes
 from bot.app import Arium
 from tests.conftest import fake_settings
@@ -24,6 +25,8 @@ from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram
 
 PROVIDER_MODELS = {"openai": "openai:gpt-4o-mini", "mistral": "mistral:mistral-small-latest"}
+# P1 and P2 run each scenario on both, side by side: Arium and the thinnest bot (bench/baseline_bot.py).
+BOTS = ("arium", "thinnest")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Row:
 @dataclass
 class Rig:
     fakes: FakesControl  # (a proxy to) the fakes' control, in this process or the child
-    app: Arium
+    app: Arium | ThinnestBot
     tg: FakeTelegram | None = None  # the fake objects themselves: in-process runs only
     model: FakeModelServer | None = None
     clock: ModelClock | None = None
@@ -81,11 +84,36 @@ async def running_bot(provider: str, fakes: str = "inprocess", **overrides: Any)
                 await app.stop()
 
 
-async def until_idle(app: Arium, timeout: float = 10.0) -> None:
+@asynccontextmanager
+async def running_thinnest(provider: str, fakes: str = "inprocess") -> AsyncIterator[Rig]:
+    """Fresh fakes and the thinnest bot, configured as running_bot configures Arium."""
+    home = RemoteFakes() if fakes == "process" else LocalFakes()
+    async with home as control:
+        endpoints = await control.endpoints()
+        base_url = endpoints.openai_base_url if provider == "openai" else endpoints.mistral_server_url
+        bot = ThinnestBot(
+            endpoints.TOKEN, endpoints.url, provider, PROVIDER_MODELS[provider].split(":", 1)[1], "test-key", base_url
+        )
+        await bot.start()
+        try:
+            if isinstance(home, LocalFakes):
+                yield Rig(control, bot, home.tg, home.model, control.clock)
+            else:
+                yield Rig(control, bot)
+        finally:
+            await bot.stop()
+
+
+def running(bot: str, provider: str, fakes: str, **overrides: Any) -> Any:
+    """The context manager of the bot named (one of BOTS); overrides are Arium settings."""
+    return running_thinnest(provider, fakes) if bot == "thinnest" else running_bot(provider, fakes, **overrides)
+
+
+async def until_idle(app: Arium | ThinnestBot, timeout: float = 10.0) -> None:
     """Wait until no update is being handled (the reply is sent and the turn's
     writes are done), so the next turn does not queue behind this one. Long-lived
     background tasks (status writer, ...) are not waited for: they never end."""
-    processor = app.telegram.application.update_processor
+    processor = app.update_processor if isinstance(app, ThinnestBot) else app.telegram.application.update_processor
     deadline = time.monotonic() + timeout
     while processor.current_concurrent_updates:
         if time.monotonic() > deadline:

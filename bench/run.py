@@ -29,15 +29,19 @@ from bench.p6_failover import run as run_p6
 
 PROVIDERS = ("openai", "mistral")
 # Per benchmark and provider; P3 (3,000 messages at ~28/s) is most of the run.
-LIMIT_SECONDS = {"P1": 90.0, "P2": 40.0, "P3": 200.0, "P6": 60.0}
+# P1 and P2 run the thinnest bot and Arium one after the other.
+LIMIT_SECONDS = {"P1": 180.0, "P2": 80.0, "P3": 200.0, "P6": 60.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--only", type=str.upper, choices=("P1", "P2", "P3", "P6"), help="run one benchmark")
-    parser.add_argument("--turns", type=int, default=200, help="P1 measured turns (default 200)")
+    parser.add_argument("--turns", type=int, default=200, help="P1 measured turns per bot (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="P1 warm-up turns (default 20)")
-    parser.add_argument("--chats", type=int, default=200, help="P2 simultaneous chats (default 200)")
+    parser.add_argument(
+        "--chats", type=lambda v: [int(n) for n in v.split(",")], default=[100, 200],
+        help="P2 simultaneous chats, comma-separated (default 100,200)",
+    )
     parser.add_argument("--users", type=int, default=3000, help="P3 broadcast recipients (default 3,000)")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help=f"P3 bulk send rate (default {DEFAULT_RATE:g}/s)")
     parser.add_argument("--provider", choices=PROVIDERS, help="only this provider")
@@ -65,7 +69,10 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
     if args.only in (None, "P2"):
         for provider in providers:
             for mode in modes:
-                rows += await bounded(run_p2(provider, args.chats, mode), LIMIT_SECONDS["P2"], "P2", f"{provider}, fakes {mode}")
+                for chats in args.chats:
+                    rows += await bounded(
+                        run_p2(provider, chats, mode), LIMIT_SECONDS["P2"], "P2", f"{provider}, fakes {mode}"
+                    )
     if args.only in (None, "P3"):
         # No model involved: one row set, whatever the provider.
         rows += await bounded(run_p3(args.users, args.rate), LIMIT_SECONDS["P3"], "P3", "-")
