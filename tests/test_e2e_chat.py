@@ -3,6 +3,8 @@ API, the real OpenAI/Mistral SDKs against the fake model server, real SQLite."""
 
 from __future__ import annotations
 
+import pytest
+
 from bot.channels.telegram.render import utf16_len
 from tests.conftest import BotFactory, eventually, handled_so_far
 from tests.fakes.model_server import FakeModelServer, Fault, Reply, StreamFault
@@ -308,3 +310,23 @@ async def test_pastes_of_different_users_are_not_mixed(
     tg.user_text("@arium_test_bot short question", chat_id=GROUP, user_id=6)
     await tg.wait_messages(GROUP, 1)
     assert [last_user_text(model)] == ["Ann: short question"]
+
+
+async def test_typing_shows_only_while_an_answer_takes_time(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer ready before the typing delay needs no "typing…" (it would
+    flash and go, and costs a request); one that takes longer gets it before
+    the answer. The final message waits for the typing task, so neither can
+    come later."""
+    model.script(Reply(text="quick"), Reply(text="slow", delay=1.0))
+    await start_bot()
+    monkeypatch.setattr("bot.channels.telegram.streaming.TYPING_DELAY", 30.0)  # any turn is "quick"
+    tg.user_text("answer at once")
+    await tg.wait_messages(PRIVATE, 1)
+    assert tg.calls_of("sendChatAction") == []
+    monkeypatch.setattr("bot.channels.telegram.streaming.TYPING_DELAY", 0.05)
+    tg.user_text("take your time")
+    await tg.wait_messages(PRIVATE, 2)
+    [typing] = tg.calls_of("sendChatAction")
+    assert typing.params["action"] == "typing" and typing.at < tg.calls_of("sendMessage")[-1].at

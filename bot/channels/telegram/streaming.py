@@ -19,6 +19,11 @@ from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
+# "typing…" goes out only when the answer is not there this soon: an
+# indicator for an answer that arrives sooner would flash and vanish, and
+# costs a request per turn (P1: ~8% of the event loop's time).
+TYPING_DELAY = 0.3
+
 
 def is_parse_error(exc: BadRequest) -> bool:
     return "can't parse entities" in exc.message.lower() or "can't find end" in exc.message.lower()
@@ -59,12 +64,16 @@ class TelegramReplySink:
         self._typing: asyncio.Task[None] | None = None
         self.delivered = False
 
-    def start_typing(self) -> None:
-        """Show "typing…" without holding up the turn; the final message waits
-        for it, so the status never outlives the answer."""
-        self._typing = self._tasks.spawn(self._send_typing(), f"typing:{self._chat_id}")
+    def start_typing(self, delay: float | None = None) -> None:
+        """Show "typing…" if the answer is not complete within ``delay``
+        (default TYPING_DELAY), without holding up the turn; the final message
+        waits for a request in flight, so the status never outlives the answer."""
+        wait = TYPING_DELAY if delay is None else delay
+        self._typing = self._tasks.spawn(self._send_typing(wait), f"typing:{self._chat_id}")
 
-    async def _send_typing(self) -> None:
+    async def _send_typing(self, delay: float) -> None:
+        if delay > 0 and await self._wait_finishing(delay):
+            return  # answered first: no indicator needed
         try:
             await self._bot.send_chat_action(self._chat_id, ChatAction.TYPING)
         except TelegramError as exc:
@@ -79,7 +88,7 @@ class TelegramReplySink:
         # The hint takes the preview's place (a draft in private chats, the
         # preview message in groups) until the next round's text replaces it;
         # typing is renewed because Telegram shows it for five seconds only.
-        self.start_typing()
+        self.start_typing(0.0)
         await self.update(hint)
 
     async def finish(self, text: str) -> None:
