@@ -193,6 +193,7 @@ class EmbeddingService:
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._started = False
+        self._retry: asyncio.TimerHandle | None = None
 
     # Loading --------------------------------------------------------------
 
@@ -211,11 +212,9 @@ class EmbeddingService:
             self._failed = f"{exc.__class__.__name__}: {exc}"
             delay = LOAD_RETRY_DELAYS[min(attempt, len(LOAD_RETRY_DELAYS) - 1)]
             log.error("embedding model unavailable (%s); keyword recall only, trying again in %.0f s", exc, delay)
-            self._loaded.set()
-            try:
-                self._tasks.spawn(self._load_later(delay, attempt + 1), "embedder-load-retry")
-            except RuntimeError:  # shutting down
-                pass
+            # A timer, not a sleeping task: shutdown cancels it instead of waiting for it.
+            if not self._closed:
+                self._retry = asyncio.get_running_loop().call_later(delay, self._load_again, attempt + 1)
         except Exception as exc:  # a local model that does not load: "keyword search only", said once
             self._failed = f"{exc.__class__.__name__}: {exc}"
             log.error("embedding model failed to load; memory recall uses keyword search only: %s", self._failed)
@@ -226,10 +225,11 @@ class EmbeddingService:
         finally:
             self._loaded.set()
 
-    async def _load_later(self, delay: float, attempt: int) -> None:
-        await asyncio.sleep(delay)
-        if not self._closed:
-            await self._load_in_thread(attempt)
+    def _load_again(self, attempt: int) -> None:
+        try:
+            self._tasks.spawn(self._load_in_thread(attempt), "embedder-load")
+        except RuntimeError:  # shutting down
+            pass
 
     @property
     def ready(self) -> bool:
@@ -326,6 +326,8 @@ class EmbeddingService:
 
     async def close(self) -> None:
         self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
         for request in self._queue:
             if not request.future.done():
                 request.future.set_exception(EmbedderUnavailable("shutting down"))
