@@ -76,10 +76,7 @@ async def running_bot(provider: str, fakes: str = "inprocess", **overrides: Any)
             await app.memory.embeddings.wait_ready(120)
             await app.freeze_startup_heap()  # as `python -m bot run` does once started
             try:
-                if isinstance(home, LocalFakes):
-                    yield Rig(control, app, home.tg, home.model, control.clock)
-                else:
-                    yield Rig(control, app)
+                yield _rig(home, control, app)
             finally:
                 await app.stop()
 
@@ -96,12 +93,16 @@ async def running_thinnest(provider: str, fakes: str = "inprocess") -> AsyncIter
         )
         await bot.start()
         try:
-            if isinstance(home, LocalFakes):
-                yield Rig(control, bot, home.tg, home.model, control.clock)
-            else:
-                yield Rig(control, bot)
+            yield _rig(home, control, bot)
         finally:
             await bot.stop()
+
+
+def _rig(home: LocalFakes | RemoteFakes, control: FakesControl, app: Arium | ThinnestBot) -> Rig:
+    """In-process fakes are handed over as objects too; a child process's only through control."""
+    if isinstance(home, LocalFakes):
+        return Rig(control, app, home.tg, home.model, control.clock)
+    return Rig(control, app)
 
 
 def running(bot: str, provider: str, fakes: str, **overrides: Any) -> Any:
