@@ -66,7 +66,13 @@ class OnnxSentenceRuntime:
     for a mean-pooled encoder. Built from a loaded model (``from_model``) or,
     without torch, from a manifest an earlier start wrote (``from_manifest``)."""
 
-    def __init__(self, session: Any, tokenize: Tokenize, dim: int) -> None:
+    def __init__(
+        self, session: Any, tokenize: Tokenize, dim: int, *, export_path: Path | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        """``export_path`` and ``max_length``: known when built from the model, for its manifest."""
+        self.export_path = export_path
+        self.max_length = max_length
         self._session = session
         self._tokenize = tokenize
         self._inputs = [i.name for i in session.get_inputs()]
@@ -91,10 +97,7 @@ class OnnxSentenceRuntime:
             path = _exported_model(model, cache_dir)
             session = _session(path, threads)
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        runtime = cls(session, tokenize, int(dimension()))
-        runtime.export_path = path
-        runtime.max_length = max_length
-        return runtime
+        return cls(session, tokenize, int(dimension()), export_path=path, max_length=max_length)
 
     @classmethod
     def from_manifest(cls, folder: Path, cache_dir: Path, *, threads: int = 1) -> OnnxSentenceRuntime | None:
@@ -140,9 +143,6 @@ class OnnxSentenceRuntime:
         pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.ascontiguousarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
-
-    export_path: Path | None = None
-    max_length: int | None = None
 
 
 def _session(path: Path, threads: int) -> Any:
