@@ -60,7 +60,9 @@ def _console(settings: Settings, _args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     _log_to_file(settings, also_stderr=False)  # the terminal is the chat
     user = UserProfile(settings.console_user_id(), settings.bot_console_user_name)
-    app = Arium(settings, console=ConsoleChannel(user))
+    # One lock per console user: a restarted session finishes what a killed one left.
+    lock = settings.bot_data_dir / f"console-{user.id}.lock"
+    app = Arium(settings, console=ConsoleChannel(user, session_lock=lock))
     try:
         asyncio.run(app.run_console())
     except KeyboardInterrupt:

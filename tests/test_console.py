@@ -226,3 +226,54 @@ async def test_memory_commands_work_in_the_console_with_a_typed_confirmation(
         console_chat = local_chat_id(CONSOLE, OWNER)
         assert await session.get(Chat, console_chat) is None
         assert (await session.execute(select(Message).where(Message.chat_id == console_chat))).first() is None
+
+
+async def test_a_console_turn_cut_short_is_finished_by_the_next_session_alone(
+    tmp_path: Path, tg: FakeTelegram, model: FakeModelServer, embedder: Embedder
+) -> None:
+    """A console session killed mid-answer leaves its question pending. The
+    next session of that user finishes it at its start, late and once; while
+    another session of theirs runs (it holds the lock), its turns are left to it."""
+    import fcntl
+    import os
+
+    from bot.recovery import RecoveryReport
+
+    model.responder = lambda request: Reply(text=f"answer to {request.last_user_text}")
+    settings = fake_settings(tmp_path / "data", tg, model, bot_admin_ids=str(OWNER))
+    lock = tmp_path / "data" / f"console-{OWNER}.lock"
+
+    def session(lines: str, output: io.StringIO) -> Arium:
+        console = ConsoleChannel(
+            UserProfile(OWNER, "Owner"), reader=io.StringIO(lines), writer=output, interactive=False,
+            session_lock=lock,
+        )
+        return Arium(settings, console=console, embedder=embedder)
+
+    first = session("hello\n", io.StringIO())
+    await first.run_console()
+    # What a kill -9 mid-answer leaves behind: the stored question, still pending.
+    await first.messages.start_turn(
+        chat_id=local_chat_id(CONSOLE, OWNER), chat_type="console", chat_title=None, user_id=OWNER,
+        text="what was I asking?", tokens=5, request_id="lost", history_tokens=1000,
+    )
+
+    # Another session of the owner is running: the turn may be its own, in flight.
+    other = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        beside = session("", io.StringIO())
+        await beside.run_console()
+        assert beside.recovery.last == RecoveryReport()
+    finally:
+        os.close(other)
+
+    output = io.StringIO()
+    alone = session("", output)
+    await alone.run_console()
+    assert alone.recovery.last == RecoveryReport(answered=1)
+    lines = output.getvalue().splitlines()
+    assert lines[0].startswith("Sorry for the wait") and lines[-1] == "answer to what was I asking?"
+    again = session("", io.StringIO())
+    await again.run_console()
+    assert again.recovery.last == RecoveryReport(), "finished once"

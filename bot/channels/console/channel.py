@@ -8,7 +8,9 @@ line, each final answer printed, and the session ends at end of input."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -176,8 +178,12 @@ class ConsoleChannel(Channel):
         interactive: bool | None = None,
         bot_name: str = "Arium",
         export_dir: Path | None = None,
+        session_lock: Path | None = None,
     ) -> None:
-        """``export_dir``: where /export writes its file (the current directory)."""
+        """``export_dir``: where /export writes its file (the current directory).
+        ``session_lock``: a file this session locks while it runs; holding it
+        means no other console session of this user is answering, so a turn
+        of theirs left unfinished is one a crash cut short (see sink_for)."""
         self._user = user
         self._reader = reader or sys.stdin
         self._output = ConsoleOutput(writer or sys.stdout)
@@ -189,6 +195,8 @@ class ConsoleChannel(Channel):
         self._pending: Callable[[RequestContext], Awaitable[str]] | None = None
         self._export_dir = export_dir or Path.cwd()
         self._closing = False
+        self._session_lock = session_lock
+        self._lock_fd: int | None = None
 
     @property
     def user_id(self) -> int:
@@ -204,12 +212,25 @@ class ConsoleChannel(Channel):
     # The Channel lifecycle --------------------------------------------------
 
     async def start(self) -> None:
+        self._lock_fd = _lock_session(self._session_lock) if self._session_lock else None
         if self.interactive:
             _enable_line_editing()
             self._output.line(f"{self._bot_name} console. /help lists the commands; Ctrl-D ends the session.")
 
     async def stop(self, timeout: float) -> None:
         self._closing = True
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def sink_for(self, chat_id: int, chat_type: str) -> ConsoleSink | None:
+        """This user's console chat, when this is their only console session:
+        a turn an earlier session left unfinished (killed mid-answer) is
+        finished here, at the start. With another session of theirs running,
+        its turns may still be in flight, and are left alone."""
+        if self._lock_fd is None or chat_id != local_chat_id(CONSOLE, self._user.id):
+            return None
+        return ConsoleSink(self._output, streaming=False)
 
     async def deliver(self, address: int, text: str) -> None:
         self._output.line(plain(text))
@@ -334,6 +355,20 @@ class ConsoleChannel(Channel):
             log.error("console export failed: %s", exc)
             return t("mem_export_failed", ctx.language)
         return t("console_exported", ctx.language, path=str(path))
+
+
+def _lock_session(path: Path) -> int | None:
+    """An exclusive lock on ``path`` (held until the descriptor is closed or
+    the process ends, a kill -9 included), or None when another session holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        log.info("another console session of this user is running; its unfinished turns are left to it")
+        return None
+    return fd
 
 
 def _write_new_file(folder: Path, name: str, data: bytes) -> Path:
