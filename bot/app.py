@@ -58,7 +58,7 @@ from bot.errors import ConfigError
 from bot.runtime.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, load_embedder
-from bot.memory.provider_embedder import ProviderEmbedder, ProviderEndpoint, provider_spec
+from bot.memory.provider_embedder import ProviderEmbedder, configured_endpoint
 from bot.memory.extraction import MemoryWriter
 from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
@@ -76,7 +76,7 @@ from bot.reminders.notifier import ReminderRouter
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
-from bot.settings import EndpointSettings, Settings
+from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
@@ -431,17 +431,13 @@ class Arium:
         ])
 
     def _build_memory(self, settings: Settings, embedder: Embedder | None) -> None:
-        remote = provider_spec(settings.embedding_model)
+        remote = configured_endpoint(settings)
 
         def load() -> Embedder:
             if embedder is not None:
                 return embedder
             if remote is not None:
-                provider, model = remote
-                endpoint = EndpointSettings(provider=provider, model=model)  # type: ignore[arg-type]
-                return ProviderEmbedder(ProviderEndpoint(
-                    provider, model, settings.endpoint_key(endpoint), settings.endpoint_url(endpoint)
-                ))
+                return ProviderEmbedder(remote)
             return load_embedder(
                 settings.embedding_model,
                 onnx=settings.bot_embedding_onnx,

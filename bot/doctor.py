@@ -69,16 +69,11 @@ async def _embedding_model(settings: Settings) -> str:
     """A provider is asked for one vector; a local model is only looked up
     (loading it takes seconds on a first start, and the bot does that)."""
     from bot.memory.embedder import resolve_model
-    from bot.memory.provider_embedder import ProviderEmbedder, ProviderEndpoint, provider_spec
+    from bot.memory.provider_embedder import ProviderEmbedder, configured_endpoint
 
-    remote = provider_spec(settings.embedding_model)
+    remote = configured_endpoint(settings)
     if remote is not None:
-        provider, model = remote
-        endpoint = EndpointSettings(provider=provider, model=model)  # type: ignore[arg-type]
-        embedder = await asyncio.to_thread(
-            ProviderEmbedder,
-            ProviderEndpoint(provider, model, settings.endpoint_key(endpoint), settings.endpoint_url(endpoint)),
-        )
+        embedder = await asyncio.to_thread(ProviderEmbedder, remote)
         return f"{embedder.name} answers ({embedder.dim} dimensions)"
     path, name = resolve_model(settings.embedding_model)
     if Path(path).is_dir():

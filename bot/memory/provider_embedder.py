@@ -28,6 +28,7 @@ import numpy as np
 from bot.errors import EmbedderUnavailable
 from bot.llm.breaker import CircuitBreaker
 from bot.memory.embedder import Embedder
+from bot.settings import EndpointSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,17 @@ def provider_spec(value: str | None) -> tuple[str, str] | None:
     if sep and provider in PROVIDERS and model.strip():
         return provider, model.strip()
     return None
+
+
+def configured_endpoint(settings: Settings) -> ProviderEndpoint | None:
+    """The provider EMBEDDING_MODEL names, with the key and URL the chat's
+    endpoints of that provider use; None for a local model."""
+    remote = provider_spec(settings.embedding_model)
+    if remote is None:
+        return None
+    provider, model = remote
+    endpoint = EndpointSettings(provider=provider, model=model)  # type: ignore[arg-type]
+    return ProviderEndpoint(provider, model, settings.endpoint_key(endpoint), settings.endpoint_url(endpoint))
 
 
 class ProviderEmbedder(Embedder):
