@@ -126,7 +126,7 @@ def p50_p99(spans: list[float]) -> str:
 async def latency_rows(
     service: MemoryService, user_id: int, size: int, runs: int, vocabulary: list[str]
 ) -> list[Row]:
-    await service.search(user_id, "warm up the index", service.config.recall_k)  # loads the index (cold load is measured apart)
+    await service.search(user_id, "warm up the index", service.policy.k)  # loads the index (cold load is measured apart)
     # Real questions plus two words the user's memories use, so the keyword
     # side has matches to rank, as it would for a real user.
     rng = random.Random(SEED)
@@ -135,18 +135,18 @@ async def latency_rows(
     turn = iter(range(10**9))
 
     async def with_embedding() -> object:
-        return await service.search(user_id, queries[next(turn) % len(queries)], service.config.recall_k)
+        return await service.search(user_id, queries[next(turn) % len(queries)], service.policy.k)
 
     async def without_embedding() -> object:
         i = next(turn) % len(queries)
-        return await service.search(user_id, queries[i], service.config.recall_k, vector=vectors[i])
+        return await service.search(user_id, queries[i], service.policy.k, vector=vectors[i])
 
     async def faiss_only() -> object:
         return await service._search_vector(user_id, vectors[next(turn) % len(queries)], 20, None)  # noqa: SLF001
 
     async def keyword_only() -> object:
         return await service.repository.keyword_search(
-            user_id, queries[next(turn) % len(queries)], service.config.recall_k * service.policy.candidates_per_hit
+            user_id, queries[next(turn) % len(queries)], service.policy.k * service.policy.candidates_per_hit
         )
 
     full = await timed(with_embedding, runs)

@@ -59,6 +59,7 @@ from bot.runtime.events import AdminAction, BatchWriter, EventBus, Publisher, Tu
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, load_embedder
 from bot.memory.provider_embedder import ProviderEmbedder, configured_endpoint
+from bot.memory.relevance import RecallPolicy
 from bot.memory.extraction import MemoryWriter
 from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
@@ -451,7 +452,7 @@ class Arium:
             MemoryConfig(
                 index_dir=settings.bot_data_dir.resolve() / "memory",
                 max_per_user=settings.bot_memory_max_per_user,
-                recall_k=settings.bot_memory_recall_k,
+                policy=RecallPolicy(k=settings.bot_memory_recall_k),
                 recall_wait=settings.bot_memory_recall_wait,
                 cache_vectors=settings.bot_memory_cache_vectors,
                 exact_search_max=settings.bot_memory_exact_search_max,

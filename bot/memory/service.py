@@ -18,7 +18,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -58,14 +58,10 @@ UNBOUNDED_LOAD_WAIT = 120.0
 class MemoryConfig:
     index_dir: Path
     max_per_user: int = 10_000
-    recall_k: int = RecallPolicy.k
     cache_vectors: int = 500_000
     ephemeral_days: int = 7
-    # The relevance bar and the fusion (see RecallPolicy).
-    min_similarity: float = RecallPolicy.min_similarity
-    similarity_margin: float = RecallPolicy.similarity_margin
-    min_lift: float = RecallPolicy.min_lift
-    dense_weight: float = RecallPolicy.dense_weight
+    # How many memories a turn gets, the relevance bar and the fusion.
+    policy: RecallPolicy = field(default_factory=RecallPolicy)
     # What a chat turn waits for the dense half of recall (the embedder's load
     # right after a start, a cold index load, the query embedding); past it,
     # the turn goes ahead with keyword hits.
@@ -106,10 +102,7 @@ class MemoryService:
         self._on_user_deletion = on_user_deletion
         self.embeddings = embeddings
         self.config = config
-        self.policy = RecallPolicy(
-            k=config.recall_k, min_similarity=config.min_similarity, similarity_margin=config.similarity_margin,
-            min_lift=config.min_lift, dense_weight=config.dense_weight,
-        )
+        self.policy = config.policy
         self._tasks = tasks
         # One OpenMP thread per search: a single-query flat search gains little
         # from a second thread and stalls whenever the other core is busy
@@ -201,7 +194,7 @@ class MemoryService:
         no query embedding."""
         if not query_terms(query):
             return []
-        hits = await self.search(user_id, query, self.config.recall_k, wait=self.config.recall_wait)
+        hits = await self.search(user_id, query, self.policy.k, wait=self.config.recall_wait)
         if hits:
             ids = [hit.memory.id for hit in hits]
             self._spawn(self.repository.touch(user_id, ids), "memory-touch")
