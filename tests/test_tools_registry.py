@@ -6,10 +6,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from pydantic import BaseModel
 
 from bot.auth import Role
 from bot.context import ChatType, RequestContext
-from bot.tools.registry import InvalidArguments, ToolDefinitionError, ToolRegistry, build_tool, parse_arguments
+from bot.tools.registry import (
+    InvalidArguments,
+    Tool,
+    ToolDefinitionError,
+    ToolRegistry,
+    build_tool,
+    parse_arguments,
+)
 
 
 def make_ctx(user_id: int = 7, role: Role = Role.USER, language: str = "en", tz: str = "UTC") -> RequestContext:
@@ -187,3 +195,52 @@ def test_admin_only_tools_are_invisible_to_users() -> None:
     registry.register(broadcast, admin_only=True)
     assert [s.name for s in registry.specs_for(make_ctx(role=Role.USER))] == ["remember"]
     assert [s.name for s in registry.specs_for(make_ctx(role=Role.ADMIN))] == ["remember", "broadcast"]
+
+
+def _outside_tool(name: str, group: str = "mcp:box") -> Tool:
+    """A tool described by someone else's JSON schema, as an MCP server's are."""
+
+    async def call(ctx: RequestContext, arguments: dict[str, object]) -> str:
+        return f"{ctx.user_id}:{sorted(arguments.items())}"
+
+    schema = {"type": "object", "properties": {"ctx": {"type": "string"}}, "required": ["ctx"]}
+    return Tool(name, "an outside tool", call, BaseModel, {}, True, plugin=group, input_schema=schema)
+
+
+async def test_a_tool_with_its_own_schema_gets_its_arguments_as_one_dict() -> None:
+    registry = ToolRegistry()
+    assert registry.attach(_outside_tool("box__shout"))
+    tool = registry.get("box__shout")
+    assert tool is not None and tool.spec().parameters["required"] == ["ctx"]
+    # An argument named like our own injected parameter is just an argument.
+    arguments = parse_arguments(tool, '{"ctx": "hello"}')
+    assert await registry.bind(tool, make_ctx(user_id=3), arguments)() == "3:[('ctx', 'hello')]"
+    with pytest.raises(InvalidArguments, match="'ctx' is a required property"):
+        parse_arguments(tool, "{}")
+
+
+def test_attached_tools_stay_through_a_plugin_reload_and_names_stay_unique() -> None:
+    registry = ToolRegistry()
+    registry.register(remember, plugin="memo")
+    assert registry.attach(_outside_tool("box__shout"))
+    assert not registry.attach(_outside_tool("remember"))  # taken by a plugin's tool
+    with pytest.raises(ToolDefinitionError, match="defined twice"):
+        registry.register(remember, name="box__shout")
+    reloaded = registry.fork(lambda tool: False)  # a reload that brings no plugin tools back
+    registry.replace_tools(reloaded)
+    assert [t.name for t in registry.tools()] == ["box__shout"]
+    registry.detach("box__shout")
+    assert len(registry) == 0
+
+
+def test_tools_switched_off_at_run_time_are_listed_but_not_offered() -> None:
+    registry = ToolRegistry()
+    registry.register(remember, plugin="memo")
+    registry.attach(_outside_tool("box__shout"))
+    registry.attach(_outside_tool("box__whisper"))
+    registry.switch_off({"remember", "mcp:box"})
+    ctx = make_ctx(role=Role.ADMIN)
+    assert registry.visible(ctx) == [] and registry.get("remember") is None and registry.get("box__shout") is None
+    assert {t.name for t in registry.tools()} == {"remember", "box__shout", "box__whisper"}
+    registry.switch_off({"box__whisper"})
+    assert {t.name for t in registry.visible(ctx)} == {"remember", "box__shout"}

@@ -157,7 +157,7 @@ def reload_plugins(
     tools that did not come from a plugin (memory, reminders) carry over. Safe
     to run in a thread: ``current`` is only read."""
     from_plugins = {name for info in previous for name in info.tools}
-    before = {tool.name: tool for tool in current.tools()}
+    before = {tool.name: tool for tool in current.registered_tools()}
     registry = current.fork(lambda tool: tool.name not in from_plugins)
     infos = load_plugins(registry, packages, entry_points=entry_points, fresh=True)
     earlier = {info.name: info for info in previous}
@@ -170,7 +170,7 @@ def reload_plugins(
         info.tools, info.kept = [tool.name for tool in kept], bool(kept)
         if kept:
             log.warning("plugin %s failed to reload; its previous tools stay: %s", info.name, ", ".join(info.tools))
-    after = {tool.name: tool for tool in registry.tools()}
+    after = {tool.name: tool for tool in registry.registered_tools()}
     return PluginReload(
         registry=registry,
         plugins=infos,

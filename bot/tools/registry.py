@@ -53,11 +53,25 @@ class Tool:
     timeout: float | None = None  # None: the executor's default
     hints: Mapping[str, str] = field(default_factory=dict)  # language -> progress hint
     plugin: str = ""
+    # A tool described by someone else's JSON schema (an MCP server's) instead
+    # of a Python signature: the schema is passed through to the model, the
+    # model's arguments are checked against it, and ``func(ctx, arguments)``
+    # gets them as one dict (their names are not ours to turn into keywords).
+    input_schema: Mapping[str, Any] | None = None
 
     @cached_property
     def _built_spec(self) -> ToolSpec:
         # Built once: generating a JSON schema costs ~1.5 ms per tool, and every turn offers every tool.
+        if self.input_schema is not None:
+            return ToolSpec(self.name, self.description, dict(self.input_schema))
         return ToolSpec(self.name, self.description, _clean_schema(self.arguments.model_json_schema()))
+
+    @cached_property
+    def _schema_validator(self) -> Any:
+        from jsonschema.validators import validator_for
+
+        schema = dict(self.input_schema or {})
+        return validator_for(schema)(schema)
 
     def spec(self) -> ToolSpec:
         return self._built_spec
@@ -82,11 +96,21 @@ def parse_arguments(tool: Tool, raw: str) -> dict[str, Any]:
         raise InvalidArguments(f"arguments are not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(data, dict):
         raise InvalidArguments("arguments must be a JSON object")
+    if tool.input_schema is not None:
+        return _check_against_schema(tool, data)
     try:
         model = tool.arguments.model_validate(data)
     except ValidationError as exc:
         raise InvalidArguments(_describe_errors(exc)) from None
     return {name: getattr(model, name) for name in type(model).model_fields}
+
+
+def _check_against_schema(tool: Tool, data: dict[str, Any]) -> dict[str, Any]:
+    errors = sorted(tool._schema_validator.iter_errors(data), key=lambda e: list(e.absolute_path))[:8]
+    if errors:
+        problems = [f"{'.'.join(str(p) for p in e.absolute_path) or 'arguments'}: {e.message[:200]}" for e in errors]
+        raise InvalidArguments("; ".join(problems))
+    return data
 
 
 def _describe_errors(exc: ValidationError) -> str:
@@ -206,12 +230,23 @@ def build_tool(
 
 class ToolRegistry:
     """Every tool Arium may offer, by name. Disabled names are remembered (so
-    they can be listed) but never offered or called."""
+    they can be listed) but never offered or called.
+
+    Two kinds of tools live here. Registered ones (built-ins, plugins) are
+    the set /reload rebuilds and swaps. Attached ones come and go with an
+    outside connection (an MCP server's tools while it is up); a reload
+    leaves them alone, and their owner attaches and detaches them.
+
+    Admins can also switch tools off at run time (/tools): by tool name or
+    by group (a plugin's name, ``mcp:SERVER``). A switched-off tool stays
+    listed but is neither offered nor callable."""
 
     def __init__(self, services: Mapping[type, object] | None = None, disabled: Iterable[str] = ()) -> None:
         self._services: dict[type, object] = dict(services or {})
         self._disabled = frozenset(disabled)
         self._tools: dict[str, Tool] = {}
+        self._attached: dict[str, Tool] = {}
+        self._off: frozenset[str] = frozenset()
         self.skipped: list[str] = []  # disabled tools that were registered
 
     def register(
@@ -236,16 +271,21 @@ class ToolRegistry:
             hints=hints,
             plugin=plugin,
         )
-        if tool.name in self._tools:
+        if tool.name in self._tools or tool.name in self._attached:
+            other = self._tools.get(tool.name) or self._attached[tool.name]
             raise ToolDefinitionError(
-                f"tool {tool.name} is defined twice ({self._tools[tool.name].plugin or 'core'} and {plugin or 'core'})"
+                f"tool {tool.name} is defined twice ({other.plugin or 'core'} and {plugin or 'core'})"
             )
-        if tool.name in self._disabled or (plugin and plugin in self._disabled):
+        if self.is_disabled(tool):
             if tool.name not in self.skipped:
                 self.skipped.append(tool.name)
             return None
         self._tools[tool.name] = tool
         return tool
+
+    def is_disabled(self, tool: Tool) -> bool:
+        """Disabled by configuration (BOT_TOOLS_DISABLED): by name or by group."""
+        return tool.name in self._disabled or bool(tool.plugin and tool.plugin in self._disabled)
 
     def unregister(self, name: str) -> None:
         self._tools.pop(name, None)
@@ -253,45 +293,85 @@ class ToolRegistry:
     def adopt(self, tool: Tool) -> None:
         """Add a tool another registry of the same services built (a reload
         carries tools over unchanged)."""
-        if tool.name in self._tools:
+        if tool.name in self._tools or tool.name in self._attached:
             raise ToolDefinitionError(f"tool {tool.name} is defined twice")
         self._tools[tool.name] = tool
 
+    def attach(self, tool: Tool) -> bool:
+        """Offer a tool an outside connection provides, until ``detach``.
+        False if its name is taken or configuration disabled it."""
+        if tool.name in self._tools or tool.name in self._attached:
+            return False
+        if self.is_disabled(tool):
+            if tool.name not in self.skipped:
+                self.skipped.append(tool.name)
+            return False
+        self._attached[tool.name] = tool
+        return True
+
+    def detach(self, name: str) -> None:
+        self._attached.pop(name, None)
+
     def fork(self, keep: Callable[[Tool], bool]) -> ToolRegistry:
         """A new registry with the same services and disabled names, holding
-        the tools ``keep`` accepts: where a reload builds the next set of
-        tools while this one keeps serving."""
+        the registered tools ``keep`` accepts: where a reload builds the next
+        set of tools while this one keeps serving."""
         other = ToolRegistry(self._services, self._disabled)
-        other._tools = {name: tool for name, tool in self._tools.items() if keep(tool)}
+        other._tools = {name: tool for name, tool in list(self._tools.items()) if keep(tool)}
         other.skipped = list(self.skipped)
         return other
 
     def replace_tools(self, other: ToolRegistry) -> None:
-        """Serve ``other``'s tools from now on. One assignment, so a turn sees
-        either the old set or the new one; a turn that already offered a
-        removed tool is told it is unknown if the model still calls it."""
-        self._tools = dict(other._tools)
+        """Serve ``other``'s registered tools from now on. One assignment, so
+        a turn sees either the old set or the new one; a turn that already
+        offered a removed tool is told it is unknown if the model still calls
+        it. Attached tools and run-time switches stay as they are."""
+        self._tools = {name: tool for name, tool in other._tools.items() if name not in self._attached}
         self.skipped = list(other.skipped)
 
+    # Run-time switches (/tools) -------------------------------------------
+
+    def switch_off(self, names: Iterable[str]) -> None:
+        """Exactly these tool or group names are off from now on."""
+        self._off = frozenset(names)
+
+    @property
+    def switched_off(self) -> frozenset[str]:
+        return self._off
+
+    def is_on(self, tool: Tool) -> bool:
+        return tool.name not in self._off and not (tool.plugin and tool.plugin in self._off)
+
+    # Lookup -----------------------------------------------------------------
+
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        """The tool a call names, if it may be called now."""
+        tool = self._tools.get(name) or self._attached.get(name)
+        return tool if tool is not None and self.is_on(tool) else None
 
     def bind(self, tool: Tool, ctx: RequestContext, arguments: Mapping[str, Any]) -> Callable[[], Any]:
         """The call, ready to run: validated arguments plus the injected context and services."""
+        if tool.input_schema is not None:
+            return functools.partial(tool.func, ctx, dict(arguments))
         injected = {
             name: ctx if kind is RequestContext else self._services[kind] for name, kind in tool.injected.items()
         }
         return functools.partial(tool.func, **injected, **arguments)
 
     def tools(self) -> list[Tool]:
+        """Every tool, on or off."""
+        return [*self._tools.values(), *self._attached.values()]
+
+    def registered_tools(self) -> list[Tool]:
+        """The tools /reload rebuilds (not the attached ones)."""
         return list(self._tools.values())
 
     def visible(self, ctx: RequestContext) -> list[Tool]:
-        return [t for t in self._tools.values() if t.visible_to(ctx)]
+        return [t for t in self.tools() if t.visible_to(ctx) and self.is_on(t)]
 
     def specs_for(self, ctx: RequestContext) -> tuple[ToolSpec, ...]:
         """What this user's model may see: admin-only tools only for admins."""
         return tuple(t.spec() for t in self.visible(ctx))
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._tools) + len(self._attached)
