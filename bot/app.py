@@ -98,6 +98,7 @@ from bot.tools.manager import ToolCallManager, ToolLoopConfig
 from bot.tools.plugins import PLUGIN_PACKAGES, PluginInfo, load_plugins
 from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
+from bot.tools.web import register_web_tools
 from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ class Arium:
         )
         self.tool_registry = ToolRegistry({FileSandbox: self.files}, disabled=settings.bot_tools_disabled)
         plugins = load_plugins(self.tool_registry, plugin_packages)
+        register_web_tools(self.tool_registry, settings)  # read_url, web_search: only those the settings enable
         self.tool_executor = ToolExecutor(
             workers=settings.bot_tool_workers,
             queue_size=settings.bot_tool_queue,

@@ -4,6 +4,7 @@ named by ``BOT_CONFIG``; earlier sources win. Every name is documented in
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -209,6 +210,76 @@ class Settings(BaseSettings):
     bot_files_quota_mb: float = Field(default=20.0, gt=0)
     bot_files_max_entries: int = Field(default=500, ge=1)
     bot_files_max_file_kb: int = Field(default=1024, ge=1)
+    # Web tools (bot/tools/web/), off unless enabled: read_url reads a page
+    # the model names, web_search asks a SearXNG instance or Brave Search.
+    web_read_enabled: bool = False
+    # read_url reaches public addresses only. WEB_ALLOW_PRIVATE=true lifts
+    # that for every private, loopback and link-local address (a bot that
+    # reads an intranet); WEB_ALLOWED_NETWORKS for the networks named only
+    # (comma-separated, e.g. 10.1.2.0/24,fd00:1::/64).
+    web_allow_private: bool = False
+    web_allowed_networks: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
+    # The most of one page read_url downloads (after decompression), and the
+    # seconds a fetch may take, redirects included (also a search's deadline).
+    web_max_kb: int = Field(default=2048, ge=1, le=100 * 1024)
+    web_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Characters of a page's text the model gets (BOT_TOOL_RESULT_CHARS still caps a result).
+    web_excerpt_chars: int = Field(default=5000, ge=200, le=100_000)
+    web_search_provider: Literal["searxng", "brave"] | None = None
+    # SearXNG: the instance's root URL (required). Brave: the API's root
+    # (default https://api.search.brave.com); WEB_SEARCH_KEY is its token.
+    web_search_url: str | None = None
+    web_search_key: SecretStr | None = None
+    web_search_results: int = Field(default=5, ge=1, le=20)
+    # read_url and web_search calls per user and minute, the two together; 0: no limit.
+    web_calls_per_minute: float = Field(default=10.0, ge=0, le=600)
+
+    @field_validator("web_allowed_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        items = value.replace(";", ",").split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            return value
+        networks = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text))
+            except ValueError:
+                raise ValueError(
+                    f"WEB_ALLOWED_NETWORKS: {text!r} is not a network; write e.g. 10.1.2.0/24 or 192.168.1.5"
+                ) from None
+        return tuple(networks)
+
+    @field_validator("web_search_provider", mode="before")
+    @classmethod
+    def _normalize_search_provider(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            spelled = value.strip().lower()
+            return None if spelled in ("", "none", "off") else spelled
+        return value
+
+    @field_validator("web_search_url")
+    @classmethod
+    def _check_search_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError(f"WEB_SEARCH_URL {value!r} must start with http:// or https://")
+        return value.strip().rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _web_search_is_complete(self) -> Settings:
+        if self.web_search_provider == "searxng" and not self.web_search_url:
+            raise ValueError(
+                "WEB_SEARCH_URL is required when WEB_SEARCH_PROVIDER=searxng (the instance's root, e.g. http://127.0.0.1:8888)"
+            )
+        if self.web_search_provider == "brave" and not (
+            self.web_search_key and self.web_search_key.get_secret_value()
+        ):
+            raise ValueError("WEB_SEARCH_KEY (the Brave Search API token) is required when WEB_SEARCH_PROVIDER=brave")
+        return self
+
     # Fallback chain: retries, timeouts, circuit breakers, cache.
     bot_retry_attempts: int = Field(default=3, ge=1, le=10)
     bot_retry_budget: float = Field(default=8.0, ge=0)
@@ -380,7 +451,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, so log filters can hide them."""
-        values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key]
+        values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key, self.web_search_key]
         values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
