@@ -18,6 +18,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
+from bot.admin.tools import ToolControl
 from bot.admin.runtime import ModelControl, PluginControl, PromptControl, RuntimeControl
 from bot.admin.health import HealthMonitor
 from bot.admin.stats import AdminStats, UserDirectory, prices_from
@@ -104,6 +105,8 @@ from bot.userdata import FilesSection, RemindersSection, core_sections
 if TYPE_CHECKING:
     from bot.channels.api.channel import ApiChannel
     from bot.metrics import Metrics
+    from bot.tools.mcp.servers import McpServers
+    from bot.tools.mcp.views import ServerView
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +208,8 @@ class Arium:
             timeout=settings.bot_tool_timeout,
             per_user=settings.bot_tool_user_concurrency,
         )
+        # MCP tool servers: their tools join the registry while they are up.
+        self.mcp = self._build_mcp(settings)
         self.tool_event_store = ToolEventRepository(self.db)
         self.tool_events = ToolEventRecorder(self.tool_event_store, self.tasks)
         self._build_events()
@@ -225,6 +230,7 @@ class Arium:
             ModelControl(self.models, self.runtime_settings),
             PromptControl(self.prompts, self.runtime_settings),
             PluginControl(self.tool_registry, plugins, plugin_packages),
+            ToolControl(self.tool_registry, self.runtime_settings, self._mcp_views),
         )
         self._build_access(settings)
         self.alerts = AdminAlerts(self.tasks)
@@ -290,6 +296,16 @@ class Arium:
             self.channels.append(console)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
+
+    def _build_mcp(self, settings: Settings) -> McpServers | None:
+        if not settings.mcp.servers:
+            return None  # the MCP SDK is imported only by bots that use it
+        from bot.tools.mcp.servers import McpServers
+
+        return McpServers(settings.mcp.servers, self.tool_registry, log_dir=settings.log_file.parent)
+
+    def _mcp_views(self) -> list[ServerView]:
+        return self.mcp.views() if self.mcp is not None else []
 
     def _build_api(self, settings: Settings) -> None:
         # The web framework and the metrics library are imported only by bots
@@ -381,6 +397,7 @@ class Arium:
             self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models,
             recovered=lambda: self.recovery.last,
             embedder=lambda: self.memory.embeddings.state(),
+            mcp_servers=self._mcp_views,
         )
         return StatsCommands(
             self.events,
@@ -530,6 +547,8 @@ class Arium:
     async def start(self) -> None:
         await self.db.migrate()
         await self.runtime.restore()  # before the first update: the chain and prompts as the admin left them
+        if self.mcp is not None:
+            self.mcp.start(self.tasks)  # in the background: the bot answers before the servers are up
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
         for channel in self.channels:
             await channel.start()
@@ -616,6 +635,8 @@ class Arium:
             for channel in self.channels:
                 await channel.stop(timeout)
             self.status.stop()
+            if self.mcp is not None:
+                await self.mcp.stop()  # no turn calls them now; a stdio server's process ends here
             self.turn_memory.flush_all()  # no new turns now; the drain below awaits these extractions
             await self.tasks.drain(timeout=5)
             for channel in self.channels:
@@ -625,6 +646,8 @@ class Arium:
             await writer.flush()
         if self.broadcaster is not None:
             await self.bulk_sender.close()
+        if self.mcp is not None:
+            await self.mcp.stop()  # again, for a start that failed before the drain: a no-op otherwise
         self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import AriumError
-from bot.settings import EndpointSettings, Settings
+from bot.settings import EndpointSettings, McpServerSettings, Settings
 
 Report = Callable[[str], None]
 CHECK_TIMEOUT = 15.0
@@ -21,11 +21,13 @@ BACKUP_STALE_AFTER = timedelta(hours=48)
 DISK_MARGIN = 100 * 1024 * 1024
 
 
-async def _check(report: Report, label: str, probe: Callable[[], Awaitable[str]]) -> bool:
+async def _check(
+    report: Report, label: str, probe: Callable[[], Awaitable[str]], timeout: float = CHECK_TIMEOUT
+) -> bool:
     try:
-        detail = await asyncio.wait_for(probe(), CHECK_TIMEOUT)
+        detail = await asyncio.wait_for(probe(), timeout)
     except TimeoutError:
-        report(f"FAIL {label}: no answer within {CHECK_TIMEOUT:.0f} s")
+        report(f"FAIL {label}: no answer within {timeout:.0f} s")
         return False
     except AriumError as exc:
         report(f"FAIL {label}: {exc}")
@@ -54,6 +56,13 @@ async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tup
     ok &= await _check(report, "prompts", _prompts)
     ok &= await _check(report, "embedding model", lambda: _embedding_model(settings))
     ok &= _plugins(settings, report, plugin_packages)
+    for name, server in settings.mcp.servers.items():
+        if not server.enabled:
+            report(f"info mcp {name}: disabled in the configuration")
+            continue
+        ok &= await _check(
+            report, f"mcp {name}", lambda n=name, c=server: _mcp_server(settings, n, c), server.connect_timeout + 15
+        )
     for tier in settings.tiers():
         for endpoint in tier.endpoints:
             label = f"model {endpoint.provider}:{endpoint.model}"
@@ -194,6 +203,16 @@ def _plugins(settings: Settings, report: Report, packages: tuple[str, ...] | Non
     disabled = f"; disabled: {', '.join(registry.skipped)}" if registry.skipped else ""
     report(f"ok   plugins: {'; '.join(loaded) or 'none'}{disabled}")
     return all(info.ok for info in infos)
+
+
+async def _mcp_server(settings: Settings, name: str, config: McpServerSettings) -> str:
+    """Starts (or reaches) the server as the bot would, lists its tools, stops it."""
+    from bot.tools.mcp.server import probe_server
+
+    view = await probe_server(name, config, settings.log_file.parent)
+    shown = ", ".join(view.tools[:12]) + (f" … +{len(view.tools) - 12}" if len(view.tools) > 12 else "")
+    skipped = f"; not offered: {'; '.join(view.skipped)}" if view.skipped else ""
+    return f"{view.transport}, {len(view.tools)} tools: {shown or 'none'}{skipped}"
 
 
 async def _model(settings: Settings, endpoint: EndpointSettings) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytz
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -118,6 +118,74 @@ class TierSettings(BaseModel):
     endpoints: list[EndpointSettings] = Field(min_length=1)
 
 
+MCP_SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]|_(?!_)){0,23}$")
+
+
+class McpServerSettings(BaseModel):
+    """One MCP tool server (TOML only: ``[mcp.servers.NAME]``). Either a
+    ``command`` Arium starts and talks to over stdio, or the ``url`` of a
+    streamable HTTP server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, SecretStr] = Field(default_factory=dict)  # values may be tokens: kept out of logs
+    cwd: Path | None = None
+    url: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    enabled: bool = True
+    # Seconds one call may take; the turn gets a timeout result past it.
+    timeout: float = Field(default=30.0, gt=0, le=600)
+    # Seconds to start (or reach) the server and list its tools.
+    connect_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Calls in flight at once; more are answered "busy" at once (backpressure).
+    max_concurrent: int = Field(default=8, ge=1, le=256)
+    # Who may use its tools: ["admin"] keeps a shell or git server to admins.
+    roles: list[Literal["admin", "user"]] = Field(default_factory=lambda: ["admin", "user"], min_length=1)
+    tools: list[str] | None = None  # only these of its tools (default: all)
+    tools_disabled: list[str] = Field(default_factory=list)
+    # Send the user's id, language and time zone with each call (request
+    # metadata). Off: a server learns nothing about who is asking.
+    send_user_context: bool = False
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("an MCP server needs exactly one of `command` (stdio) or `url` (streamable HTTP)")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"MCP server url {self.url!r} must start with http:// or https://")
+        if not self.url and self.headers:
+            raise ValueError("`headers` are for a server reached by `url`")
+        return self
+
+    @property
+    def transport(self) -> str:
+        return "stdio" if self.command else "http"
+
+    @property
+    def admin_only(self) -> bool:
+        return "user" not in self.roles
+
+
+class McpSettings(BaseModel):
+    """``[mcp.servers.NAME]`` tables of the TOML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: dict[str, McpServerSettings] = Field(default_factory=dict)
+
+    @field_validator("servers")
+    @classmethod
+    def _check_names(cls, value: dict[str, McpServerSettings]) -> dict[str, McpServerSettings]:
+        for name in value:
+            if not MCP_SERVER_NAME.match(name):
+                raise ValueError(
+                    f"MCP server name {name!r}: use up to 24 lowercase letters, digits, '-' or single '_'"
+                )
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -154,6 +222,8 @@ class Settings(BaseSettings):
     # Prices per 1M input / output tokens, keyed "provider:model", for the
     # cost estimate in /stats. TOML: model_prices = {"openai:gpt-4o-mini" = [0.15, 0.60]}.
     model_prices: Annotated[ModelPrices, NoDecode] = Field(default_factory=dict)
+    # MCP tool servers (TOML only): [mcp.servers.NAME] with command/args/env or url/headers.
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     # Beyond the DESIGN.md contract: tuning with safe defaults.
     bot_log_level: str = "INFO"
@@ -453,6 +523,8 @@ class Settings(BaseSettings):
         """Every secret value, so log filters can hide them."""
         values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key, self.web_search_key]
         values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
+        for server in self.mcp.servers.values():
+            values += [*server.env.values(), *server.headers.values()]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 
     def console_user_id(self) -> int:

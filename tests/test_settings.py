@@ -106,6 +106,8 @@ def test_example_toml_defines_a_chain_of_tiers(monkeypatch: pytest.MonkeyPatch) 
     assert settings.endpoint_key(tiers[0].endpoints[1]) == "second-key-for-more-rate-limit"
     assert "second-key-for-more-rate-limit" in settings.secrets()
     assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN"]  # the local tier needs no key
+    assert list(settings.mcp.servers) == ["time", "tracker"]
+    assert settings.mcp.servers["tracker"].admin_only and "Bearer your-token" in settings.secrets()
 
 
 def test_bot_models_and_model_tiers_together_are_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:

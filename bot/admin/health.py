@@ -29,6 +29,7 @@ from bot.runtime.tasks import TaskTracker
 from bot.memory.embedder import EmbedderState
 
 if TYPE_CHECKING:
+    from bot.tools.mcp.views import ServerView
     from bot.recovery import RecoveryReport
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class HealthReport:
     endpoints: int
     recovered: RecoveryReport | None = None  # turns a crash cut short, finished at start
     embedder: EmbedderState | None = None  # the memory's embedding model
+    mcp_servers: tuple[ServerView, ...] = ()  # MCP tool servers, in configuration order
 
 
 class HealthMonitor:
@@ -129,11 +131,13 @@ class HealthMonitor:
         models: ModelHealth,
         recovered: Callable[[], RecoveryReport | None] = lambda: None,
         embedder: Callable[[], EmbedderState | None] = lambda: None,
+        mcp_servers: Callable[[], list[ServerView]] = list,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
         self._recovered = recovered
         self._embedder = embedder
+        self._mcp_servers = mcp_servers
         self._tasks = tasks
         self._tools = tools
         self._errors = errors
@@ -169,4 +173,5 @@ class HealthMonitor:
             endpoints=len(endpoints),
             recovered=self._recovered(),
             embedder=self._embedder(),
+            mcp_servers=tuple(self._mcp_servers()),
         )

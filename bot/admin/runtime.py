@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.admin.tools import ToolControl
 from bot.errors import AriumError, PromptError
 from bot.llm.chain import Endpoint
 from bot.llm.service import ModelService
@@ -420,17 +421,21 @@ class ReloadReport:
 
 
 class RuntimeControl:
-    """Everything /models, /prompts and /reload act on."""
+    """Everything /models, /prompts, /reload and /tools act on."""
 
-    def __init__(self, models: ModelControl, prompts: PromptControl, plugins: PluginControl) -> None:
+    def __init__(
+        self, models: ModelControl, prompts: PromptControl, plugins: PluginControl, tools: ToolControl
+    ) -> None:
         self.models = models
         self.prompts = prompts
         self.plugins = plugins
+        self.tools = tools
 
     async def restore(self) -> None:
         """Apply what admins changed at run time before this start."""
         await self.models.restore()
         await self.prompts.restore()
+        await self.tools.restore()
 
     async def reload(self) -> ReloadReport:
         return ReloadReport(await self.prompts.reload(), await self.plugins.reload())

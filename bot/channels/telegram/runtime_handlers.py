@@ -1,5 +1,5 @@
 """Telegram side of run-time control: /models (with buttons to move, disable
-and enable tiers), /prompts and /reload. The decisions live in
+and enable tiers), /prompts, /reload and /tools. The decisions live in
 bot/admin/runtime.py; this module parses arguments and renders answers.
 
 Buttons carry ``rt:<verb>:<position>:<layout version>``: a press on an older
@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
@@ -27,12 +28,16 @@ from bot.admin.runtime import (
     TierView,
     parse_models_args,
 )
+from bot.admin.tools import ToolGroup, UnknownTool, parse_tools_args
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.channels.telegram.render import utf16_len
 from bot.context import RequestContext
 from bot.errors import StorageError
 from bot.runtime.events import EventBus
 from bot.i18n import t
+
+if TYPE_CHECKING:
+    from bot.tools.mcp.views import ServerView
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ class RuntimeCommands(AdminCommands):
         self.command(application, "models", self._on_models)
         self.command(application, "prompts", self._on_prompts)
         self.command(application, "reload", self._on_reload)
+        self.command(application, "tools", self._on_tools)
         application.add_handler(CallbackQueryHandler(self._on_button, pattern=rf"^{PREFIX}:"))
 
     # /models ------------------------------------------------------------------
@@ -144,7 +150,73 @@ class RuntimeCommands(AdminCommands):
         return f"reloaded; {len(report.plugins.added)} tools added, {len(report.plugins.removed)} removed, {problems} problems"
 
 
+    # /tools -------------------------------------------------------------------
+
+    async def _on_tools(
+        self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]
+    ) -> str:
+        action = parse_tools_args(args)
+        if action is None:
+            return await self.usage(update, ctx, t("tools_usage", ctx.language))
+        if action.verb == "show":
+            await reply(update, render_tools(self._runtime.tools.view(), ctx.language), html=True)
+            return "shown"
+        try:
+            name = await self._runtime.tools.switch(action, by=ctx.user_id)
+        except UnknownTool as exc:
+            await reply(update, t("tools_unknown", ctx.language, name=exc.name))
+            return "refused: unknown"
+        except StorageError as exc:
+            return await _not_done(update, ctx, "/tools", exc)
+        await reply(update, t(f"tools_switched_{action.verb}", ctx.language, name=name))
+        return f"{action.verb} {name}"
+
+
 # Rendering -------------------------------------------------------------------------
+
+
+# Tool names shown per group: as many as fit in one message, fewer when not.
+TOOL_NAMES_SHOWN = (25, 5, 0)
+
+
+def render_tools(groups: list[ToolGroup], language: str) -> str:
+    tools = [tool for group in groups for tool in group.tools]
+    on = sum(1 for _, is_on in tools if is_on)
+    for shown in TOOL_NAMES_SHOWN:
+        lines = [t("tools_header", language, on=on, off=len(tools) - on), ""]
+        for group in groups:
+            lines.append(_group_line(group, language, shown))
+            if group.server is not None:
+                lines += _server_lines(group.server, language)
+        lines += ["", t("tools_help", language)]
+        text = "\n".join(lines)
+        if utf16_len(text) <= TEXT_LIMIT:
+            break
+    return text
+
+
+def _group_line(group: ToolGroup, language: str, shown: int) -> str:
+    names = [html.escape(name) if is_on else f"<s>{html.escape(name)}</s>" for name, is_on in group.tools]
+    if len(names) > shown:
+        names = [*names[:shown], f"… +{len(names) - shown}"]
+    title = f"<b>{html.escape(group.name)}</b>"
+    if not group.on:
+        title += f" ⏸ <i>{t('tools_group_off', language)}</i>"
+    if group.server is not None:
+        server = group.server
+        title += " — " + t("tools_server", language, state=server.state.value, count=len(server.tools))
+    return f"{title}: {', '.join(names) or t('tools_none', language)}"
+
+
+def _server_lines(server: ServerView, language: str) -> list[str]:
+    notes = []
+    if server.restarts:
+        notes.append(t("tools_server_restarts", language, n=server.restarts))
+    if server.error:
+        notes.append(t("tools_server_error", language, error=html.escape(_shorten(server.error, 200))))
+    if server.skipped:
+        notes.append(t("tools_server_skipped", language, items=html.escape(_shorten("; ".join(server.skipped), 300))))
+    return [f"   {note}" for note in notes]
 
 
 async def _not_done(

@@ -42,6 +42,7 @@ from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
 from bot.runtime.events import EventBus
 from bot.i18n import t
+from bot.tools.mcp.views import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,12 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
     if embedder is not None:
         detail = {"name": esc(embedder.detail)} if embedder.state == "ready" else {"reason": esc(embedder.detail)}
         lines.append(t(f"health_embedder_{embedder.state}", language, **detail))
+    for server in report.mcp_servers:
+        key = "health_mcp_error" if server.error and server.state is not ServerState.READY else "health_mcp"
+        lines.append(
+            t(key, language, name=esc(server.name), state=esc(server.state.value), tools=len(server.tools),
+              error=esc((server.error or "")[:200]))
+        )
     recovered = report.recovered
     if recovered is not None and recovered.total:
         lines.append(
