@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def http_fault_server() -> Iterator[str]:
-    """Our fault server over streamable HTTP, for the whole module."""
-    port = free_port()
+@contextmanager
+def fault_server_process(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Our fault server over streamable HTTP on ``port``, until the block ends."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.mcp_server", "--port", str(port)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield process
     finally:
         process.kill()  # not terminate: a graceful stop would wait for the hung calls
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def http_fault_server() -> Iterator[str]:
+    """Our fault server over streamable HTTP, shared by the module's tests
+    (none of which crashes it)."""
+    port = free_port()
+    with fault_server_process(port):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -311,6 +320,21 @@ async def test_malformed_huge_image_and_error_results(running: Any, http_fault_s
     assert failed.status is ToolStatus.ERROR and "the disk is full" in failed.content
     still = await one.call("faults__echo", {"text": "fine"})
     assert still.ok and still.content == "echo: fine"
+
+
+async def test_an_http_server_that_crashes_mid_call_loses_its_tools_until_it_is_back(running: Any) -> None:
+    port = free_port()
+    with fault_server_process(port) as first:
+        one = await running("flaky", McpServerSettings(url=f"http://127.0.0.1:{port}/mcp", connect_timeout=5))
+        await one.ready()
+        crashed = await one.call("flaky__crash", {})
+        assert crashed.status is ToolStatus.ERROR and "flaky stopped; it is being restarted" in crashed.content
+        first.wait(timeout=10)
+        await _until(lambda: one.server.state is ServerState.RESTARTING)
+        assert one.registry.get("flaky__echo") is None  # no model is offered a tool that cannot answer
+    with fault_server_process(port):
+        await _until(lambda: one.server.state is ServerState.READY)
+        assert (await one.call("flaky__echo", {"text": "back"})).content == "echo: back"
 
 
 async def test_an_unreachable_server_only_means_missing_tools(running: Any) -> None:

@@ -80,6 +80,7 @@ class McpServer:
         self._broken = asyncio.Event()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set whenever the server is up (tests and doctor wait on it)
+        self.attempt_failed = asyncio.Event()  # set when a connection attempt failed (doctor waits on it)
 
     @property
     def group(self) -> str:
@@ -111,6 +112,7 @@ class McpServer:
                 self.error = _describe(exc)
                 log.warning("MCP server %s: %s", self.name, self.error)
                 failures += 1
+                self.attempt_failed.set()
             finally:
                 self._detach_all()
                 self._client = None
@@ -137,6 +139,7 @@ class McpServer:
             self._broken.clear()
             self._sync_tools(tools)
             self.state, self.error = ServerState.READY, None
+            self.attempt_failed.clear()
             self.ready.set()
             log.info("MCP server %s ready: %d tools", self.name, len(self._attached))
             await self._serve(client)
@@ -304,14 +307,14 @@ class McpServer:
 
 async def probe_server(name: str, config: McpServerSettings, log_dir: Path) -> ServerView:
     """Connect once, list the tools, disconnect (``doctor``). Raises
-    ToolError with the reason when the server does not come up within its
-    connect timeout."""
+    ToolError with the reason when the first attempt fails."""
     server = McpServer(name, config, ToolRegistry(), log_dir=log_dir, restart_delays=(config.connect_timeout,))
     task = asyncio.ensure_future(server.run())
     try:
-        ready = asyncio.ensure_future(server.ready.wait())
-        await asyncio.wait({ready, task}, timeout=config.connect_timeout + 1, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
+        outcomes = {asyncio.ensure_future(server.ready.wait()), asyncio.ensure_future(server.attempt_failed.wait())}
+        await asyncio.wait(outcomes, timeout=config.connect_timeout + 1, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in outcomes:
+            waiter.cancel()
         view = server.view()
         if not server.ready.is_set():
             raise ToolError(f"did not come up: {view.error or 'no answer in time'}")
