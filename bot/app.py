@@ -44,6 +44,8 @@ from bot.channels.inbound import InboundPath
 from bot.channels.console import ConsoleChannel
 from bot.channels.console.channel import ConsoleServices
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.channels.telegram.photos import PhotoSettings
+from bot.channels.telegram.voice import VoiceLimits, VoiceSettings
 from bot.channels.telegram.link_handlers import LinkCommands
 from bot.channels.telegram.memory_handlers import MemoryCommands
 from bot.channels.telegram.reminders_handlers import ReminderHandlers, TelegramReminderNotifier
@@ -100,6 +102,9 @@ from bot.tools.plugins import PLUGIN_PACKAGES, PluginInfo, load_plugins
 from bot.tools.registry import ToolRegistry
 from bot.tools.sandbox import FileSandbox, SandboxLimits
 from bot.tools.web import register_web_tools
+from bot.media.document_reader import DocumentLimits, DocumentReader
+from bot.media.images import ImageLimits
+from bot.media.transcription import Transcriber
 from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
@@ -199,6 +204,15 @@ class Arium:
                 max_file_bytes=settings.bot_files_max_file_kb * 1024,
             ),
         )
+        # Documents users send: read, kept in their files, offered to the model.
+        self.documents = DocumentReader(
+            self.files,
+            DocumentLimits(
+                max_bytes=settings.bot_document_max_mb * 1024 * 1024,
+                max_pages=settings.bot_document_max_pages,
+                prompt_chars=settings.bot_document_prompt_chars,
+            ),
+        )
         self.tool_registry = ToolRegistry({FileSandbox: self.files}, disabled=settings.bot_tools_disabled)
         plugins = load_plugins(self.tool_registry, plugin_packages)
         register_web_tools(self.tool_registry, settings)  # read_url, web_search: only those the settings enable
@@ -282,6 +296,7 @@ class Arium:
         self.userdata.add(FilesSection(self.files))
         self.channels: list[Channel] = []
         self.telegram: TelegramChannel | None = None
+        self.transcriber: Transcriber | None = None  # voice notes: Telegram with TRANSCRIPTION_MODEL set
         self.api: ApiChannel | None = None
         self.metrics: Metrics | None = None  # with the API, which serves /metrics
         self.broadcaster: Broadcaster | None = None
@@ -310,7 +325,7 @@ class Arium:
     def _build_api(self, settings: Settings) -> None:
         # The web framework and the metrics library are imported only by bots
         # that serve the API (where /metrics is).
-        from bot.channels.api.app import ApiServices
+        from bot.channels.api.app import ApiImages, ApiServices
         from bot.channels.api.channel import ApiChannel
         from bot.metrics import MetricSources, Metrics
 
@@ -335,6 +350,9 @@ class Arium:
                 metrics=self.metrics,
                 linker=self.linker,
                 max_body_bytes=settings.api_max_body_kb * 1024,
+                images=ApiImages(
+                    ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024), self.models.can_see
+                ),
             ),
             host=settings.api_host,
             port=settings.api_port,
@@ -359,7 +377,10 @@ class Arium:
             ),
             inbound=self.inbound,
             tasks=self.tasks,
-            files=self.files,
+            documents=self.documents,
+            photos=PhotoSettings(
+                ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024), self.models.can_see
+            ),
             features=[
                 ReminderHandlers(self.reminders),
                 MemoryCommands(self.memory, self.userdata),
@@ -371,11 +392,21 @@ class Arium:
                 ApiKeyCommands(self.events, self.api_keys, self.users, settings.bot_admin_ids),
                 LinkCommands(self.linker),
             ],
+            voice=self._voice_settings(settings),
         )
         # The bot exists once the channel has started; reminders fire after that.
         self.reminder_router.add(TELEGRAM, TelegramReminderNotifier(lambda: self._telegram_channel().application.bot))
         self.alerts.connect(self.telegram.send_to_admins)
         self.channels.append(self.telegram)
+
+    def _voice_settings(self, settings: Settings) -> VoiceSettings:
+        # One Transcriber (its HTTP clients) serves every voice note; None: voice is not enabled.
+        self.transcriber = Transcriber.from_settings(settings)
+        return VoiceSettings(
+            self.transcriber,
+            VoiceLimits(settings.bot_voice_max_seconds, int(settings.bot_voice_max_mb * 1024 * 1024)),
+            language_hint=settings.bot_voice_language_hint,
+        )
 
     @property
     def plugins(self) -> list[PluginInfo]:
@@ -651,6 +682,8 @@ class Arium:
         self.stuck_tools = await self.tool_executor.shutdown(grace=min(timeout, 5.0))
         await self.memory.close()  # after the drain: extraction in flight has written its vectors
         await self.models.aclose()
+        if self.transcriber is not None:
+            await self.transcriber.aclose()
         await self.db.dispose()
 
     async def freeze_startup_heap(self, embedder_wait: float = 300.0) -> None:

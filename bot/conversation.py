@@ -15,10 +15,10 @@ from typing import Protocol
 
 from bot.context import RequestContext
 from bot.runtime.events import EventBus, TurnFinished
-from bot.errors import ModelError, ModelUnavailable, StreamBrokenError
+from bot.errors import ModelError, ModelUnavailable, NoVisionModel, StreamBrokenError
 from bot.i18n import t
 from bot.llm.service import ModelService
-from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta, estimate_tokens
+from bot.llm.types import ChatMessage, ChatRequest, Completion, ImagePart, TextDelta, estimate_tokens
 from bot.memory.records import Hit
 from bot.memory.summary import HistorySummarizer
 from bot.memory.turn import TurnMemory, memory_lines
@@ -88,9 +88,19 @@ class Conversation:
         self._events = events or EventBus()
 
     async def handle(
-        self, ctx: RequestContext, text: str, sink: ReplySink, *, chat_title: str | None = None
+        self,
+        ctx: RequestContext,
+        text: str,
+        sink: ReplySink,
+        *,
+        chat_title: str | None = None,
+        images: tuple[ImagePart, ...] = (),
     ) -> TurnResult:
+        """One turn. ``images`` (a photo) go to the model with this message
+        only; history keeps a note of them, not the bytes."""
         started = time.monotonic()
+        if images:
+            text = image_note(len(images), text)
         content = text if ctx.is_private else f"{ctx.user_name}: {text}"
         # Recall runs beside the history query; both only read.
         start, hits = await asyncio.gather(
@@ -106,7 +116,7 @@ class Conversation:
             ),
             self._memory.recall(ctx, text) if self._memory else _no_hits(),
         )
-        return await self._answer(ctx, text, content, start, hits, sink, started)
+        return await self._answer(ctx, text, content, start, hits, sink, started, images)
 
     async def resume(self, ctx: RequestContext, turn: UnfinishedTurn, sink: ReplySink) -> TurnResult:
         """Answers a user message that is already stored, whose turn a crash
@@ -132,12 +142,13 @@ class Conversation:
         hits: list[Hit],
         sink: ReplySink,
         started: float,
+        images: tuple[ImagePart, ...] = (),
     ) -> TurnResult:
         """The model's answer to the stored user message ``start`` names,
         streamed to ``sink`` and stored; the message is marked answered, or
         unanswered when no model answered."""
         try:
-            result = await self._run_turn(ctx, content, start, hits, sink)
+            result = await self._run_turn(ctx, content, start, hits, sink, images)
         except Exception:
             # The channel tells the user something went wrong: not a turn to
             # finish after a restart. (A cancelled turn, at a stop that ran
@@ -171,14 +182,20 @@ class Conversation:
         return result
 
     async def _run_turn(
-        self, ctx: RequestContext, content: str, start: TurnStart, hits: list[Hit], sink: ReplySink
+        self,
+        ctx: RequestContext,
+        content: str,
+        start: TurnStart,
+        hits: list[Hit],
+        sink: ReplySink,
+        images: tuple[ImagePart, ...] = (),
     ) -> TurnResult:
         history, summary = await self._fold_if_needed(start)
         system, template = self._system_prompt(
             ctx, memories=memory_lines(hits) or NO_MEMORIES, summary=summary or NO_SUMMARY
         )
         request = ChatRequest(
-            messages=(system, *_history_messages(history), ChatMessage("user", content)),
+            messages=(system, *_history_messages(history), ChatMessage("user", content, images=images)),
             max_tokens=self._config.max_answer_tokens,
         )
         return await self._run_model(ctx, request, sink, template.ref)
@@ -260,6 +277,9 @@ class Conversation:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
             await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
             return TurnResult(exc.partial_text, "partial", None, prompt_ref)
+        except NoVisionModel:
+            await sink.notice(t("vision_unavailable", ctx.language))
+            return TurnResult("", "failed", None, prompt_ref)
         except ModelError as exc:
             log.error("model failed: %s: %s", exc.__class__.__name__, exc)
             await sink.notice(t("model_failed", ctx.language))
@@ -295,6 +315,14 @@ class Conversation:
                 else:
                     return event, "".join(shown)
         raise ModelUnavailable("the model stream ended without an answer", failures=[])
+
+
+def image_note(count: int, caption: str) -> str:
+    """What history keeps of a photo: that there was one, and its caption.
+    Later turns (and a turn finished after a crash) see this note, not the
+    image."""
+    note = "[The user sent a photo.]" if count == 1 else f"[The user sent {count} photos.]"
+    return f"{note}\n{caption}" if caption else note
 
 
 async def _no_hits() -> list[Hit]:

@@ -23,7 +23,11 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
         ├── ContextLengthError      the prompt is larger than the model's window
         ├── ModelBadRequest         the server refused our payload (other 4xx)
         ├── StreamBrokenError       the stream died after tokens were shown
-        └── ModelUnavailable        every tier failed; ``failures`` lists why
+        ├── TranscriptionFailed     no transcription endpoint turned the audio into
+        │                           text; ``failures`` lists why, one per endpoint
+        ├── ModelUnavailable        every tier failed; ``failures`` lists why
+        └── NoVisionModel           the request carries images and no enabled
+                                    endpoint takes them (``vision = true``)
     ToolError                       a tool refuses or fails in a way the model may
                                     be told (bad path, over quota, unknown zone)
 """
@@ -123,12 +127,32 @@ class StreamBrokenError(ModelError):
         self.partial_text = partial_text
 
 
+class TranscriptionFailed(ModelError):
+    """Every transcription endpoint failed; ``failures`` holds each one's
+    translated error, in the order they were tried."""
+
+    def __init__(self, message: str, *, failures: list[ModelError]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+    @property
+    def audio_refused(self) -> bool:
+        """Every endpoint refused the audio itself (a format it cannot
+        read), rather than being down or misconfigured: sending it again
+        would not help, another format might."""
+        return bool(self.failures) and all(isinstance(f, ModelBadRequest) for f in self.failures)
+
+
 class ModelUnavailable(ModelError):
     """Every endpoint of every tier failed (or was skipped by its breaker)."""
 
     def __init__(self, message: str, *, failures: list[ModelError]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class NoVisionModel(ModelError):
+    """A request with images, and no enabled endpoint of the chain can see."""
 
 
 class ToolError(AriumError):

@@ -30,6 +30,11 @@ STRINGS: dict[str, dict[str, str]] = {
             "Sorry, the AI is unavailable right now. Your message was saved — please try again in a minute."
         ),
         "stream_broken": "[the answer was cut off by a connection problem — ask me to continue]",
+        "vision_unavailable": (
+            "I can't look at images with the models this bot uses. Please describe the picture in words."
+        ),
+        "photo_download_failed": "I couldn't download that photo from Telegram. Please try sending it again.",
+        "photo_unreadable": "I couldn't open that image. Please send it as a normal photo (JPEG or PNG).",
         "internal_error": "Something went wrong on my side. Your message was saved; please try again.",
         "too_long": "That message is too long for me ({length} characters, limit {limit}). Please shorten it.",
     },
@@ -53,6 +58,11 @@ STRINGS: dict[str, dict[str, str]] = {
             "Извините, ИИ сейчас недоступен. Ваше сообщение сохранено — попробуйте ещё раз через минуту."
         ),
         "stream_broken": "[ответ оборвался из-за сбоя связи — попросите меня продолжить]",
+        "vision_unavailable": (
+            "Модели этого бота не умеют смотреть на изображения. Пожалуйста, опишите картинку словами."
+        ),
+        "photo_download_failed": "Не получилось скачать фото из Telegram. Попробуйте отправить его ещё раз.",
+        "photo_unreadable": "Не получилось открыть изображение. Отправьте его как обычное фото (JPEG или PNG).",
         "internal_error": "У меня что-то пошло не так. Ваше сообщение сохранено, попробуйте ещё раз.",
         "too_long": "Сообщение слишком длинное ({length} символов, предел {limit}). Сократите его, пожалуйста.",
     },

@@ -108,6 +108,7 @@ class EndpointSettings(BaseModel):
     api_key: SecretStr | None = None  # default: MISTRAL_API_KEY / OPENAI_API_KEY
     base_url: str | None = None  # default: MISTRAL_BASE_URL / OPENAI_BASE_URL
     weight: float = Field(default=1.0, gt=0)
+    vision: bool = False  # the model takes images (photos go only to such endpoints)
 
 
 class TierSettings(BaseModel):
@@ -116,6 +117,47 @@ class TierSettings(BaseModel):
     name: str | None = None
     context_window: int | None = Field(default=None, gt=0)
     endpoints: list[EndpointSettings] = Field(min_length=1)
+
+
+def parse_transcription_model(value: str) -> ModelRef | None:
+    """TRANSCRIPTION_MODEL: one ``openai:MODEL`` (speech to text speaks
+    OpenAI's /v1/audio/transcriptions, whatever serves it); empty: unset."""
+    entry = value.strip()
+    if not entry:
+        return None
+    if "," in entry:
+        raise ValueError(
+            "TRANSCRIPTION_MODEL names one model; list further ones as [[transcription_endpoints]] in the TOML file"
+        )
+    provider, sep, model = entry.partition(":")
+    provider, model = provider.strip().lower(), model.strip()
+    if not sep or not model or provider not in PROVIDERS:
+        raise ValueError(f"TRANSCRIPTION_MODEL {entry!r} must look like 'openai:MODEL', e.g. openai:whisper-1")
+    if provider != "openai":
+        raise ValueError(
+            f"TRANSCRIPTION_MODEL {entry!r}: only 'openai:' is supported (an OpenAI-compatible "
+            "/v1/audio/transcriptions endpoint: OpenAI, Groq, a local whisper server)"
+        )
+    return ModelRef(provider, model)
+
+
+class TranscriptionEndpointSettings(BaseModel):
+    """A further speech-to-text endpoint (TOML only: ``[[transcription_endpoints]]``),
+    asked when TRANSCRIPTION_MODEL and the entries before it fail. It speaks
+    the OpenAI API, like TRANSCRIPTION_MODEL."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key fails at start, not at the first voice note
+
+    model: str = Field(min_length=1)
+    base_url: str | None = None  # default: OPENAI_BASE_URL
+    api_key: SecretStr | None = None  # default: OPENAI_API_KEY
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError(f"transcription endpoint base_url {value!r} must start with http:// or https://")
+        return value.strip() if value is not None else None
 
 
 MCP_SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]|_(?!_)){0,23}$")
@@ -222,6 +264,13 @@ class Settings(BaseSettings):
     # Prices per 1M input / output tokens, keyed "provider:model", for the
     # cost estimate in /stats. TOML: model_prices = {"openai:gpt-4o-mini" = [0.15, 0.60]}.
     model_prices: Annotated[ModelPrices, NoDecode] = Field(default_factory=dict)
+    # Entries of the chain (provider:model, as in BOT_MODELS) whose model takes
+    # images; photos are answered only by these. TOML endpoints can say vision = true.
+    bot_vision_models: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Photos sent to a model: the longest side in pixels and the most bytes
+    # (Telegram's largest size that fits, re-encoded as JPEG if none does).
+    bot_image_max_side: int = Field(default=1568, ge=256, le=8192)
+    bot_image_max_kb: int = Field(default=1536, ge=64, le=20 * 1024)
     # MCP tool servers (TOML only): [mcp.servers.NAME] with command/args/env or url/headers.
     mcp: McpSettings = Field(default_factory=McpSettings)
 
@@ -269,6 +318,38 @@ class Settings(BaseSettings):
     bot_memory_exact_search_max: int = Field(default=20_000, ge=1_000)
     bot_history_summary: bool = True
 
+    # Voice notes, audio files and video notes, answered as if typed (see
+    # bot/media/transcription.py). TRANSCRIPTION_MODEL=openai:MODEL sends them
+    # to the OpenAI-compatible /v1/audio/transcriptions at OPENAI_BASE_URL
+    # with OPENAI_API_KEY; unset, voice gets a friendly "not enabled". The
+    # TOML file can add endpoints tried in order when the ones before fail:
+    # [[transcription_endpoints]] with model, base_url and api_key.
+    transcription_model: Annotated[ModelRef | None, NoDecode] = None
+    transcription_endpoints: list[TranscriptionEndpointSettings] = Field(default_factory=list)
+    # Longer or larger recordings are refused before they are downloaded
+    # (the Bot API lets a bot download 20 MB; OpenAI takes 25 MB).
+    bot_voice_max_seconds: int = Field(default=600, ge=1, le=24 * 3600)
+    bot_voice_max_mb: float = Field(default=20.0, gt=0, le=2000)
+    # Seconds one endpoint may take to transcribe before the next is asked.
+    bot_voice_timeout: float = Field(default=60.0, gt=0, le=600)
+    # Pass the user's interface language (en, ru) as the endpoint's hint. Off
+    # by default: people do not always speak the language their Telegram app
+    # is set to, and a wrong hint garbles what a right guess would get.
+    bot_voice_language_hint: bool = False
+
+    @field_validator("transcription_model", mode="before")
+    @classmethod
+    def _parse_transcription_model(cls, value: Any) -> Any:
+        return parse_transcription_model(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _transcription_fallbacks_follow_a_first(self) -> Settings:
+        if self.transcription_endpoints and self.transcription_model is None:
+            raise ValueError(
+                "[[transcription_endpoints]] are tried after TRANSCRIPTION_MODEL fails; set TRANSCRIPTION_MODEL too"
+            )
+        return self
+
     # Tools (see bot/tools/): the executor, the per-turn loop, the file sandbox.
     bot_tool_workers: int = Field(default=8, ge=1, le=256)
     bot_tool_queue: int = Field(default=32, ge=0)
@@ -280,6 +361,14 @@ class Settings(BaseSettings):
     bot_files_quota_mb: float = Field(default=20.0, gt=0)
     bot_files_max_entries: int = Field(default=500, ge=1)
     bot_files_max_file_kb: int = Field(default=1024, ge=1)
+    # Documents users send (bot/media/): the largest file read (checked before
+    # the download when Telegram says the size; the cloud Bot API serves 20 MB
+    # at most), the PDF pages read, and how much of the text goes into the turn
+    # itself. Their text is saved in the user's files, up to the size above.
+    # The prompt share stays well under the inbound limit of 40,000 characters.
+    bot_document_max_mb: int = Field(default=20, ge=1, le=2000)
+    bot_document_max_pages: int = Field(default=200, ge=1)
+    bot_document_prompt_chars: int = Field(default=12_000, ge=0, le=30_000)
     # Web tools (bot/tools/web/), off unless enabled: read_url reads a page
     # the model names, web_search asks a SearXNG instance or Brave Search.
     web_read_enabled: bool = False
@@ -444,6 +533,13 @@ class Settings(BaseSettings):
                 raise ValueError("BOT_ADMIN_IDS must be comma-separated numeric Telegram user ids") from None
         return value
 
+    @field_validator("bot_vision_models", mode="before")
+    @classmethod
+    def _parse_vision_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(str(ref) for ref in parse_models(value)) if value.strip() else frozenset()
+        return value
+
     @field_validator("bot_tools_disabled", mode="before")
     @classmethod
     def _parse_names(cls, value: Any) -> Any:
@@ -512,6 +608,9 @@ class Settings(BaseSettings):
             for ref in self.bot_models
         ]
 
+    def sees_images(self, endpoint: EndpointSettings) -> bool:
+        return endpoint.vision or f"{endpoint.provider}:{endpoint.model}" in self.bot_vision_models
+
     def endpoint_key(self, endpoint: EndpointSettings) -> str | None:
         key = endpoint.api_key or (self.mistral_api_key if endpoint.provider == "mistral" else self.openai_api_key)
         return key.get_secret_value() if key and key.get_secret_value() else None
@@ -523,6 +622,7 @@ class Settings(BaseSettings):
         """Every secret value, so log filters can hide them."""
         values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key, self.web_search_key]
         values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
+        values += [e.api_key for e in self.transcription_endpoints]
         for server in self.mcp.servers.values():
             values += [*server.env.values(), *server.headers.values()]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
@@ -558,7 +658,16 @@ class Settings(BaseSettings):
                 name = "MISTRAL_API_KEY" if endpoint.provider == "mistral" else "OPENAI_API_KEY"
                 if name not in missing:
                     missing.append(name)
+        if telegram and self._transcription_lacks_key() and "OPENAI_API_KEY" not in missing:
+            missing.append("OPENAI_API_KEY")
         return missing
+
+    def _transcription_lacks_key(self) -> bool:
+        """TRANSCRIPTION_MODEL would go to api.openai.com without a key (a
+        server at OPENAI_BASE_URL may need none)."""
+        if self.transcription_model is None or self.openai_base_url:
+            return False
+        return not (self.openai_api_key and self.openai_api_key.get_secret_value())
 
 
 def load_settings(**overrides: Any) -> Settings:

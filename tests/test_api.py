@@ -168,6 +168,15 @@ async def test_a_revoked_key_is_refused_at_once(api_bot: tuple[Arium, Api]) -> N
         ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "x"}]}, "tool_messages"),
         ({"messages": [{"role": "system", "content": "only a system message"}]}, "no_user_message"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "unsupported_content"),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "unsupported_content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,%%"}]}]},
+            "bad_image",
+        ),
+        (  # a valid image, but no configured model can see
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]},
+            "vision_unavailable",
+        ),
         ({"messages": [{"role": "user", "content": "   "}]}, "bad_input"),
         ({"messages": [{"role": "user", "content": "x" * 50_000}]}, "bad_input"),
         ({"messages": "hello"}, "invalid_request"),

@@ -28,6 +28,7 @@ from tests.fakes.model_server import (
     StreamFault,
     ToolCallSpec,
 )
+from tests.fakes.transcriptions import Transcript, TranscriptionFault, wav_bytes
 
 OPENAI_MODEL = "gpt-4o-mini"
 MISTRAL_MODEL = "mistral-small-latest"
@@ -484,4 +485,74 @@ async def test_stop_does_not_hang_on_open_stall() -> None:
             await asyncio.wait_for(reader, timeout=2)
     finally:
         reader.cancel()
+        await client.close()
+
+
+# --------------------------------------------------------------------------
+# Audio transcriptions (OpenAI dialect)
+# --------------------------------------------------------------------------
+
+
+async def transcribe(client: AsyncOpenAI, data: bytes, name: str = "note.wav", **options: Any) -> Any:
+    return await client.audio.transcriptions.create(model="whisper-1", file=(name, data, "audio/wav"), **options)
+
+
+async def test_transcription_answers_the_script_and_records_the_upload(fake: FakeModelServer, oai: AsyncOpenAI) -> None:
+    audio = wav_bytes(0.5)
+    fake.transcriptions.script(Transcript("Привет, мир"))
+    result = await transcribe(oai, audio, language="ru")
+    assert result.text == "Привет, мир"
+    [request] = fake.transcriptions.requests
+    assert (request.model, request.file_name, request.size, request.content_type) == (
+        "whisper-1", "note.wav", len(audio), "audio/wav"
+    )
+    assert (request.language, request.api_key, request.data) == ("ru", "test-key", audio)
+    assert await transcribe(oai, audio) is not None and fake.transcriptions.requests[-1].language is None
+    assert fake.chat_requests() == []  # transcriptions are no chat turns
+
+
+async def test_transcription_response_formats(fake: FakeModelServer, oai: AsyncOpenAI) -> None:
+    fake.transcriptions.script(Transcript("plain words"), Transcript("with details", language="russian"))
+    assert await transcribe(oai, wav_bytes(), response_format="text") == "plain words"
+    verbose = await transcribe(oai, wav_bytes(1.5), response_format="verbose_json")
+    assert (verbose.text, verbose.language, verbose.duration) == ("with details", "russian", 1.5)
+    assert (await transcribe(oai, wav_bytes())).text == "hello"  # past the script: default_text
+
+
+async def test_transcription_faults_surface_as_the_sdk_errors(fake: FakeModelServer, oai: AsyncOpenAI) -> None:
+    fake.transcriptions.script(TranscriptionFault(500), TranscriptionFault(429, retry_after=3))
+    with pytest.raises(openai.InternalServerError):
+        await transcribe(oai, wav_bytes())
+    with pytest.raises(openai.RateLimitError) as limited:
+        await transcribe(oai, wav_bytes())
+    assert limited.value.response.headers["retry-after"] == "3"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await oai.audio.transcriptions.create(model="whisper-9", file=("a.wav", wav_bytes(), "audio/wav"))
+    assert unknown.value.code == "model_not_found"
+
+
+async def test_transcription_refuses_what_the_real_endpoint_refuses(fake: FakeModelServer, oai: AsyncOpenAI) -> None:
+    fake.transcriptions.script(Transcript("never heard"))
+    with pytest.raises(openai.BadRequestError, match="Invalid file format"):
+        await transcribe(oai, wav_bytes(), name="recording")  # the format is read from the suffix
+    with pytest.raises(openai.BadRequestError) as empty:
+        await transcribe(oai, b"", name="empty.ogg")
+    assert empty.value.code == "audio_too_short"
+    wrong_key = make_openai(fake.openai_base_url, key="wrong-key")
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            await transcribe(wrong_key, wav_bytes())
+    finally:
+        await wrong_key.close()
+    assert fake.transcriptions.pending_steps == 1  # refused before the script is consulted
+    assert len(fake.transcriptions.requests) == 3  # ...but every request is recorded
+
+
+async def test_transcription_delay_times_the_client_out(fake: FakeModelServer) -> None:
+    fake.transcriptions.script(TranscriptionFault(503, delay=30))
+    client = make_openai(fake.openai_base_url, timeout=0.1)
+    try:
+        with pytest.raises(openai.APITimeoutError):
+            await transcribe(client, wav_bytes())
+    finally:
         await client.close()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, Update
+from telegram import Audio, Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, Update, VideoNote, Voice
 from telegram.error import BadRequest, Conflict, EndPointNotFound, InvalidToken, RetryAfter
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes
 from telegram.request import HTTPXRequest
@@ -283,6 +283,34 @@ async def test_send_document_and_delete(bot: Bot, tg: FakeTelegram) -> None:
     assert tg.messages(CHAT) == [] and len(tg.messages(CHAT, include_deleted=True)) == 1
     with pytest.raises(BadRequest, match="(?i)message to delete not found"):
         await bot.delete_message(CHAT, doc.message_id)
+
+
+async def _downloaded(medium: Voice | Audio | VideoNote) -> bytes:
+    file = await medium.get_file()
+    return bytes(await file.download_as_bytearray())
+
+
+async def test_user_voice_audio_and_video_note_can_be_downloaded(bot: Bot, tg: FakeTelegram) -> None:
+    tg.user_voice(b"OggS voice", duration=7, caption="@arium_test_bot listen")
+    tg.user_audio(b"ID3 song", duration=95, file_name="song.mp3", title="Song", performer="Band", declare_size=False)
+    tg.user_video_note(b"\x00\x00\x00\x18ftypmp42", duration=12, length=384)
+    voice, audio, note = [u.message for u in await bot.get_updates(timeout=0)]
+    assert voice is not None and voice.voice is not None
+    assert (voice.voice.mime_type, voice.voice.file_size, voice.caption) == ("audio/ogg", 10, "@arium_test_bot listen")
+    assert voice.caption_entities[0].type == MessageEntity.MENTION
+    assert audio is not None and audio.audio is not None
+    assert (audio.audio.file_name, audio.audio.title, audio.audio.performer, audio.audio.file_size) == (
+        "song.mp3", "Song", "Band", None
+    )
+    assert note is not None and note.video_note is not None and note.video_note.length == 384
+    with warnings.catch_warnings():  # PTB announces that durations become timedeltas
+        warnings.simplefilter("ignore")
+        durations = [voice.voice.duration, audio.audio.duration, note.video_note.duration]
+    assert [d.total_seconds() if isinstance(d, dtm.timedelta) else d for d in durations] == [7, 95, 12]
+    assert await _downloaded(voice.voice) == b"OggS voice"
+    assert await _downloaded(audio.audio) == b"ID3 song"
+    assert await _downloaded(note.video_note) == b"\x00\x00\x00\x18ftypmp42"
+    assert len(tg.downloads) == 3
 
 
 # ---------------------------------------------------------------- a real Application

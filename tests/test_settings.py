@@ -100,7 +100,8 @@ def test_example_toml_defines_a_chain_of_tiers(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("BOT_MODELS", raising=False)
     settings = make(mistral_api_key="mk")
     tiers = settings.tiers()
-    assert [t.name for t in tiers] == ["primary", "local"]
+    assert [t.name for t in tiers] == ["primary", "local", "eyes"]
+    assert [settings.sees_images(t.endpoints[0]) for t in tiers] == [False, False, True]
     assert [e.weight for e in tiers[0].endpoints] == [2, 1]
     assert settings.endpoint_key(tiers[0].endpoints[0]) == "mk"
     assert settings.endpoint_key(tiers[0].endpoints[1]) == "second-key-for-more-rate-limit"
@@ -116,3 +117,50 @@ def test_bot_models_and_model_tiers_together_are_a_conflict(monkeypatch: pytest.
     monkeypatch.setenv("BOT_MODELS", "openai:gpt-4o")
     with pytest.raises(ConfigError, match="either BOT_MODELS or model_tiers"):
         load_settings(_env_file=None)
+
+
+def test_transcription_model_is_one_openai_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSCRIPTION_MODEL", " openai:whisper-large-v3 ")
+    assert make().transcription_model == ModelRef("openai", "whisper-large-v3")
+    monkeypatch.setenv("TRANSCRIPTION_MODEL", "")
+    assert make().transcription_model is None  # empty in .env: unset, voice not enabled
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("mistral:voxtral-mini", "only 'openai:' is supported"),
+        ("whisper-1", "must look like 'openai:MODEL'"),
+        ("openai:", "must look like 'openai:MODEL'"),
+        ("openai:whisper-1,openai:whisper-large", "names one model"),
+    ],
+)
+def test_bad_transcription_models_are_explained(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"TRANSCRIPTION_MODEL: .*{problem}"):
+        load_settings(_env_file=None, transcription_model=value)
+
+
+def test_transcription_endpoints_are_validated_and_their_keys_are_secrets() -> None:
+    settings = make(
+        transcription_model="openai:whisper-1",
+        openai_api_key="ok",
+        transcription_endpoints=[{"model": "whisper-large-v3", "base_url": "https://api.groq.com/openai/v1", "api_key": "gk"}],
+    )
+    assert "gk" in settings.secrets() and "gk" not in repr(settings.transcription_endpoints)
+    with pytest.raises(ConfigError, match="set TRANSCRIPTION_MODEL too"):
+        load_settings(_env_file=None, transcription_endpoints=[{"model": "whisper-1"}])
+    with pytest.raises(ConfigError, match="must start with http"):
+        load_settings(_env_file=None, transcription_model="openai:w", transcription_endpoints=[{"model": "w", "base_url": "groq.com"}])
+    with pytest.raises(ConfigError, match="(?i)extra"):  # a misspelt key is named, not ignored
+        load_settings(_env_file=None, transcription_model="openai:w", transcription_endpoints=[{"model": "w", "base-url": "x"}])
+    for bad in ({"bot_voice_max_seconds": 0}, {"bot_voice_max_mb": 0}, {"bot_voice_timeout": -1}):
+        with pytest.raises(ConfigError):
+            load_settings(_env_file=None, **bad)
+
+
+def test_transcription_at_openai_needs_the_openai_key() -> None:
+    base = {"telegram_bot_token": "t", "mistral_api_key": "mk", "transcription_model": "openai:whisper-1"}
+    assert make(**base).missing_for_run() == ["OPENAI_API_KEY"]
+    assert make(**base).missing_for_run(telegram=False) == []  # only the Telegram channel takes voice
+    assert make(**base, openai_base_url="http://127.0.0.1:8000/v1").missing_for_run() == []  # a local server
+    assert make(**base, openai_api_key="ok").missing_for_run() == []

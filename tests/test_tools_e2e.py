@@ -82,16 +82,21 @@ async def test_documents_the_bot_cannot_keep_get_a_friendly_answer(
     tg.user_document("big.csv", b"a,b\n" * 1000, mime_type="text/csv")
     tg.user_document("sneaky.txt", b"a,b\n" * 1000, mime_type="text/plain", declare_size=False)
     tg.user_document("binary.txt", b"\xff\xfe\x00\x01garbage", mime_type="text/plain")
-    tg.user_document(None, b"", mime_type="text/plain")  # an empty, nameless text file is fine
+    tg.user_document(None, b"", mime_type="text/plain")
+    tg.user_document(None, b"nameless", mime_type="text/plain")
     tg.user_document("chatter.txt", b"not for the bot", chat_id=GROUP, user_id=5)
-    replies = await tg.wait_messages(PRIVATE, 5)
-    assert "doesn't look like text" in replies[0].text
-    assert "3.9 KB" in replies[1].text and "1.0 KB" in replies[1].text
-    assert "3.9 KB" in replies[2].text
+    replies = await tg.wait_messages(PRIVATE, 6)
+    assert "damaged, or it isn't really a PDF" in replies[0].text
+    # Text over the per-file limit is kept in part, and the model is told so.
+    for reply, name in ((replies[1], "big.csv"), (replies[2], "sneaky.txt")):
+        assert reply.text.startswith(f'echo: [The user sent the file "{name}" (text, 3.9 KB)')
+        assert "more text than one saved file may hold (1.0 KB)" in reply.text
+        assert app.files.read(PRIVATE, name) == "a,b\n" * 256
     assert "doesn't look like text" in replies[3].text
-    assert replies[4].text.startswith("echo: [The user sent the file")
-    assert [e.name for e in app.files.list(PRIVATE)] == ["document.txt"]
-    assert len(model.chat_requests()) == 1 and not tg.messages(GROUP)
+    assert "empty (0 bytes)" in replies[4].text
+    assert replies[5].text.startswith('echo: [The user sent the file "document.txt"')
+    assert [e.name for e in app.files.list(PRIVATE)] == ["big.csv", "document.txt", "sneaky.txt"]
+    assert len(model.chat_requests()) == 3 and not tg.messages(GROUP)
 
 
 async def test_each_user_reaches_only_their_own_files(

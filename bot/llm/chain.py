@@ -34,6 +34,7 @@ from bot.errors import (
     ModelRateLimited,
     ModelTransientError,
     ModelUnavailable,
+    NoVisionModel,
     StreamBrokenError,
 )
 from bot.llm.base import Provider
@@ -66,11 +67,14 @@ class ChainObserver(Protocol):
 
 
 class Endpoint:
-    def __init__(self, provider: Provider, breaker: CircuitBreaker, *, tier: str, weight: float = 1.0) -> None:
+    def __init__(
+        self, provider: Provider, breaker: CircuitBreaker, *, tier: str, weight: float = 1.0, vision: bool = False
+    ) -> None:
         self.provider = provider
         self.breaker = breaker
         self.tier = tier
         self.weight = weight
+        self.vision = vision  # takes image parts in user messages
         self.in_flight = 0
         self.stats = EndpointStats()
         # (wall-clock time, error class) of the latest failure, for /models.
@@ -212,7 +216,7 @@ class FallbackChain:
             return
         deadline = self._clock() + self._policy.total_timeout
         failures: list[ModelError] = []
-        for tier, endpoint in self._route(self._plan):
+        for tier, endpoint in self._route(self._plan_for(request)):
             try:
                 async for event in self._from_endpoint(endpoint, request, deadline):
                     if isinstance(event, Completion):
@@ -231,6 +235,24 @@ class FallbackChain:
             if self._clock() >= deadline:
                 break
         raise self._unavailable(failures, user_facing=user_facing)
+
+    def _plan_for(self, request: ChatRequest) -> Sequence[Tier]:
+        """The enabled tiers; for a request with images, only their endpoints
+        that can see (the others would refuse the images or ignore them)."""
+        if not request.has_images:
+            return self._plan
+        seeing = [
+            Tier(tier.name, [e for e in tier.endpoints if e.vision], tier.context_window, key=tier.key)
+            for tier in self._plan
+            if any(e.vision for e in tier.endpoints)
+        ]
+        if not seeing:
+            raise NoVisionModel("no enabled model endpoint takes images (set vision = true on one)")
+        return seeing
+
+    def can_see(self) -> bool:
+        """Whether an enabled endpoint takes images (checked before a photo's turn)."""
+        return any(e.vision for tier in self._plan for e in tier.endpoints)
 
     def _route(self, plan: Sequence[Tier]) -> Iterator[tuple[Tier, Endpoint]]:
         """The endpoints of the enabled tiers to try, in order: open breakers

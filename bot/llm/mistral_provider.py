@@ -156,6 +156,10 @@ def _to_mistral(message: ChatMessage) -> Any:
     if message.role == "system":
         return mistral_models.SystemMessage(content=message.content)
     if message.role == "user":
+        if message.images:
+            chunks: list[Any] = [mistral_models.TextChunk(text=message.content)] if message.content else []
+            chunks += [mistral_models.ImageURLChunk(image_url=image.data_url()) for image in message.images]
+            return mistral_models.UserMessage(content=chunks)
         return mistral_models.UserMessage(content=message.content)
     if message.role == "tool":
         return mistral_models.ToolMessage(

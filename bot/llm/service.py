@@ -70,6 +70,7 @@ def chain_from(settings: Settings) -> FallbackChain:
                 ),
                 tier=name,
                 weight=endpoint.weight,
+                vision=settings.sees_images(endpoint),
             )
             for endpoint in tier.endpoints
         ]
@@ -93,6 +94,10 @@ class ModelService:
 
     async def complete(self, request: ChatRequest, *, cache: bool = False) -> Completion:
         return await self.chain.complete(request, cache=cache)
+
+    def can_see(self) -> bool:
+        """An enabled endpoint takes images: a photo can be answered."""
+        return self.chain.can_see()
 
     def observe(self, observer: ChainObserver) -> None:
         self.chain.set_observer(observer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,16 +33,37 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image a user message carries to a model that can see (a photo)."""
+
+    data: bytes
+    mime_type: str  # image/jpeg, image/png, image/webp
+
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    images: tuple[ImagePart, ...] = ()  # user messages only: the text goes first, then these
 
     def as_wire(self) -> dict[str, Any]:
-        """The chat-completions message dict both providers accept."""
-        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        """The chat-completions message dict both providers accept (OpenAI's
+        image parts; Mistral's SDK messages are built in its provider)."""
+        content: Any = self.content
+        if self.images:
+            content = [{"type": "text", "text": self.content}] if self.content else []
+            content += [{"type": "image_url", "image_url": {"url": image.data_url()}} for image in self.images]
+        message: dict[str, Any] = {"role": self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -62,6 +85,11 @@ class ChatRequest:
     tool_choice: Literal["auto", "none"] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+
+    @property
+    def has_images(self) -> bool:
+        """Only endpoints that can see may answer it (``vision = true``)."""
+        return any(message.images for message in self.messages)
 
 
 def request_options(request: ChatRequest) -> dict[str, Any]:

@@ -11,6 +11,8 @@ Tests script what the "model" does per request with ``Reply`` (an answer),
 the script does not cover go to ``responder`` (an echo by default).
 ``/v1/embeddings`` (both dialects) answers ``embedding_function`` of each
 input (hashed words by default), or the status ``embeddings_failing`` names.
+``/openai/v1/audio/transcriptions`` is scripted through ``transcriptions``
+(tests/fakes/transcriptions.py).
 
 Shapes follow what the providers send and what the installed SDKs parse
 (openai 3.x, mistralai 3.x). Unauthenticated requests are rejected before the
@@ -37,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
+from tests.fakes.transcriptions import FakeTranscriptions
 from tests.limits import WAIT_LIMIT
 
 Dialect = Literal["openai", "mistral"]
@@ -570,10 +573,15 @@ class FakeModelServer:
     ) -> None:
         self.accepted_keys: set[str] = {api_key}  # add keys to accept more
         self.models: tuple[str, ...] = models  # empty: accept any model name
+        # Models that take image parts; any other refuses them with a 400, as
+        # the real APIs do for a text-only model. None: every model does.
+        self.vision_models: set[str] | None = None
         self.responder: Responder | None = echo_responder
         self.embedding_function: EmbeddingFunction = hashed_words
         # While set, /v1/embeddings answers this HTTP status (an outage).
         self.embeddings_failing: int | None = None
+        # Speech to text (OpenAI dialect only), with the same keys as the rest.
+        self.transcriptions = FakeTranscriptions(lambda http: self._auth_failure(http, _WIRES["openai"]))
         self.requests: list[Request] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -592,6 +600,7 @@ class FakeModelServer:
             app.router.add_post(f"/{dialect}/v1/chat/completions", self._chat_handler(dialect))
             app.router.add_get(f"/{dialect}/v1/models", self._models_handler(dialect))
             app.router.add_post(f"/{dialect}/v1/embeddings", self._embeddings_handler(dialect))
+        app.router.add_post("/openai/v1/audio/transcriptions", self._transcriptions_handler)
         # handler_cancellation: a client that gives up (timeout) cancels its
         # handler, so in_flight stays accurate. A short shutdown_timeout keeps
         # stop() from waiting on stalled streams.
@@ -707,6 +716,10 @@ class FakeModelServer:
             if r.path.endswith("/embeddings") and (dialect is None or r.dialect == dialect)
         ]
 
+    async def _transcriptions_handler(self, http: web.Request) -> web.StreamResponse:
+        # Tracked, so stop() cancels a scripted delay instead of waiting it out.
+        return await self._tracked(self.transcriptions.handle(http), chat=False)
+
     def _models_handler(self, dialect: Dialect) -> _Handler:
         async def handle(http: web.Request) -> web.StreamResponse:
             return await self._tracked(self._models(http, _WIRES[dialect]), chat=False)
@@ -808,7 +821,9 @@ class FakeModelServer:
         if self.models and model not in self.models:
             status, payload = wire.unknown_model(model)
             return web.json_response(payload, status=status)
-        problem = _tool_protocol_problem(wire.name, request.messages)
+        problem = _tool_protocol_problem(wire.name, request.messages) or _image_problem(
+            wire.name, request.messages, model, self.vision_models
+        )
         if problem is not None:
             return web.json_response(wire.error(400, problem, None, 0), status=400)
         step = self._next_step(request)
@@ -916,6 +931,40 @@ class FakeModelServer:
 
 
 _MISTRAL_CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def _image_problem(
+    dialect: Dialect, messages: list[dict[str, Any]], model: str, vision_models: set[str] | None
+) -> str | None:
+    """Image parts as each API takes them: OpenAI's ``{"type": "image_url",
+    "image_url": {"url": ...}}``, Mistral's ``image_url`` as a string or such an
+    object; data URLs must hold base64 of an image type; only user messages
+    carry them, and only a model that can see accepts them."""
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind != "image_url":
+                return f"Invalid content part: {json.dumps(part)[:100]}"
+            url = part.get("image_url")
+            if isinstance(url, dict):
+                url = url.get("url")
+            elif dialect == "openai":
+                return "Invalid type for 'messages[].content[].image_url': expected an object, but got a string."
+            if not isinstance(url, str) or not _DATA_URL.match(url):
+                return "Invalid image URL: expected a base64-encoded data URL with an image type."
+            if message.get("role") != "user":
+                return "Image content is only supported in user messages."
+            if vision_models is not None and model not in vision_models:
+                return f"Model {model} does not support image input."
+    return None
+
+
+_DATA_URL = re.compile(r"^data:image/(jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+=*$")
 
 
 def _tool_protocol_problem(dialect: Dialect, messages: list[dict[str, Any]]) -> str | None:

@@ -828,6 +828,97 @@ class FakeTelegram:
                 fields["caption_entities"] = found
         return self.user_message(**options, **fields)
 
+    def user_photo(self, image: bytes, *, caption: str | None = None, **options: Any) -> JsonDict:
+        """A user sends a photo. As Telegram does, it is kept in sizes that fit
+        the _PHOTO_BOXES (smallest first, up to the one holding the original),
+        each a JPEG of its own the bot can fetch with getFile and download."""
+        from PIL import Image
+
+        original = Image.open(io.BytesIO(image)).convert("RGB")
+        width, height = original.size
+        sizes: list[JsonDict] = []
+        for box in _PHOTO_BOXES:
+            scale = min(1.0, box / max(width, height))
+            w, h = max(1, round(width * scale)), max(1, round(height * scale))
+            out = io.BytesIO()
+            original.resize((w, h)).save(out, "JPEG", quality=87)
+            number = next(self._file_ids)
+            file_id, unique_id = f"AgACAgUSER{number:06d}", f"AQADUSER{number:06d}"
+            self._user_files[file_id] = (unique_id, out.getvalue())
+            sizes.append(
+                {"file_id": file_id, "file_unique_id": unique_id, "width": w, "height": h, "file_size": out.tell()}
+            )
+            if scale == 1.0:
+                break
+        fields: JsonDict = {"photo": sizes}
+        if caption:
+            fields["caption"] = caption
+            if found := _auto_entities(caption):
+                fields["caption_entities"] = found
+        return self.user_message(**options, **fields)
+
+    def user_voice(
+        self,
+        data: bytes,
+        *,
+        duration: int = 3,
+        mime_type: str | None = "audio/ogg",
+        caption: str | None = None,
+        declare_size: bool = True,
+        **options: Any,
+    ) -> JsonDict:
+        """A user sends a voice note (Telegram's apps record OGG/Opus);
+        ``duration`` is what the sender's app declares, in seconds."""
+        voice = {**self._user_medium("AwACAgUSER", data, declare_size), "duration": duration}
+        if mime_type is not None:
+            voice["mime_type"] = mime_type
+        return self._user_media_message("voice", voice, caption, options)
+
+    def user_audio(
+        self,
+        data: bytes,
+        *,
+        duration: int = 30,
+        file_name: str | None = "audio.mp3",
+        mime_type: str | None = "audio/mpeg",
+        title: str | None = None,
+        performer: str | None = None,
+        caption: str | None = None,
+        declare_size: bool = True,
+        **options: Any,
+    ) -> JsonDict:
+        """A user sends an audio file (shown as music by the apps)."""
+        audio = {**self._user_medium("CQACAgUSER", data, declare_size), "duration": duration}
+        optional = {"file_name": file_name, "mime_type": mime_type, "title": title, "performer": performer}
+        audio.update({key: value for key, value in optional.items() if value is not None})
+        return self._user_media_message("audio", audio, caption, options)
+
+    def user_video_note(
+        self, data: bytes, *, duration: int = 5, length: int = 240, declare_size: bool = True, **options: Any
+    ) -> JsonDict:
+        """A user sends a round video message (MP4; the Bot API gives no
+        MIME type and no caption for these)."""
+        note = {**self._user_medium("DQACAgUSER", data, declare_size), "duration": duration, "length": length}
+        return self._user_media_message("video_note", note, None, options)
+
+    def _user_medium(self, id_prefix: str, data: bytes, declare_size: bool) -> JsonDict:
+        """The file part of a medium a user sends, ready for getFile and download."""
+        number = next(self._file_ids)
+        file_id, unique_id = f"{id_prefix}{number:06d}", f"AgADUSER{number:06d}"
+        self._user_files[file_id] = (unique_id, data)
+        medium: JsonDict = {"file_id": file_id, "file_unique_id": unique_id}
+        if declare_size:
+            medium["file_size"] = len(data)
+        return medium
+
+    def _user_media_message(self, kind: str, medium: JsonDict, caption: str | None, options: JsonDict) -> JsonDict:
+        fields: JsonDict = {kind: medium}
+        if caption:
+            fields["caption"] = caption
+            if found := _auto_entities(caption):
+                fields["caption_entities"] = found
+        return self.user_message(**options, **fields)
+
     def edited_text(
         self, message_id: int, text: str, *, chat_id: int = DEFAULT_CHAT, user_id: int | None = None
     ) -> JsonDict:

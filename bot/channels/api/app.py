@@ -9,11 +9,13 @@ anything of another user answers 404, as if it did not exist."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -30,7 +32,8 @@ from bot.context import ChatType, RequestContext
 from bot.conversation import TurnResult
 from bot.identity import API, local_chat_id
 from bot.linking import Linker, LinkRefused
-from bot.llm.types import ChatMessage
+from bot.llm.types import ChatMessage, ImagePart
+from bot.media.images import ImageLimits, ImageUnreadable, fit_image
 from bot.memory.service import MemoryService
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from bot.reminders.parsing import ReminderInputError
@@ -63,6 +66,7 @@ class ApiServices:
     metrics: Metrics
     linker: Linker
     max_body_bytes: int = 1_000_000
+    images: ApiImages | None = None
 
 
 class ApiError(Exception):
@@ -130,16 +134,22 @@ class BodyLimit:
 # --- request bodies -----------------------------------------------------------------
 
 
-class TextPart(BaseModel):
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+
+
+class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
+    image_url: ImageUrl | str | None = None
 
 
 class WireMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -163,32 +173,79 @@ class LinkCodeEntry(BaseModel):
     code: str = Field(min_length=1, max_length=64)
 
 
-def client_messages(body: ChatCompletionBody) -> list[ChatMessage]:
+@dataclass(frozen=True)
+class ApiImages:
+    """Images in user messages (OpenAI's image_url parts, as data URLs) for
+    models that can see."""
+
+    limits: ImageLimits
+    can_see: Callable[[], bool]
+    per_request: int = 8
+
+
+async def client_messages(body: ChatCompletionBody, images: ApiImages | None = None) -> list[ChatMessage]:
     """The client's conversation as the core's messages; raises ApiError for
-    what the server cannot take (tool results: tools run here; non-text parts)."""
+    what the server cannot take (tool results: tools run here; parts other
+    than text and images; images where no model can see them)."""
     messages: list[ChatMessage] = []
+    pictures = 0
     for message in body.messages:
         if message.role == "tool":
             raise ApiError(400, "tool messages are not accepted: Arium runs its tools on the server", "tool_messages")
-        text = _text_of(message.content)
+        text, raw_images = _parts_of(message.content)
+        if raw_images and message.role != "user":
+            raise ApiError(400, "images are accepted in user messages only", "unsupported_content")
+        pictures += len(raw_images)
         role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role, text))  # type: ignore[arg-type]
+        fitted = await _fitted_images(raw_images, images, pictures) if raw_images else ()
+        messages.append(ChatMessage(role, text, images=fitted))  # type: ignore[arg-type]
     if not any(m.role == "user" for m in messages):
         raise ApiError(400, "the conversation has no user message", "no_user_message")
     return messages
 
 
-def _text_of(content: str | list[TextPart] | None) -> str:
+def _parts_of(content: str | list[ContentPart] | None) -> tuple[str, list[bytes]]:
+    """The text and the raw image bytes of one message's content."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, []
+    texts: list[str] = []
+    images: list[bytes] = []
     for part in content:
-        if part.type != "text" or part.text is None:
-            raise ApiError(400, f"content parts of type {part.type!r} are not supported; send text", "unsupported_content")
-        texts.append(part.text)
-    return "\n".join(texts)
+        if part.type == "text" and part.text is not None:
+            texts.append(part.text)
+        elif part.type == "image_url" and part.image_url is not None:
+            url = part.image_url.url if isinstance(part.image_url, ImageUrl) else part.image_url
+            images.append(_data_url_bytes(url))
+        else:
+            raise ApiError(
+                400, f"content parts of type {part.type!r} are not supported; send text or image_url", "unsupported_content"
+            )
+    return "\n".join(texts), images
+
+
+def _data_url_bytes(url: str) -> bytes:
+    """The bytes of a base64 image data URL. Remote URLs are refused: the
+    server does not fetch what a client points it at."""
+    header, comma, payload = url.partition(",")
+    if not comma or not header.startswith("data:image/") or not header.endswith(";base64"):
+        raise ApiError(400, "send images as base64 data URLs (data:image/png;base64,...)", "unsupported_content")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the image data URL is not valid base64", "bad_image") from None
+
+
+async def _fitted_images(raw: list[bytes], images: ApiImages | None, so_far: int) -> tuple[ImagePart, ...]:
+    if images is None or not images.can_see():
+        raise ApiError(400, "no model of this server can look at images", "vision_unavailable")
+    if so_far > images.per_request:
+        raise ApiError(400, f"at most {images.per_request} images per request", "too_many_images")
+    try:
+        return tuple([await asyncio.to_thread(fit_image, data, images.limits) for data in raw])
+    except ImageUnreadable:
+        raise ApiError(400, "an image could not be read (send JPEG, PNG or WebP)", "bad_image") from None
 
 
 # --- answers ---------------------------------------------------------------------------
@@ -292,7 +349,7 @@ def build_api(services: ApiServices) -> FastAPI:
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionBody, ctx: Chatting) -> JSONResponse | StreamingResponse:
-        messages = client_messages(body)
+        messages = await client_messages(body, services.images)
         last_user = next(m.content for m in reversed(messages) if m.role == "user").strip()
         problem = services.inbound.input_problem(ctx, last_user)
         if problem is not None:

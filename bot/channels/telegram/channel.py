@@ -27,6 +27,7 @@ from telegram.ext import (
 from bot.auth import Role
 from bot.channels.base import Capabilities, Channel
 from bot.channels.inbound import InboundPath
+from bot.channels.telegram.photos import PhotoIntake, PhotoSettings
 from bot.channels.telegram.documents import DocumentIntake
 from bot.channels.telegram.inbound import (
     NEW_MESSAGES,
@@ -39,12 +40,13 @@ from bot.channels.telegram.inbound import (
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.outbound import application_builder
 from bot.channels.telegram.replies import reply
+from bot.channels.telegram.voice import VOICE_MESSAGES, VoiceIntake, VoiceSettings
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
 from bot.conversation import ReplySink
 from bot.i18n import t
+from bot.media.document_reader import DocumentReader
 from bot.runtime.tasks import TaskTracker
-from bot.tools.sandbox import FileSandbox
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +86,18 @@ class TelegramChannel(Channel):
         *,
         inbound: InboundPath,
         tasks: TaskTracker,
-        files: FileSandbox | None = None,
+        documents: DocumentReader | None = None,
+        photos: PhotoSettings | None = None,
         features: Sequence[ChannelFeature] = (),
+        voice: VoiceSettings = VoiceSettings(),
     ) -> None:
         self._config = config
         self._tasks = tasks
         self.inbound = TelegramInbound(inbound, StreamingConfig(config.draft_interval, config.edit_interval), tasks)
-        self._documents = DocumentIntake(self.inbound, files) if files is not None else None
+        self._documents = DocumentIntake(self.inbound, documents) if documents is not None else None
+        # Always there: with voice not enabled it answers so, in the user's language.
+        self._voice = VoiceIntake(self.inbound, voice)
+        self._photos = PhotoIntake(self.inbound, photos) if photos is not None else None
         self._features = tuple(features)
         self.application = self._build_application()
         # Admin commands, in the order features registered them (for /help
@@ -124,8 +131,14 @@ class TelegramChannel(Channel):
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._on_unknown_command))
         app.add_handler(MessageHandler(filters.TEXT & filters.UpdateType.MESSAGE, self._on_text))
         app.add_handler(MessageHandler(filters.UpdateType.EDITED, self._on_edited))
+        if self._photos is not None:
+            app.add_handler(MessageHandler(filters.PHOTO & filters.UpdateType.MESSAGE, self._photos.on_photo))
+            app.add_handler(
+                MessageHandler(filters.Document.IMAGE & filters.UpdateType.MESSAGE, self._photos.on_image_document)
+            )
         if self._documents is not None:
             app.add_handler(MessageHandler(filters.Document.ALL & filters.UpdateType.MESSAGE, self._documents.on_document))
+        app.add_handler(MessageHandler(VOICE_MESSAGES & filters.UpdateType.MESSAGE, self._voice.on_voice))
         app.add_handler(
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_unsupported)
         )

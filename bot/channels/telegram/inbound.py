@@ -17,6 +17,7 @@ from bot.channels.telegram.access_handlers import reaches_model as _reaches_mode
 from bot.channels.telegram.replies import reply
 from bot.channels.telegram.streaming import TelegramReplySink
 from bot.context import RequestContext
+from bot.llm.types import ImagePart
 from bot.storage.repositories import UserProfile
 from bot.runtime.tasks import TaskTracker
 
@@ -114,9 +115,12 @@ class TelegramInbound:
             reply_to_message_id=reply_to,
         )
 
-    async def answer(self, update: Update, bot: Bot, ctx: RequestContext, text: str) -> None:
-        """Check ``text`` and run a conversation turn, streaming the answer to the chat."""
-        problem = self.path.input_problem(ctx, text)
+    async def answer(
+        self, update: Update, bot: Bot, ctx: RequestContext, text: str, *, images: tuple[ImagePart, ...] = ()
+    ) -> None:
+        """Check ``text`` and run a conversation turn, streaming the answer to
+        the chat. With ``images`` (a photo) the text, its caption, may be empty."""
+        problem = None if images and not text else self.path.input_problem(ctx, text)
         if problem is not None:
             await reply(update, problem)
             return
@@ -125,4 +129,4 @@ class TelegramInbound:
         private = message.chat.type == TgChatType.PRIVATE
         sink = self.sink(bot, message.chat.id, private=private, reply_to=None if private else message.message_id)
         sink.start_typing()
-        await self.path.conversation.handle(ctx, text, sink, chat_title=chat_title(update))
+        await self.path.conversation.handle(ctx, text, sink, chat_title=chat_title(update), images=images)

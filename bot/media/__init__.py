@@ -1,0 +1,2 @@
+"""What people send besides text: documents, voice and photos, turned into
+what the core works with (text and image parts). Channels only download."""
