@@ -134,6 +134,12 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.eval.cli import main as eval_main
+
+    return eval_main(settings, args)
+
+
 Command = Callable[[Settings, argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Command]] = {
     "run": ("start the bot (long polling) until SIGTERM/Ctrl-C", _run),
@@ -144,6 +150,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "tools": ("list plugins and the tools the model can call (BOT_TOOLS_DISABLED applied)", _tools),
     "backup": ("back up the database, memory indexes and user files into BOT_DATA_DIR/backups", _backup),
     "restore": ("replace the data with a backup (the bot must be stopped); the current data is kept aside", _restore),
+    "eval": ("evaluate the assistant: eval run | export | compare | report (see README)", _eval),
 }
 # Positional arguments of the commands that take some: (name, help).
 ARGUMENTS: dict[str, list[tuple[str, str]]] = {
@@ -158,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=help_text, description=help_text)
         for argument, argument_help in ARGUMENTS.get(name, []):
             command.add_argument(argument, help=argument_help)
+        if name == "eval":
+            from bot.eval.cli import add_arguments
+
+            add_arguments(command)
         if name == "apikey":
             command.add_argument("action", choices=["create", "list", "revoke"])
             command.add_argument("revoke_name", nargs="?", metavar="NAME", help="the key to revoke")

@@ -166,15 +166,19 @@ class Arium:
         clock: Clock | None = None,
         embedder: Embedder | None = None,
         console: ConsoleChannel | None = None,
+        headless: bool = False,
     ) -> None:
         """``embedder``: an already loaded model to use instead of loading
         EMBEDDING_MODEL (tests share one across many bots). ``prompts_dir``
         and ``plugin_packages``: where /reload reads templates and plugins.
         ``console``: chat in the terminal instead of serving Telegram
-        (``python -m bot console``)."""
+        (``python -m bot console``). ``headless``: no channel, no scheduled
+        work, nothing counted in /stats: the core alone, for the evaluation
+        harness (``python -m bot eval``), beside a bot that may be running."""
         self._console = console
-        wants_telegram = console is None and settings.serves_telegram
-        wants_api = console is None and settings.api_enabled
+        self._headless = headless
+        wants_telegram = console is None and not headless and settings.serves_telegram
+        wants_api = console is None and not headless and settings.api_enabled
         check_run_settings(settings, telegram=wants_telegram)
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -450,9 +454,10 @@ class Arium:
         self.audit_writer: BatchWriter[AdminAction] = BatchWriter(
             self.audit_log.add_many, self.tasks, name="audit entries", flush_interval=0.2
         )
-        self.events.subscribe(TurnFinished, self.usage_writer.record)
         self.events.subscribe(AdminAction, self.audit_writer.record)
-        self.events.subscribe(ToolEventRecord, self.tool_events.record)
+        if not self._headless:  # evaluation turns stay out of usage and tool statistics
+            self.events.subscribe(TurnFinished, self.usage_writer.record)
+            self.events.subscribe(ToolEventRecord, self.tool_events.record)
 
     def _build_access(self, settings: Settings) -> None:
         # The gates of every message, in DESIGN.md's order: banned, allow-list,
@@ -587,12 +592,13 @@ class Arium:
             await self._start_scheduler()
         if self.broadcaster is not None:
             await self.broadcaster.start()  # broadcasts that were running when the bot stopped
-        await self._finish_cut_short_turns()  # before any chat's new messages
+        if not self._headless:
+            await self._finish_cut_short_turns()  # before any chat's new messages
         if self._is_the_service and self.settings.bot_memory_extraction:
             await self._read_what_extraction_missed()
         for channel in self.channels:
             await channel.start_receiving()
-        if self._console is None:  # the status file describes the bot's service process, not a console
+        if self._console is None and not self._headless:  # the status file describes the bot's service process
             self.tasks.spawn(self.status.run(), "status-writer")
         self._started = True
         log.info("Arium is running: %s (%s)", ", ".join(c.name for c in self.channels), self.cpus.describe())
@@ -618,6 +624,8 @@ class Arium:
         """This process runs the scheduled work (backups, pruning, the daily
         check, reminders): it is `run`, or a console with no Telegram bot
         beside it. A console next to a configured bot leaves that to the bot."""
+        if self._headless:
+            return False
         return self._console is None or not self.settings.telegram_configured
 
     @property

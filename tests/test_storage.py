@@ -348,3 +348,45 @@ async def test_the_memory_stems_migration_indexes_old_rows_by_their_stems(databa
         assert await found("собака") == []
     finally:
         await db.dispose()
+
+
+async def test_the_eval_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0010 with a user and a message upgrades with both
+    intact; runs and results can then be stored and read back, and the
+    downgrade removes only the evaluation tables."""
+    from bot.storage.evals import CheckOutcome, EvalRepository, TaskOutcome
+
+    db = await at_revision(database_url, "0010_memory_stems")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), chat_row(42, "private"),
+            "INSERT INTO conversations (id, chat_id, started_at) VALUES (1, 42, '2026-12-01 10:00:00')",
+            "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
+            "created_at) VALUES (1, 42, 42, 'user', 'hello', 1, 'answered', 'req1', '2026-12-01 10:00:00')",
+        )
+        assert (await db.pending_migrations())[-1] == "0011_eval"
+        await db.migrate()
+        async with db.engine.connect() as conn:
+            kept = (await conn.exec_driver_sql("SELECT content FROM messages WHERE user_id = 42")).scalars().all()
+            users = (await conn.exec_driver_sql("SELECT first_name FROM users")).scalars().all()
+        assert (list(kept), list(users)) == (["hello"], ["Ann"])
+        evals = EvalRepository(db)
+        await evals.start_run("r1", "smoke", None, {"A": "chain"}, 1, 2)
+        outcome = TaskOutcome(
+            "greet", "chat", "A", True, (CheckOutcome("contains: hi", True),), (("hi", "hello, Привет"),), 120,
+            first_token_ms=40, tokens_in=10, tokens_out=3, cost=0.001, tools=("calculate",), model="m",
+        )
+        await evals.add_result("r1", outcome)
+        await evals.finish_run("r1")
+        record = await evals.run("r1")
+        assert record is not None and record.status == "finished" and record.results == [outcome]
+        from alembic import command
+
+        from bot.storage.db import alembic_config
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0010_memory_stems"))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert "eval_runs" not in tables and "eval_results" not in tables and "messages" in tables
+    finally:
+        await db.dispose()

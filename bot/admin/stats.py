@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select
 from bot.context import strip_url_secrets
 from bot.storage.admin import DayUsage, ModelUsage, UsageRepository
 from bot.storage.db import Database
-from bot.storage.models import User
+from bot.storage.models import EVAL_USER_MIN, User
 from bot.runtime.clock import utcnow
 from bot.storage.reminders import ReminderRepository
 from bot.storage.tool_events import ToolEventRepository, ToolStats
@@ -291,7 +291,7 @@ class AdminStats:
             counted(User.last_seen_at >= day_start(today - timedelta(days=PERIODS[1] - 1))),
             counted(User.role == "banned"),
             counted(User.active.is_(False)),
-        ).select_from(User)
+        ).select_from(User).where(User.id < EVAL_USER_MIN)
         async with self._db.reading() as s:
             row = (await s.execute(query)).one()
         return UserCounts(*(int(value or 0) for value in row))
@@ -357,8 +357,8 @@ class UserDirectory:
 
     async def page(self, query: str, page: int) -> UserPage:
         condition = user_filter(query)
-        counting = select(func.count()).select_from(User)
-        listing = select(User).order_by(User.last_seen_at.desc(), User.id)
+        counting = select(func.count()).select_from(User).where(User.id < EVAL_USER_MIN)
+        listing = select(User).where(User.id < EVAL_USER_MIN).order_by(User.last_seen_at.desc(), User.id)
         if condition is not None:
             counting, listing = counting.where(condition), listing.where(condition)
         async with self._db.reading() as s:

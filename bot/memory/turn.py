@@ -136,6 +136,17 @@ class TurnMemory:
         for user_id in list(self._batches):
             self._flush(user_id)
 
+    async def extract_now(self, user_id: int) -> None:
+        """Extract what waits for ``user_id`` and return when it is stored
+        (the evaluation harness, before a task's next conversation)."""
+        batch = self._batches.pop(user_id, None)
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if self._memory.user_deletions(user_id) == batch.deletions:
+            await self._extract(user_id, batch.user_name, batch.turns, batch.source_message_id)
+
     @property
     def waiting(self) -> int:
         """Users with exchanges waiting for extraction."""

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ColumnElement, String, delete, func, literal, select, update
 
 from bot.storage.db import Database
-from bot.storage.models import Broadcast, BroadcastDelivery, User, UTCDateTime
+from bot.storage.models import EVAL_USER_MIN, Broadcast, BroadcastDelivery, User, UTCDateTime
 
 DRAFT = "draft"
 RUNNING = "running"
@@ -81,7 +81,7 @@ def audience(allow_list: bool = False) -> ColumnElement[bool]:
     and are not banned. Admins are users too, so they get it as well. In
     allow-list mode, only admitted users and admins: a stranger who wrote
     once and was turned away is no audience."""
-    condition = (User.active.is_(True)) & (User.role != "banned")
+    condition = (User.active.is_(True)) & (User.role != "banned") & (User.id < EVAL_USER_MIN)
     if allow_list:
         condition = condition & ((User.allowed.is_(True)) | (User.role == "admin"))
     return condition

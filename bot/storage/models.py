@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -52,6 +53,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+# Users the evaluation harness creates (bot/eval/) take ids from here up:
+# beyond every Telegram user id handed out so far, below 2**52, where the
+# channels' chat-id arithmetic (bot/identity.py) still holds. Listings,
+# counts and broadcasts leave them out.
+EVAL_USER_MIN = 2**52 - 2**40
 
 
 class User(Base):
@@ -385,3 +393,48 @@ class ToolRound(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # /deleteme erases these too
     payload: Mapped[str] = mapped_column(Text)  # JSON: text, calls, answers
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EvalRun(Base):
+    """One run of an evaluation suite (bot/eval/): one or two variants (A,
+    and B for --config-b) of every task."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    suite: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished | failed
+    variants: Mapped[str] = mapped_column(Text)  # JSON: {"A": "what configured it", "B": ...}
+    tasks_total: Mapped[int] = mapped_column(Integer, default=0)  # tasks x variants
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EvalResult(Base):
+    """One task of a run under one variant: its verdict, every check, the
+    transcript and what it cost."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (Index("ix_eval_results_run_variant", "run_id", "variant"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    variant: Mapped[str] = mapped_column(String(1))  # A | B
+    task_id: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    checks: Mapped[str] = mapped_column(Text)  # JSON: [{"check", "passed", "detail"}]
+    transcript: Mapped[str] = mapped_column(Text)  # JSON: [{"user", "assistant"}]
+    error: Mapped[str | None] = mapped_column(String(500))  # timeout, tool-call cap, no answer
+    first_token_ms: Mapped[int | None] = mapped_column(Integer)
+    total_ms: Mapped[int] = mapped_column(Integer)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float | None] = mapped_column(Float)  # USD by MODEL_PRICES; None when unpriced
+    tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    tools: Mapped[str] = mapped_column(Text, default="[]")  # JSON: names in call order
+    model: Mapped[str | None] = mapped_column(String(128))  # the endpoint that answered last
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0)  # turns answered by a later tier
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

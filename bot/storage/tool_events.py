@@ -24,6 +24,9 @@ class ToolEventRecord:
     chat_id: int
     request_id: str | None = None
     detail: str | None = None
+    # The model's arguments, for subscribers in the process (the evaluation
+    # harness checks them); never written to the table: they are user data.
+    arguments: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class ToolEventRepository:
             return
         created = at or utcnow()
         rows = [{**asdict(event), "created_at": created} for event in events]
+        for row in rows:
+            del row["arguments"]
         async with self._db.session() as s:
             await s.execute(insert(ToolEvent), rows)
 

@@ -216,10 +216,16 @@ class ToolCallManager:
             is_async=tool.is_async,
             timeout=tool.timeout,
         )
-        self._record(ctx, tool.name, outcome.status.value, outcome.duration, None if outcome.ok else outcome.content)
+        self._record(
+            ctx, tool.name, outcome.status.value, outcome.duration, None if outcome.ok else outcome.content,
+            arguments=call.arguments,
+        )
         return outcome
 
-    def _record(self, ctx: RequestContext, tool: str, status: str, seconds: float, detail: str | None) -> None:
+    def _record(
+        self, ctx: RequestContext, tool: str, status: str, seconds: float, detail: str | None,
+        *, arguments: str | None = None,
+    ) -> None:
         if self._events is None:
             return
         self._events.record(
@@ -231,6 +237,7 @@ class ToolCallManager:
                 chat_id=ctx.chat_id,
                 request_id=ctx.request_id,
                 detail=detail[:300] if detail else None,
+                arguments=arguments,
             )
         )
 
