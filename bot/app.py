@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from datetime import time, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytz
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -53,11 +54,13 @@ from bot.channels.telegram.runtime_handlers import RuntimeCommands
 from bot.channels.telegram.stats_handlers import StatsCommands
 from bot.admin.backup import BackupConfig, BackupService
 from bot.channels.telegram.backup_handlers import BackupCommands
+from bot.channels.telegram.eval_handlers import EvalPageCommands
 from bot.context import ContextMiddleware, Redactor
 from bot.conversation import Conversation, ConversationConfig
 from bot.runtime.cpus import CpuPlan
 from bot.runtime.errorlog import ErrorReporter
 from bot.errors import ConfigError
+from bot.eval.links import EvalLinks
 from bot.runtime.events import AdminAction, BatchWriter, EventBus, Publisher, TurnFinished
 from bot.llm.service import ModelService
 from bot.memory.embedder import Embedder, EmbeddingService, load_embedder
@@ -109,6 +112,7 @@ from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
     from bot.channels.api.channel import ApiChannel
+    from bot.channels.api.eval_pages import EvalPageServices
     from bot.metrics import Metrics
     from bot.tools.mcp.servers import McpServers
     from bot.tools.mcp.views import ServerView
@@ -193,6 +197,7 @@ class Arium:
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.api_keys = ApiKeyRepository(self.db)
         self.identities = IdentityRepository(self.db)
+        self.eval_links = EvalLinks(settings.bot_data_dir.resolve())  # /eval's links to the results page
         self.messages = MessageRepository(self.db)
         admins = settings.bot_admin_ids
         if console is not None and settings.bot_console_admin:
@@ -357,12 +362,31 @@ class Arium:
                 images=ApiImages(
                     ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024), self.models.can_see
                 ),
+                eval_pages=self._eval_pages(settings),
             ),
             host=settings.api_host,
             port=settings.api_port,
             tasks=self.tasks,
         )
         self.channels.append(self.api)
+
+    def _eval_pages(self, settings: Settings) -> EvalPageServices:
+        """The evaluation results page: it reads the runs that `eval run`
+        (another process) writes to the database."""
+        from bot.channels.api.eval_pages import AdminIds, EvalPageServices
+        from bot.storage.eval_views import EvalPageQueries
+        from bot.storage.evals import EvalRepository
+
+        public = urlsplit(settings.api_public_root)
+        return EvalPageServices(
+            runs=EvalRepository(self.db),
+            queries=EvalPageQueries(self.db),
+            links=self.eval_links,
+            keys=self.api_keys,
+            is_admin=AdminIds(settings.bot_admin_ids, self.identities),
+            prefix=public.path.rstrip("/"),
+            secure_cookie=public.scheme == "https",
+        )
 
     def _build_telegram(self, settings: Settings) -> None:
         assert settings.telegram_bot_token is not None
@@ -395,6 +419,9 @@ class Arium:
                 BroadcastCommands(self.events, self.broadcaster),
                 ApiKeyCommands(self.events, self.api_keys, self.users, settings.bot_admin_ids),
                 LinkCommands(self.linker),
+                EvalPageCommands(
+                    self.events, self.eval_links, settings.api_public_root if settings.api_enabled else None
+                ),
             ],
             voice=self._voice_settings(settings),
         )

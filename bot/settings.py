@@ -300,6 +300,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     api_max_body_kb: int = Field(default=1024, ge=1)
+    # Where a browser reaches the API (a proxy's address, say): the root of
+    # the eval results page's links that /eval sends. Unset: API_HOST:API_PORT.
+    api_public_url: str | None = None
     # Long-term memory and history summaries.
     bot_memory_max_per_user: int = Field(default=10_000, ge=1)
     bot_memory_recall_k: int = Field(default=8, ge=0, le=50)
@@ -533,6 +536,15 @@ class Settings(BaseSettings):
                 raise ValueError("BOT_ADMIN_IDS must be comma-separated numeric Telegram user ids") from None
         return value
 
+    @field_validator("api_public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
+            raise ValueError("API_PUBLIC_URL must be an http:// or https:// address, e.g. https://bot.example.com")
+        return value.strip()
+
     @field_validator("bot_vision_models", mode="before")
     @classmethod
     def _parse_vision_models(cls, value: Any) -> Any:
@@ -626,6 +638,16 @@ class Settings(BaseSettings):
         for server in self.mcp.servers.values():
             values += [*server.env.values(), *server.headers.values()]
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+    @property
+    def api_public_root(self) -> str:
+        """The root of links to the HTTP server, without a trailing slash."""
+        if self.api_public_url:
+            return self.api_public_url.rstrip("/")
+        # A wildcard address is where the server listens, not where a browser can go.
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        return f"http://{host}:{self.api_port}"
 
     def console_user_id(self) -> int:
         if self.bot_console_user_id is not None:

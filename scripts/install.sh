@@ -16,6 +16,24 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 
+# The browser test of the eval results page drives Debian's chromium through
+# Playwright (whose own browser download cannot be used offline). Checked
+# before the up-to-date stamp: the package can be missing on a machine whose
+# virtualenv is current.
+if [ -n "$extras" ] && [ ! -x /usr/bin/chromium ]; then
+    if ! command -v apt-get >/dev/null; then
+        echo "install.sh: /usr/bin/chromium is missing and apt-get is not available; install chromium by hand" >&2
+        exit 1
+    fi
+    echo "Installing Debian's chromium (for the browser tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine has no package lists yet; refresh them only then.
+    if ! apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; then
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    fi
+fi
+
 stamp="$venv/.arium-installed$extras"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$want" ]; }

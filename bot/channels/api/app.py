@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.channels.api.eval_pages import EvalPageServices, eval_router
 from bot.channels.inbound import Arrival, InboundPath
 from bot.context import ChatType, RequestContext
 from bot.conversation import TurnResult
@@ -67,6 +68,7 @@ class ApiServices:
     linker: Linker
     max_body_bytes: int = 1_000_000
     images: ApiImages | None = None
+    eval_pages: EvalPageServices | None = None  # the evaluation results page (/eval)
 
 
 class ApiError(Exception):
@@ -334,6 +336,9 @@ def build_api(services: ApiServices) -> FastAPI:
     api.state.services = services
     _install_error_handlers(api)
     api.add_middleware(BodyLimit, limit=services.max_body_bytes)  # type: ignore[arg-type]
+
+    if services.eval_pages is not None:
+        api.include_router(eval_router(services.eval_pages))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

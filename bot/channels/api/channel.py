@@ -62,6 +62,8 @@ class ApiChannel(Channel):
     async def stop(self, timeout: float) -> None:
         if self._serving is None:
             return
+        # Open event streams (the eval page's live progress) end at their next poll.
+        self.app.state.stopping = True
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self._serving), timeout)
