@@ -81,7 +81,7 @@ def _apikey(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from bot.app import check_database_url
+    from bot.storage.db import check_database_url
     from bot.storage.db import Database
 
     check_database_url(settings.effective_database_url)

@@ -73,7 +73,7 @@ def describe(record: ApiKeyRecord) -> str:
 async def run_apikey_command(
     settings: Settings, action: str, *, name: str | None, user_id: int | None, out: Callable[[str], None]
 ) -> int:
-    from bot.app import check_database_url
+    from bot.storage.db import check_database_url
 
     check_database_url(settings.effective_database_url)
     db = Database(settings.effective_database_url)

@@ -15,8 +15,6 @@ from urllib.parse import urlsplit
 import pytz
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
 from bot.admin.tools import ToolControl
@@ -87,7 +85,7 @@ from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
-from bot.storage.db import Database
+from bot.storage.db import Database, check_database_url
 from bot.storage.identities import IdentityRepository
 from bot.storage.tool_rounds import ToolRoundRepository
 from bot.storage.invites import InviteRepository
@@ -121,22 +119,6 @@ log = logging.getLogger(__name__)
 
 REMINDER_HINTS = {"en": "⏳ working on your reminders…", "ru": "⏳ занимаюсь напоминаниями…"}
 MEMORY_HINTS = {"en": "⏳ checking my memory…", "ru": "⏳ вспоминаю…"}
-
-ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-
-
-def check_database_url(url: str) -> None:
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
-    backend, driver = parsed.get_backend_name(), parsed.drivername
-    expected = ASYNC_DRIVERS.get(backend)
-    if expected is None:
-        raise ConfigError(f"DATABASE_URL: unsupported database {backend!r} (use SQLite or PostgreSQL)")
-    if driver != expected:
-        raise ConfigError(f"DATABASE_URL must use the async driver: write '{expected}://...' instead of '{driver}://...'")
-
 
 def check_run_settings(settings: Settings, *, telegram: bool = True) -> None:
     """``telegram``: the Telegram channel will run (it needs its token)."""

@@ -157,7 +157,7 @@ async def _disk(settings: Settings) -> str:
 
 
 async def _database(settings: Settings) -> str:
-    from bot.app import check_database_url
+    from bot.storage.db import check_database_url
     from bot.storage.db import Database
 
     check_database_url(settings.effective_database_url)

@@ -23,7 +23,7 @@ from tests.conftest import BotFactory, eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import cli
+from tests.test_operations import FAKE_EMBEDDINGS, cli
 
 ADMIN = 555
 USER = 1001
@@ -327,6 +327,7 @@ async def test_start_sh_foreground_names_the_bot_in_the_pid_file(tmp_path: Path)
         env = clean_env(
             tmp_path, TELEGRAM_BOT_TOKEN=tg.TOKEN, TELEGRAM_API_URL=tg.url, BOT_MODELS="openai:gpt-4o-mini",
             OPENAI_API_KEY="test-key", OPENAI_BASE_URL=model.openai_base_url, BOT_POLL_TIMEOUT="1",
+            EMBEDDING_MODEL=FAKE_EMBEDDINGS,
         )
         process = await asyncio.create_subprocess_exec(
             "bash", str(REPO / "scripts" / "start.sh"), "--foreground", cwd=REPO, env=env,

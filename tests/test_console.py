@@ -24,7 +24,7 @@ from tests.conftest import BotFactory, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import REPO, clean_env
+from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
 
 OWNER = 4242
 
@@ -33,7 +33,8 @@ def console_env(tmp_path: Path, model: FakeModelServer, **env: str) -> dict[str,
     """A fresh shell's environment with only a model key: what a new user has."""
     return clean_env(
         tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
-        OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false", **env,
+        OPENAI_BASE_URL=model.openai_base_url, BOT_MEMORY_EXTRACTION="false",
+        EMBEDDING_MODEL=FAKE_EMBEDDINGS, **env,
     )
 
 

@@ -174,6 +174,9 @@ async def eval_cli(tmp_path: Path, model: FakeModelServer, *args: str) -> tuple[
     env = clean_env(
         tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
         OPENAI_BASE_URL=model.openai_base_url, HF_HUB_OFFLINE="1",
+        # Embeddings from the fake server too: a fresh process would otherwise
+        # spend seconds loading (or first exporting) the local model.
+        EMBEDDING_MODEL="openai:text-embedding-3-small",
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "eval", *args, cwd=tmp_path, env=env,
@@ -200,9 +203,7 @@ async def test_the_command_line_runs_exports_and_fails_on_a_regression(
     assert sorted((r["task_id"], r["variant"], r["passed"]) for r in rows) == [
         ("greet", "A", True), ("greet-wrong", "A", False), ("math", "A", True), ("math-missed", "A", False),
     ]
-    model.responder = lambda request: Reply(text="I don't know.")  # a worse assistant
-    code, out, err = await eval_cli(tmp_path, model, "run", str(suite))
-    worse = out.strip().splitlines()[-1]
+    worse = await store_worse_run(tmp_path / "data" / "arium.db", base)
     code, out, err = await eval_cli(tmp_path, model, "compare", base, worse)
     assert code == 1, out + err  # success fell from 50% to 0%
     assert "❌" in out
@@ -210,6 +211,27 @@ async def test_the_command_line_runs_exports_and_fails_on_a_regression(
     assert code == 0, out + err
     code, out, err = await eval_cli(tmp_path, model, "export", "nosuchrun", "--format", "csv", "--out", str(tmp_path / "x.csv"))
     assert code == 2 and "no evaluation run 'nosuchrun'" in err and "Traceback" not in err
+
+
+async def store_worse_run(database: Path, base: str) -> str:
+    """The base run again with every task failed: a worse assistant, written
+    straight into the database (a second `eval run` would only cost time)."""
+    from dataclasses import replace
+
+    from bot.storage.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{database}")
+    try:
+        evals = EvalRepository(db)
+        record = await evals.run(base)
+        assert record is not None
+        await evals.start_run("worse", record.suite, "worse", record.variants, len(record.results), 1)
+        for result in record.results:
+            await evals.add_result("worse", replace(result, passed=False))
+        await evals.finish_run("worse")
+    finally:
+        await db.dispose()
+    return "worse"
 
 
 async def test_a_suite_with_a_mistake_is_refused_in_one_line(tmp_path: Path, model: FakeModelServer) -> None:

@@ -17,6 +17,12 @@ from tests.fakes.telegram_server import FakeTelegram
 REPO = Path(__file__).resolve().parents[1]
 
 
+# For bots started as processes by tests that are not about memory: embeddings
+# from the fake model server, so a fresh process does not spend seconds of
+# both cores loading (or first exporting) the local embedding model.
+FAKE_EMBEDDINGS = "openai:text-embedding-3-small"
+
+
 def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
     """The environment of a fresh shell: no Arium settings but the ones given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TELEGRAM_", "MISTRAL_", "OPENAI_", "DATABASE_"))}
@@ -93,6 +99,7 @@ async def test_start_and_stop_scripts_run_the_bot_in_the_background(tmp_path: Pa
             OPENAI_API_KEY="test-key",
             OPENAI_BASE_URL=model.openai_base_url,
             BOT_POLL_TIMEOUT="1",
+            EMBEDDING_MODEL=FAKE_EMBEDDINGS,
         )
         code, output = await run_script("start.sh", env)
         assert code == 0, output

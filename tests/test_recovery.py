@@ -23,7 +23,7 @@ from tests.test_memory_e2e import Brain, facts, requests_of, settle
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import REPO, clean_env
+from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
 
 CHAT = 1001
 REMINDER = "Remind me to call mom tomorrow at 9"
@@ -44,7 +44,8 @@ async def bot_process(tmp_path: Path, tg: FakeTelegram, model: FakeModelServer) 
             env=clean_env(
                 tmp_path, PYTHONPATH=str(REPO), TELEGRAM_BOT_TOKEN=tg.TOKEN, TELEGRAM_API_URL=tg.url,
                 BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key", OPENAI_BASE_URL=model.openai_base_url,
-                BOT_POLL_TIMEOUT="1", BOT_MEMORY_EXTRACTION="false", BOT_ADMIN_IDS="", **env,
+                BOT_POLL_TIMEOUT="1", BOT_MEMORY_EXTRACTION="false", BOT_ADMIN_IDS="",
+                EMBEDDING_MODEL=FAKE_EMBEDDINGS, **env,
             ),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )

@@ -16,10 +16,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.errors import StorageError
+from bot.errors import ConfigError, StorageError
 from bot.storage import sqlite_driver
 
 log = logging.getLogger(__name__)
@@ -138,3 +138,21 @@ def _pending_revisions(connection: Connection) -> list[str]:
             break
         pending.append(rev.revision)
     return pending if current != set(script.get_heads()) else []
+
+
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def check_database_url(url: str) -> None:
+    """A URL SQLAlchemy can read, of a database we support, with its async
+    driver; ConfigError naming the fix otherwise."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
+    backend, driver = parsed.get_backend_name(), parsed.drivername
+    expected = ASYNC_DRIVERS.get(backend)
+    if expected is None:
+        raise ConfigError(f"DATABASE_URL: unsupported database {backend!r} (use SQLite or PostgreSQL)")
+    if driver != expected:
+        raise ConfigError(f"DATABASE_URL must use the async driver: write '{expected}://...' instead of '{driver}://...'")
