@@ -120,6 +120,11 @@ log = logging.getLogger(__name__)
 REMINDER_HINTS = {"en": "⏳ working on your reminders…", "ru": "⏳ занимаюсь напоминаниями…"}
 MEMORY_HINTS = {"en": "⏳ checking my memory…", "ru": "⏳ вспоминаю…"}
 
+def image_limits(settings: Settings) -> ImageLimits:
+    """How large a photo may be when it goes to a model (Telegram and the API alike)."""
+    return ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024)
+
+
 def check_run_settings(settings: Settings, *, telegram: bool = True) -> None:
     """``telegram``: the Telegram channel will run (it needs its token)."""
     missing = settings.missing_for_run(telegram=telegram)
@@ -341,9 +346,7 @@ class Arium:
                 metrics=self.metrics,
                 linker=self.linker,
                 max_body_bytes=settings.api_max_body_kb * 1024,
-                images=ApiImages(
-                    ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024), self.models.can_see
-                ),
+                images=ApiImages(image_limits(settings), self.models.can_see),
                 eval_pages=self._eval_pages(settings),
             ),
             host=settings.api_host,
@@ -388,9 +391,7 @@ class Arium:
             inbound=self.inbound,
             tasks=self.tasks,
             documents=self.documents,
-            photos=PhotoSettings(
-                ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024), self.models.can_see
-            ),
+            photos=PhotoSettings(image_limits(settings), self.models.can_see),
             features=[
                 ReminderHandlers(self.reminders),
                 MemoryCommands(self.memory, self.userdata),
