@@ -101,21 +101,11 @@ class OpenAIProvider(Provider):
         yield Completion("".join(text), tool_calls, usage, finish, model)
 
     def _translate(self, exc: Exception) -> ModelError | None:
-        if isinstance(exc, openai.APIStatusError):
-            return classify_status(
-                exc.status_code,
-                _error_text(exc),
-                endpoint=self.endpoint,
-                retry_after=parse_retry_after(exc.response.headers.get("retry-after")),
-            )
-        if isinstance(exc, openai.APIConnectionError) and _never_connected(exc):
-            return ModelConnectError(f"{self.endpoint}: cannot connect", endpoint=self.endpoint)
-        if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx2.HTTPError)):
-            return ModelTransientError(f"{self.endpoint}: {exc.__class__.__name__}", endpoint=self.endpoint)
+        error = translate_openai_error(exc, self.endpoint)
         # The SDK does not wrap a malformed SSE chunk: json raises straight through.
-        if isinstance(exc, (json.JSONDecodeError, ValueError, KeyError)):
+        if error is None and isinstance(exc, (json.JSONDecodeError, ValueError, KeyError)):
             return ModelTransientError(f"{self.endpoint}: malformed response", endpoint=self.endpoint)
-        return None
+        return error
 
     async def list_models(self) -> list[str]:
         try:
@@ -138,6 +128,25 @@ def _add_tool_call_piece(calls: dict[int, _ToolCallParts], piece: dict[str, Any]
     parts.name = function.get("name") or parts.name
     if function.get("arguments"):
         parts.arguments.append(function["arguments"])
+
+
+def translate_openai_error(exc: Exception, endpoint: str, *, secret: str | None = None) -> ModelError | None:
+    """Our error for what the openai SDK raised (chat and transcription
+    alike); None for anything that is not the endpoint's fault. ``secret``
+    is masked in the server's message: some servers echo the key they got."""
+    if isinstance(exc, openai.APIStatusError):
+        message = _error_text(exc)
+        if secret:
+            message = message.replace(secret, "***")
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        return classify_status(exc.status_code, message, endpoint=endpoint, retry_after=retry_after)
+    if isinstance(exc, openai.APITimeoutError):  # before its base class, APIConnectionError
+        return ModelTransientError(f"{endpoint}: timed out", endpoint=endpoint)
+    if isinstance(exc, openai.APIConnectionError) and _never_connected(exc):
+        return ModelConnectError(f"{endpoint}: cannot connect", endpoint=endpoint)
+    if isinstance(exc, (openai.APIConnectionError, openai.APIError, httpx2.HTTPError)):
+        return ModelTransientError(f"{endpoint}: {exc.__class__.__name__}", endpoint=endpoint)
+    return None
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

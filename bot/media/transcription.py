@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import httpx2
-import openai
-from openai import AsyncOpenAI
-
-from bot.errors import ModelConnectError, ModelError, ModelTransientError, TranscriptionFailed
-from bot.llm.base import classify_status, display_url, parse_retry_after
+from bot.errors import ModelError, ModelTransientError, TranscriptionFailed
+from bot.llm.base import display_url
 
 if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,6 +121,11 @@ class Transcriber:
     ) -> None:
         if not endpoints:
             raise ValueError("a Transcriber needs at least one endpoint")
+        # The SDK is imported here, not with the module: a bot without
+        # TRANSCRIPTION_MODEL (or with Mistral only) never pays for it at start.
+        import httpx2
+        from openai import AsyncOpenAI
+
         self.endpoints = tuple(endpoints)
         # A connect timeout of its own: an endpoint that is down should hand
         # over to the next in seconds, not after the whole transcription budget.
@@ -163,7 +166,10 @@ class Transcriber:
                 model=endpoint.model, file=(clip.file_name, clip.data, clip.mime_type), **options
             )
         except Exception as exc:
-            error = translate_error(exc, endpoint)
+            from bot.llm.openai_provider import translate_openai_error
+
+            secret = endpoint.api_key if endpoint.api_key != NO_KEY else None
+            error = translate_openai_error(exc, endpoint.name, secret=secret)
             if error is None:
                 raise
             raise error from exc
@@ -172,33 +178,6 @@ class Transcriber:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.close()
-
-
-def translate_error(exc: Exception, endpoint: TranscriptionEndpoint) -> ModelError | None:
-    """Our error for what the SDK raised; None for anything that is not the
-    endpoint's fault (a bug of ours should surface as itself)."""
-    name = endpoint.name
-    if isinstance(exc, openai.APIStatusError):
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
-        return classify_status(exc.status_code, _server_message(exc, endpoint), endpoint=name, retry_after=retry_after)
-    if isinstance(exc, openai.APITimeoutError):  # before its base class, APIConnectionError
-        return ModelTransientError(f"{name}: timed out", endpoint=name)
-    if isinstance(exc, openai.APIConnectionError):
-        return ModelConnectError(f"{name}: cannot connect", endpoint=name)
-    if isinstance(exc, (openai.APIError, httpx2.HTTPError)):
-        return ModelTransientError(f"{name}: {exc.__class__.__name__}", endpoint=name)
-    return None
-
-
-def _server_message(exc: openai.APIStatusError, endpoint: TranscriptionEndpoint) -> str:
-    """The server's explanation, which our error quotes; some servers echo
-    the key they were given, so it is masked before it can reach a log."""
-    body = exc.body
-    code = str(body.get("code") or "") if isinstance(body, dict) else ""
-    message = f"{code} {exc.message}".strip()
-    if endpoint.api_key and endpoint.api_key != NO_KEY:
-        message = message.replace(endpoint.api_key, "***")
-    return message
 
 
 def _text_of(result: object, endpoint: TranscriptionEndpoint) -> str:
