@@ -154,7 +154,9 @@ def summary(record: Any) -> str:
 # export, compare, report --------------------------------------------------------------
 
 
-async def _load(settings: Settings, *run_ids: str) -> list[Any]:
+async def _load(settings: Settings, *run_ids: str, with_history: bool = False) -> tuple[list[Any], list[Any]]:
+    """The runs named, with their results; and, for ``with_history`` (the
+    report), the earlier runs of the last one's suite, oldest first."""
     from bot.storage.db import Database
     from bot.storage.evals import EvalRepository
 
@@ -163,8 +165,11 @@ async def _load(settings: Settings, *run_ids: str) -> list[Any]:
         await db.migrate()
         repository = EvalRepository(db)
         records = [await repository.run(run_id) for run_id in run_ids]
+        for run_id, record in zip(run_ids, records):
+            if record is None:
+                raise ConfigError(f"no evaluation run {run_id!r} (python -m bot eval run prints the id)")
         history: list[Any] = []
-        if records and records[-1] is not None:
+        if with_history:
             last = records[-1]
             earlier = [
                 r for r in await repository.runs(limit=50) if r.suite == last.suite and r.started_at <= last.started_at
@@ -172,16 +177,13 @@ async def _load(settings: Settings, *run_ids: str) -> list[Any]:
             history = [await repository.run(r.id) for r in reversed(earlier)]
     finally:
         await db.dispose()
-    for run_id, record in zip(run_ids, records):
-        if record is None:
-            raise ConfigError(f"no evaluation run {run_id!r} (python -m bot eval run prints the id)")
-    return [*records, [h for h in history if h is not None]]
+    return records, [h for h in history if h is not None]
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.eval.export import export_run
 
-    record, _ = await _load(settings, args.run_id)
+    [record], _ = await _load(settings, args.run_id)
     rows = export_run(record, args.format, args.out)
     print(f"{rows} task results written to {args.out}")
     return 0
@@ -190,7 +192,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
 async def _compare(settings: Settings, args: argparse.Namespace) -> int:
     from bot.eval.compare import Thresholds, compare
 
-    base, run, _ = await _load(settings, args.base, args.run)
+    [base, run], _ = await _load(settings, args.base, args.run)
     thresholds = Thresholds(
         success_drop=args.max_success_drop, latency_rise=args.max_latency_rise,
         tokens_rise=args.max_tokens_rise, cost_rise=args.max_cost_rise,
@@ -203,7 +205,7 @@ async def _compare(settings: Settings, args: argparse.Namespace) -> int:
 async def _report(settings: Settings, args: argparse.Namespace) -> int:
     from bot.eval.report import write_report
 
-    record, history = await _load(settings, args.run_id)
+    [record], history = await _load(settings, args.run_id, with_history=True)
     written = write_report(record, args.out, history)
     for path in written:
         print(path)
