@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from telegram import Message, PhotoSize, Update
+from telegram import Document, Message, PhotoSize, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
@@ -63,7 +63,9 @@ class PhotoIntake:
             return
         await self._answer(update, context, message, message.document)
 
-    async def _answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE, message: Message, file: object) -> None:
+    async def _answer(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, message: Message, file: PhotoSize | Document
+    ) -> None:
         ctx = await self._inbound.gate(update)
         if ctx is None:
             return
@@ -83,13 +85,14 @@ class PhotoIntake:
         await self._inbound.answer(update, context.bot, ctx, caption, images=(image,))
 
     @staticmethod
-    async def _download(update: Update, message: Message, file: object, ctx: RequestContext) -> bytes | None:
-        size = getattr(file, "file_size", None)
-        if size and size > DOWNLOAD_LIMIT:
+    async def _download(
+        update: Update, message: Message, file: PhotoSize | Document, ctx: RequestContext
+    ) -> bytes | None:
+        if file.file_size and file.file_size > DOWNLOAD_LIMIT:
             await reply(update, t("photo_unreadable", ctx.language))
             return None
         try:
-            handle = await file.get_file()  # type: ignore[attr-defined]
+            handle = await file.get_file()
             return bytes(await handle.download_as_bytearray())
         except TelegramError as exc:
             log.warning("could not download a photo in chat %s: %s", message.chat.id, exc)
