@@ -20,8 +20,8 @@ after a few, nothing."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
@@ -230,7 +230,7 @@ class McpServer:
         return Tool(
             name=name,
             description=description_of(remote, self.name),
-            func=self._caller(remote.name),
+            func=functools.partial(self.call, remote.name),  # the registry adds (ctx, arguments)
             arguments=_NoArguments,
             injected={},
             is_async=True,
@@ -247,12 +247,6 @@ class McpServer:
         self._attached = {}
 
     # Calls ---------------------------------------------------------------------
-
-    def _caller(self, remote_name: str) -> Callable[[RequestContext, dict[str, Any]], Any]:
-        async def call(ctx: RequestContext, arguments: dict[str, Any]) -> str:
-            return await self.call(remote_name, ctx, arguments)
-
-        return call
 
     async def call(self, remote_name: str, ctx: RequestContext, arguments: dict[str, Any]) -> str:
         client = self._client
