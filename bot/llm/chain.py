@@ -239,11 +239,12 @@ class FallbackChain:
     def _plan_for(self, request: ChatRequest) -> Sequence[Tier]:
         """The enabled tiers; for a request with images, only their endpoints
         that can see (the others would refuse the images or ignore them)."""
+        plan = _preferred_first(self._plan, request.prefer_tier)
         if not request.has_images:
-            return self._plan
+            return plan
         seeing = [
             Tier(tier.name, [e for e in tier.endpoints if e.vision], tier.context_window, key=tier.key)
-            for tier in self._plan
+            for tier in plan
             if any(e.vision for e in tier.endpoints)
         ]
         if not seeing:
@@ -470,6 +471,15 @@ class FallbackChain:
 # Answers about the request, not the endpoint: the server is up and refused
 # this payload (or its size), and would serve the next one.
 REQUEST_REFUSALS: tuple[type[ModelError], ...] = (ModelBadRequest, ContextLengthError)
+
+
+def _preferred_first(plan: tuple[Tier, ...], name: str | None) -> Sequence[Tier]:
+    """The enabled tiers with the one named ``name`` first (an agent's model);
+    unchanged when there is none by that name or it is disabled."""
+    if name is None or not plan or plan[0].name == name:
+        return plan
+    first = [tier for tier in plan if tier.name == name]
+    return [*first, *(tier for tier in plan if tier.name != name)] if first else plan
 
 
 def is_outage(failures: Sequence[ModelError]) -> bool:

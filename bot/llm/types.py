@@ -85,6 +85,9 @@ class ChatRequest:
     tool_choice: Literal["auto", "none"] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # The tier (by name) to ask first: an agent's own model; the other enabled
+    # tiers stay its fallbacks. Not sent to any model.
+    prefer_tier: str | None = None
 
     @property
     def has_images(self) -> bool:

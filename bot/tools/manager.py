@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot.context import ChatType, RequestContext
@@ -21,8 +22,8 @@ from bot.i18n import t
 from bot.llm.types import ChatMessage, ChatRequest, Completion, StreamEvent, ToolCall, Usage
 from bot.storage.tool_events import ToolEventRecord
 from bot.storage.tool_rounds import RecordedRound
-from bot.tools.executor import ToolExecutor, ToolOutcome, ToolStatus, error_content
-from bot.tools.registry import InvalidArguments, ToolRegistry, parse_arguments
+from bot.tools.executor import ToolExecutor, ToolOutcome, ToolStatus, error_content, render_result
+from bot.tools.registry import InvalidArguments, Tool, ToolRegistry, parse_arguments
 from bot.tools.strings import HINT_PREFIX
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,51 @@ class ToolLoopConfig:
 TurnEvent = StreamEvent | ToolsRunning
 
 
+class CallBudget:
+    """A cap on the tool calls of one request and its end in time, shared by
+    an orchestrated turn and every step it delegates (a plan cannot loop)."""
+
+    def __init__(self, max_calls: int, seconds: float) -> None:
+        self.max_calls = max_calls
+        self.used = 0
+        self.deadline = time.monotonic() + seconds
+
+    def take(self) -> bool:
+        """Count one call; False once the cap is reached (the call is not made)."""
+        if self.used >= self.max_calls:
+            return False
+        self.used += 1
+        return True
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+@dataclass(frozen=True)
+class ToolScope:
+    """Which tools one turn may use (an agent's): ``allow`` filters the
+    registry's, ``extra`` adds tools of this turn alone (an orchestrator's
+    create_plan and delegate, which run on the loop, not in the executor),
+    and ``budget`` caps the calls."""
+
+    allow: Callable[[Tool], bool] | None = None
+    extra: Mapping[str, Tool] = field(default_factory=dict)
+    budget: CallBudget | None = None
+
+    def offered(self, registry: ToolRegistry, ctx: RequestContext) -> list[Tool]:
+        tools = [tool for tool in registry.visible(ctx) if self.allow is None or self.allow(tool)]
+        return [*tools, *self.extra.values()]
+
+    def find(self, registry: ToolRegistry, name: str) -> Tool | None:
+        if name in self.extra:
+            return self.extra[name]
+        tool = registry.get(name)
+        return tool if tool is not None and (self.allow is None or self.allow(tool)) else None
+
+
+EVERY_TOOL = ToolScope()
+
+
 class ToolCallManager:
     def __init__(
         self,
@@ -89,8 +135,11 @@ class ToolCallManager:
         self._journal = journal
         self._journaled: set[str] = set()  # request ids with rounds to forget when the turn ends
 
-    async def stream(self, ctx: RequestContext, request: ChatRequest) -> AsyncIterator[TurnEvent]:
-        specs = self._registry.specs_for(ctx)
+    async def stream(
+        self, ctx: RequestContext, request: ChatRequest, scope: ToolScope = EVERY_TOOL
+    ) -> AsyncIterator[TurnEvent]:
+        """The turn's events; ``scope`` says which tools it may use (default: every tool the user may use)."""
+        specs = tuple(tool.spec() for tool in scope.offered(self._registry, ctx))
         if not specs:
             async for event in self._models.stream(request):
                 yield event
@@ -124,8 +173,10 @@ class ToolCallManager:
                 text = completion.text or t("tools_round_limit", ctx.language)
                 yield replace(completion, text=text, tool_calls=(), usage=usage, finish_reason="round_limit")
                 return
-            yield ToolsRunning(self._hint(ctx, completion.tool_calls), tuple(c.name for c in completion.tool_calls))
-            answers = await self.run_calls(ctx, completion.tool_calls, results)
+            yield ToolsRunning(
+                self._hint(ctx, completion.tool_calls, scope), tuple(c.name for c in completion.tool_calls)
+            )
+            answers = await self.run_calls(ctx, completion.tool_calls, results, scope)
             await self._keep(ctx, RecordedRound(completion.text, completion.tool_calls, tuple(answers)))
             messages.append(ChatMessage("assistant", completion.text, tool_calls=completion.tool_calls))
             messages.extend(
@@ -170,7 +221,11 @@ class ToolCallManager:
                 log.warning("could not forget the tool rounds of %s: %s", ctx.request_id, exc)
 
     async def run_calls(
-        self, ctx: RequestContext, calls: tuple[ToolCall, ...], results: dict[str, ToolOutcome]
+        self,
+        ctx: RequestContext,
+        calls: tuple[ToolCall, ...],
+        results: dict[str, ToolOutcome],
+        scope: ToolScope = EVERY_TOOL,
     ) -> list[str]:
         """One answer per call, in order. New distinct calls run in parallel;
         a call identical to one already made in this turn reuses its result."""
@@ -179,25 +234,31 @@ class ToolCallManager:
         for key, call in zip(keys, calls):
             if key not in results and key not in fresh:
                 fresh[key] = call
-        outcomes = await asyncio.gather(*(self._answer(ctx, call) for call in fresh.values()))
+        outcomes = await asyncio.gather(*(self._answer(ctx, call, scope) for call in fresh.values()))
         results.update(zip(fresh, outcomes))
-        return [self._fit(results[key].content) for key in keys]
+        # A plan's results are already cut per step (bot/agents/orchestrator.py):
+        # the orchestrator composes its answer from all of them.
+        return [
+            results[key].content if call.name in scope.extra else self._fit(results[key].content)
+            for key, call in zip(keys, calls)
+        ]
 
-    async def _answer(self, ctx: RequestContext, call: ToolCall) -> ToolOutcome:
+    async def _answer(self, ctx: RequestContext, call: ToolCall, scope: ToolScope) -> ToolOutcome:
         """Every call id must get a result, whatever goes wrong on our side."""
         try:
-            return await self._run_one(ctx, call)
+            return await self._run_one(ctx, call, scope)
         except Exception:
             log.exception("tool call %s could not be run", call.name)
             return ToolOutcome(ToolStatus.ERROR, error_content("error", "the tool could not be run"))
 
-    async def _run_one(self, ctx: RequestContext, call: ToolCall) -> ToolOutcome:
-        tool = self._registry.get(call.name)
+    async def _run_one(self, ctx: RequestContext, call: ToolCall, scope: ToolScope) -> ToolOutcome:
+        tool = scope.find(self._registry, call.name)
         if tool is None or not tool.visible_to(ctx):
-            # A hidden tool answers exactly like a missing one: no existence leak.
-            status = "denied" if tool is not None else ToolStatus.UNKNOWN.value
+            # A hidden tool (or one outside this agent's list) answers exactly
+            # like a missing one: no existence leak.
+            status = "denied" if tool is not None or self._registry.get(call.name) else ToolStatus.UNKNOWN.value
             self._record(ctx, call.name, status, 0.0, None)
-            names = ", ".join(t.name for t in self._registry.visible(ctx))
+            names = ", ".join(t.name for t in scope.offered(self._registry, ctx))
             return ToolOutcome(
                 ToolStatus.UNKNOWN, error_content("unknown_tool", f"there is no tool {call.name!r}; tools: {names}")
             )
@@ -209,13 +270,22 @@ class ToolCallManager:
                 ToolStatus.INVALID,
                 error_content("invalid_arguments", f"{exc}. Fix the arguments and call {tool.name} again."),
             )
-        outcome = await self._executor.run(
-            tool.name,
-            ctx.user_id,
-            self._registry.bind(tool, ctx, arguments),
-            is_async=tool.is_async,
-            timeout=tool.timeout,
-        )
+        if scope.budget is not None and not scope.budget.take():
+            self._record(ctx, tool.name, "capped", 0.0, None)
+            return ToolOutcome(
+                ToolStatus.BUSY,
+                error_content("call_limit", "this request has used all its tool calls; answer with what you have"),
+            )
+        if tool.name in scope.extra:
+            outcome = await _run_turn_tool(tool, ctx, arguments)
+        else:
+            outcome = await self._executor.run(
+                tool.name,
+                ctx.user_id,
+                self._registry.bind(tool, ctx, arguments),
+                is_async=tool.is_async,
+                timeout=tool.timeout,
+            )
         self._record(
             ctx, tool.name, outcome.status.value, outcome.duration, None if outcome.ok else outcome.content,
             arguments=call.arguments,
@@ -247,15 +317,30 @@ class ToolCallManager:
             return content
         return f"{content[:budget]}\n[truncated: {len(content) - budget} more characters not shown]"
 
-    def _hint(self, ctx: RequestContext, calls: tuple[ToolCall, ...]) -> str:
+    def _hint(self, ctx: RequestContext, calls: tuple[ToolCall, ...], scope: ToolScope) -> str:
         hints: list[str] = []
         for call in calls:
-            tool = self._registry.get(call.name)
+            tool = scope.find(self._registry, call.name)
             hint = tool.hint(ctx.language) if tool is not None and tool.visible_to(ctx) else None
             hint = hint or t("tools_working", ctx.language)
             if hint not in hints:
                 hints.append(hint)
         return HINT_PREFIX + ", ".join(hints[:MAX_HINTS])
+
+
+async def _run_turn_tool(tool: Tool, ctx: RequestContext, arguments: dict[str, object]) -> ToolOutcome:
+    """A tool of the turn itself (an orchestrator's): our own async code that
+    runs other tools through the executor, so it must not hold one of the
+    user's executor slots while it waits for them."""
+    started = time.monotonic()
+    try:
+        value = await asyncio.wait_for(tool.func(ctx, arguments), tool.timeout)
+    except TimeoutError:
+        return ToolOutcome(ToolStatus.TIMEOUT, error_content("timeout", "the step ran out of time"))
+    except Exception:
+        log.exception("turn tool %s failed", tool.name)
+        return ToolOutcome(ToolStatus.ERROR, error_content("error", "the tool could not be run"))
+    return ToolOutcome(ToolStatus.OK, render_result(value), time.monotonic() - started)
 
 
 def _call_key(call: ToolCall) -> str:
