@@ -390,3 +390,53 @@ async def test_the_eval_migration_keeps_the_rows_of_the_previous_head(database_u
         assert "eval_runs" not in tables and "eval_results" not in tables and "messages" in tables
     finally:
         await db.dispose()
+
+
+async def test_the_agents_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0011 (before agents) with a user, a chat, a message and
+    a runtime setting upgrades to head with all of them intact; pins, agent
+    turns and plans can then be stored and read back, and the downgrade
+    removes only the agents' tables."""
+    from datetime import datetime, timedelta, timezone
+
+    from alembic import command
+
+    from bot.storage.agents import AgentRepository, AgentTurnRecord
+    from bot.storage.db import alembic_config
+
+    db = await at_revision(database_url, "0011_eval")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), chat_row(42, "private"),
+            "INSERT INTO conversations (id, chat_id, started_at) VALUES (1, 42, '2026-12-01 10:00:00')",
+            "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
+            "created_at) VALUES (1, 42, 42, 'user', 'hello', 1, 'answered', 'req1', '2026-12-01 10:00:00')",
+            "INSERT INTO runtime_settings (key, value, updated_at) VALUES ('tools_off', '[]', '2026-12-01 10:00:00')",
+        )
+        await db.migrate()
+        assert await db.pending_migrations() == []
+        async with db.engine.connect() as conn:
+            kept = (await conn.exec_driver_sql("SELECT content FROM messages WHERE user_id = 42")).scalars().all()
+            settings = (await conn.exec_driver_sql("SELECT key FROM runtime_settings")).scalars().all()
+        assert (list(kept), list(settings)) == (["hello"], ["tools_off"])
+        agents = AgentRepository(db)
+        await agents.pin(42, "coder", by=42)
+        await agents.pin(42, "travel", by=42)  # a second pin replaces the first
+        assert await agents.pins() == {42: "travel"}
+        await agents.add_turns(
+            [AgentTurnRecord("req1", 42, 42, "coder", "rule", False, "complete", 1200, 30, 10, "t/openai:m")]
+        )
+        [usage] = await agents.usage_since(datetime.now(timezone.utc) - timedelta(minutes=1))
+        assert (usage.agent, usage.turns, usage.latency_ms_total, usage.tokens_in) == ("coder", 1, 1200, 30)
+        steps = [{"n": 1, "task": "Привет", "agent": "coder", "after": [], "status": "done", "result": "ok"}]
+        await agents.save_plan("req1", user_id=42, chat_id=42, steps=steps, status="running")
+        await agents.save_plan("req1", user_id=42, chat_id=42, steps=steps, status="done")
+        plan = await agents.plan("req1")
+        assert plan is not None and (plan.steps, plan.status) == (steps, "done")
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0011_eval"))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert not tables & {"agent_turns", "agent_plans", "chat_agents"}
+        assert {"messages", "eval_runs", "runtime_settings"} <= tables
+    finally:
+        await db.dispose()

@@ -438,3 +438,51 @@ class EvalResult(Base):
     model: Mapped[str | None] = mapped_column(String(128))  # the endpoint that answered last
     fallbacks: Mapped[int] = mapped_column(Integer, default=0)  # turns answered by a later tier
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgentTurn(Base):
+    """One turn answered in multi-agent mode (bot/agents/): which agent, why
+    it was chosen, and how the turn went, for /stats and the eval harness."""
+
+    __tablename__ = "agent_turns"
+    __table_args__ = (Index("ix_agent_turns_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    request_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # /deleteme erases these too
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    agent: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str] = mapped_column(String(16))  # pinned | mention | rule | classifier | default | ...
+    switched: Mapped[bool] = mapped_column(Boolean, default=False)  # another agent answered this chat's last turn
+    status: Mapped[str] = mapped_column(String(16))  # complete | partial | failed
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    model: Mapped[str | None] = mapped_column(String(128))
+
+
+class AgentPlan(Base):
+    """An orchestrator's plan for one turn, with each step's outcome as it
+    finishes: a turn resumed after a crash carries on from the steps done."""
+
+    __tablename__ = "agent_plans"
+
+    request_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)  # JSON: the steps, their status and results
+    status: Mapped[str] = mapped_column(String(16))  # running | done | stopped
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChatAgent(Base):
+    """The agent a chat pinned with /agent NAME (multi-agent mode)."""
+
+    __tablename__ = "chat_agents"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    agent: Mapped[str] = mapped_column(String(24))
+    set_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

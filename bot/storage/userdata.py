@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.identity import API, CONSOLE, local_chat_id
 from bot.storage.db import Database
-from bot.storage.models import Chat, Conversation, Identity, Message, Reminder, ToolEvent, ToolRound, User
+from bot.storage.models import (
+    AgentPlan, AgentTurn, Chat, ChatAgent, Conversation, Identity, Message, Reminder, ToolEvent, ToolRound, User,
+)
 
 
 def _iso(value: Any) -> Any:
@@ -101,6 +103,10 @@ class UserDataRepository:
             # and the tool rounds of a turn of theirs that never finished.
             await s.execute(delete(ToolEvent).where(ToolEvent.user_id == user_id))
             await s.execute(delete(ToolRound).where(ToolRound.user_id == user_id))
+            # Which agent answered them, the plans made for them, their private chats' pinned agent.
+            await s.execute(delete(AgentTurn).where(AgentTurn.user_id == user_id))
+            await s.execute(delete(AgentPlan).where(AgentPlan.user_id == user_id))
+            await s.execute(delete(ChatAgent).where(ChatAgent.chat_id.in_(private)))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def reminders(self, user_id: int) -> list[dict[str, Any]]:
