@@ -10,8 +10,8 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 from bot.context import RequestContext
 from bot.runtime.events import EventBus, TurnFinished
@@ -24,7 +24,12 @@ from bot.memory.summary import HistorySummarizer
 from bot.memory.turn import TurnMemory, memory_lines
 from bot.prompts import PromptRegistry, PromptTemplate
 from bot.storage.repositories import UNANSWERED, MessageRepository, StoredMessage, TurnStart, UnfinishedTurn
-from bot.tools.manager import ToolCallManager, ToolsRunning
+from bot.tools.manager import EVERY_TOOL, ToolCallManager, ToolScope, ToolsRunning
+
+if TYPE_CHECKING:  # the agents feature imports this module's ReplySink
+    from bot.agents.desk import AgentDesk
+    from bot.agents.profiles import AgentProfile
+    from bot.agents.router import Route
 
 NO_MEMORIES = "(nothing relevant remembered)"
 NO_SUMMARY = "(none: the messages that follow are the whole conversation)"
@@ -56,6 +61,7 @@ class TurnResult:
     prompt_version: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    agent: str | None = None  # multi-agent mode: the agent that answered; None: single-agent mode
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Conversation:
         memory: TurnMemory | None = None,
         summarizer: HistorySummarizer | None = None,
         events: EventBus | None = None,
+        agents: AgentDesk | None = None,
     ) -> None:
         self._messages = messages
         self._prompts = prompts
@@ -86,6 +93,8 @@ class Conversation:
         self._memory = memory
         self._summarizer = summarizer
         self._events = events or EventBus()
+        # Multi-agent mode (bot/agents/); None or off: every turn is the assistant's, as always.
+        self.agents = agents
 
     async def handle(
         self,
@@ -147,8 +156,10 @@ class Conversation:
         """The model's answer to the stored user message ``start`` names,
         streamed to ``sink`` and stored; the message is marked answered, or
         unanswered when no model answered."""
+        route: Route | None = None
         try:
-            result = await self._run_turn(ctx, content, start, hits, sink, images)
+            route = await self._route(ctx, text)
+            result = await self._run_turn(ctx, content, start, hits, sink, images, route)
         except Exception:
             # The channel tells the user something went wrong: not a turn to
             # finish after a restart. (A cancelled turn, at a stop that ran
@@ -178,8 +189,13 @@ class Conversation:
             await self._messages.settle(start.user_message_id, UNANSWERED)
         if self._tools is not None:
             await self._tools.turn_ended(ctx)
-        self._finished(ctx, result, started)
-        return result
+        return self._finished(ctx, result, started, route)
+
+    async def _route(self, ctx: RequestContext, text: str) -> Route | None:
+        """The agent for this turn in multi-agent mode; None in single-agent mode."""
+        if self.agents is None or not self.agents.active:
+            return None
+        return await self.agents.choose(ctx, text)
 
     async def _run_turn(
         self,
@@ -189,16 +205,45 @@ class Conversation:
         hits: list[Hit],
         sink: ReplySink,
         images: tuple[ImagePart, ...] = (),
+        route: Route | None = None,
     ) -> TurnResult:
         history, summary = await self._fold_if_needed(start)
-        system, template = self._system_prompt(
-            ctx, memories=memory_lines(hits) or NO_MEMORIES, summary=summary or NO_SUMMARY
-        )
+        memories, summary_text = memory_lines(hits) or NO_MEMORIES, summary or NO_SUMMARY
+        system, template = self._system_prompt(ctx, memories=memories, summary=summary_text)
         request = ChatRequest(
             messages=(system, *_history_messages(history), ChatMessage("user", content, images=images)),
             max_tokens=self._config.max_answer_tokens,
         )
-        return await self._run_model(ctx, request, sink, template.ref)
+        if route is None:
+            return await self._run_model(ctx, request, sink, template.ref)
+        return await self._run_agent(ctx, request, sink, template.ref, route, memories, summary_text)
+
+    async def _run_agent(
+        self,
+        ctx: RequestContext,
+        request: ChatRequest,
+        sink: ReplySink,
+        prompt_ref: str,
+        route: Route,
+        memories: str,
+        summary: str,
+    ) -> TurnResult:
+        """The turn as the routed agent: its instructions after the system
+        prompt, its tools, model tier and sampling; the label on the answer."""
+        assert self.agents is not None
+
+        def system_for(profile: AgentProfile) -> ChatMessage:
+            return self._system_prompt(ctx, memories=memories, summary=summary, agent=profile)[0]
+
+        setup = self.agents.setup(ctx, route, sink, tools=self._tools, system_for=system_for)
+        request = replace(
+            request,
+            messages=(system_for(route.agent), *request.messages[1:]),
+            max_tokens=setup.max_tokens or request.max_tokens,
+            temperature=setup.temperature,
+            prefer_tier=setup.prefer_tier,
+        )
+        return await self._run_model(ctx, request, setup.sink, prompt_ref, setup.scope)
 
     async def handle_client_history(
         self, ctx: RequestContext, messages: Sequence[ChatMessage], sink: ReplySink
@@ -211,13 +256,22 @@ class Conversation:
         started = time.monotonic()
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         hits = await self._memory.recall(ctx, last_user) if self._memory and last_user else []
-        system, template = self._system_prompt(ctx, memories=memory_lines(hits) or NO_MEMORIES)
+        memories = memory_lines(hits) or NO_MEMORIES
+        system, template = self._system_prompt(ctx, memories=memories)
         request = ChatRequest(messages=(system, *messages), max_tokens=self._config.max_answer_tokens)
-        result = await self._run_model(ctx, request, sink, template.ref)
-        self._finished(ctx, result, started)
-        return result
+        route = await self._route(ctx, last_user) if last_user else None
+        if route is None:
+            result = await self._run_model(ctx, request, sink, template.ref)
+        else:
+            result = await self._run_agent(ctx, request, sink, template.ref, route, memories, NO_SUMMARY)
+        return self._finished(ctx, result, started, route)
 
-    def _finished(self, ctx: RequestContext, result: TurnResult, started: float) -> None:
+    def _finished(
+        self, ctx: RequestContext, result: TurnResult, started: float, route: Route | None = None
+    ) -> TurnResult:
+        """Publish the finished turn; returns the result, naming its agent in multi-agent mode."""
+        if route is not None and self.agents is not None:
+            self.agents.record(ctx, route, result, time.monotonic() - started)
         self._events.publish(
             TurnFinished(
                 user_id=ctx.user_id,
@@ -229,6 +283,7 @@ class Conversation:
                 seconds=time.monotonic() - started,
             )
         )
+        return result if route is None else replace(result, agent=route.agent.name)
 
     async def _fold_if_needed(self, start: TurnStart) -> tuple[list[StoredMessage], str | None]:
         """History and summary for this turn; if messages would fall out of the
@@ -250,29 +305,38 @@ class Conversation:
         await self._messages.new_conversation(ctx.chat_id, ctx.chat_type.value, chat_title)
 
     def _system_prompt(
-        self, ctx: RequestContext, *, memories: str = NO_MEMORIES, summary: str = NO_SUMMARY
+        self,
+        ctx: RequestContext,
+        *,
+        memories: str = NO_MEMORIES,
+        summary: str = NO_SUMMARY,
+        agent: AgentProfile | None = None,
     ) -> tuple[ChatMessage, PromptTemplate]:
+        """The system message; an agent's instructions follow the assistant's own."""
         local = ctx.local_now(ctx.received_at)
-        rendered, template = self._prompts.render(
-            "system",
-            {
-                "bot_name": self._config.bot_name,
-                "user_name": ctx.user_name,
-                "language": ctx.language,
-                "local_time": local.strftime("%A, %Y-%m-%d %H:%M"),
-                "timezone": ctx.timezone,
-                "chat_kind": "private chat" if ctx.is_private else "group chat",
-                "memories": memories,
-                "summary": summary,
-            },
-        )
+        variables: dict[str, object] = {
+            "bot_name": self._config.bot_name,
+            "user_name": ctx.user_name,
+            "language": ctx.language,
+            "local_time": local.strftime("%A, %Y-%m-%d %H:%M"),
+            "timezone": ctx.timezone,
+            "chat_kind": "private chat" if ctx.is_private else "group chat",
+            "memories": memories,
+            "summary": summary,
+        }
+        rendered, template = self._prompts.render("system", variables)
+        if agent is not None and self.agents is not None:
+            extra = self.agents.instructions(agent, variables)
+            if extra:
+                rendered = f"{rendered}\n\n{extra}"
         return ChatMessage("system", rendered), template
 
     async def _run_model(
-        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str
+        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, prompt_ref: str,
+        scope: ToolScope = EVERY_TOOL,
     ) -> TurnResult:
         try:
-            completion, streamed = await self._stream_answer(ctx, request, sink)
+            completion, streamed = await self._stream_answer(ctx, request, sink, scope)
         except StreamBrokenError as exc:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
             await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
@@ -296,12 +360,12 @@ class Conversation:
         )
 
     async def _stream_answer(
-        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink
+        self, ctx: RequestContext, request: ChatRequest, sink: ReplySink, scope: ToolScope = EVERY_TOOL
     ) -> tuple[Completion, str]:
         """Show the answer as it streams (with a hint while tools run); return
         the Completion and the text shown."""
         shown: list[str] = []
-        events = self._tools.stream(ctx, request) if self._tools else self._models.stream(request)
+        events = self._tools.stream(ctx, request, scope) if self._tools else self._models.stream(request)
         # aclosing: leaving the loop at the Completion closes the stream now,
         # not whenever the generator happens to be collected.
         async with aclosing(events) as stream:

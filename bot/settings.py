@@ -228,6 +228,45 @@ class McpSettings(BaseModel):
         return value
 
 
+AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,23}$")
+# Names an agent cannot take: the default agent's, and /agent's own words.
+RESERVED_AGENT_NAMES = frozenset({"assistant", "auto", "default", "off", "on"})
+
+
+class AgentSettings(BaseModel):
+    """One specialist agent (TOML only: ``[agents.NAME]``). The default agent
+    is the assistant itself and needs no entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # What it is for: shown in /agent and given to the router's classifier.
+    description: str = Field(min_length=1, max_length=300)
+    # Added to the system prompt: inline text, or the name of a prompt template in prompts/.
+    instructions: str = ""
+    # The tools it may use (names or groups as in /tools); unset: every tool (an orchestrator: none
+    # besides create_plan and delegate); [] none.
+    tools: list[str] | None = None
+    # The tier of the chain it asks first (a model_tiers name or a BOT_MODELS entry); the rest stay fallbacks.
+    models: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=16, le=32_000)
+    # Words that route a message here without asking a model (whole words, any case).
+    keywords: list[str] = Field(default_factory=list)
+    # Plans a complex request and delegates its steps to the other agents (create_plan, delegate).
+    orchestrator: bool = False
+
+
+def check_agent_names(agents: dict[str, AgentSettings]) -> dict[str, AgentSettings]:
+    for name in agents:
+        if not AGENT_NAME.match(name):
+            raise ValueError(
+                f"agent name {name!r}: start with a lowercase letter; up to 24 lowercase letters, digits, '-' or '_'"
+            )
+        if name in RESERVED_AGENT_NAMES:
+            raise ValueError(f"agent name {name!r} is reserved; choose another")
+    return agents
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -273,6 +312,22 @@ class Settings(BaseSettings):
     bot_image_max_kb: int = Field(default=1536, ge=64, le=20 * 1024)
     # MCP tool servers (TOML only): [mcp.servers.NAME] with command/args/env or url/headers.
     mcp: McpSettings = Field(default_factory=McpSettings)
+    # Specialist agents (TOML only): [agents.NAME]; see bot/agents/.
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    # Multi-agent mode at the first start (admins switch it with /agents; their choice is kept).
+    bot_agents_mode: Literal["single", "multi"] = "single"
+    # Seconds the router's classifying model call may take before the default agent answers.
+    bot_agents_route_timeout: float = Field(default=4.0, gt=0, le=60)
+    # The tier the router's classifier asks first (a cheap, fast model); unset: the chain's order.
+    bot_agents_router_tier: str | None = None
+    # An orchestrated turn's caps: tool calls in all (its own and its steps'), and seconds for the plan.
+    bot_agents_max_tool_calls: int = Field(default=16, ge=1, le=200)
+    bot_agents_plan_seconds: float = Field(default=180.0, gt=0, le=3600)
+
+    @field_validator("agents")
+    @classmethod
+    def _check_agent_names(cls, value: dict[str, AgentSettings]) -> dict[str, AgentSettings]:
+        return check_agent_names(value)
 
     # Beyond the DESIGN.md contract: tuning with safe defaults.
     bot_log_level: str = "INFO"

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from pydantic import ValidationError
+
+from bot.agents.profiles import AgentBook
 from bot.errors import ConfigError
 from bot.settings import ModelRef, Settings, load_settings, parse_models
 
@@ -109,6 +112,32 @@ def test_example_toml_defines_a_chain_of_tiers(monkeypatch: pytest.MonkeyPatch) 
     assert settings.missing_for_run() == ["TELEGRAM_BOT_TOKEN"]  # the local tier needs no key
     assert list(settings.mcp.servers) == ["time", "tracker"]
     assert settings.mcp.servers["tracker"].admin_only and "Bearer your-token" in settings.secrets()
+    assert list(settings.agents) == ["coder", "travel", "planner"]
+    book = AgentBook.from_settings(settings.agents)
+    book.check_tiers(t.name or "" for t in tiers)  # the coder's models = "primary" is a tier
+    assert book.get("coder").tools == {"calculate", "files"}  # type: ignore[union-attr]
+    assert book.get("planner").orchestrator and book.get("planner").tools == frozenset()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("agents", "problem"),
+    [
+        ({"assistant": {"description": "x"}}, "reserved"),
+        ({"Coder": {"description": "x"}}, "start with a lowercase letter"),
+        ({"coder": {"description": "x", "instructons": "typo"}}, "instructons"),
+        ({"coder": {}}, "description"),
+        ({"coder": {"description": "x", "temperature": 5}}, "temperature"),
+    ],
+)
+def test_agent_tables_are_checked_at_start(agents: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        make(agents=agents)
+
+
+def test_an_agent_naming_a_tier_the_chain_lacks_fails_at_start() -> None:
+    book = AgentBook.from_settings(make(agents={"coder": {"description": "x", "models": "fast"}}).agents)
+    with pytest.raises(ConfigError, match="agent 'coder' uses models = 'fast'.*no such tier"):
+        book.check_tiers(["mistral:mistral-small-latest"])
 
 
 def test_bot_models_and_model_tiers_together_are_a_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
