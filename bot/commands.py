@@ -26,14 +26,17 @@ def command_line(name: str, language: str, *, markup: bool = True) -> str:
     return f"/{name} — {html.escape(description, quote=False) if markup else description}"
 
 
-def help_text(language: str, admin_commands: Sequence[str] = (), *, markup: bool = True) -> str:
+def help_text(
+    language: str, admin_commands: Sequence[str] = (), *, markup: bool = True, extra: Sequence[str] = ()
+) -> str:
     """The user commands; for an admin, the admin commands after them. With
-    ``markup`` the text is Telegram HTML, else plain."""
+    ``markup`` the text is Telegram HTML, else plain. ``extra``: user commands
+    of a feature that is configured (/agent), listed after MENU_COMMANDS."""
     header, admin_header = t("help_header", language), t("help_admin_header", language)
     if not markup:
         header, admin_header = plain(header), plain(admin_header)
     lines = [header, ""]
-    lines += [command_line(name, language, markup=markup) for name in MENU_COMMANDS]
+    lines += [command_line(name, language, markup=markup) for name in (*MENU_COMMANDS, *extra)]
     if admin_commands:
         lines += ["", admin_header, ""]
         lines += [command_line(name, language, markup=markup) for name in admin_commands]

@@ -13,7 +13,7 @@ ADMIN = 4242
 USER = 5151
 ADMIN_COMMANDS = {
     "allow", "disallow", "invite", "ban", "unban", "budget", "audit", "stats", "users", "health",
-    "models", "prompts", "reload", "tools", "backup", "broadcast", "apikey", "eval",
+    "models", "prompts", "reload", "tools", "backup", "broadcast", "apikey", "eval", "agents",
 }
 
 

@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from bot.agents.commands import agent_command
 from bot.channels.base import Capabilities, Channel
 from bot.channels.inbound import Arrival, InboundPath
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
@@ -42,6 +43,9 @@ from bot.reminders.notifier import DueReminder, Notifier
 from bot.reminders.service import ReminderService
 from bot.storage.repositories import UserProfile
 from bot.userdata import UserData
+
+if TYPE_CHECKING:
+    from bot.agents.desk import AgentDesk
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,7 @@ class ConsoleServices:
     memory: MemoryService
     linker: Linker
     userdata: UserData
+    agents: AgentDesk | None = None  # None: no [agents.NAME] configured
 
 
 class ConsoleOutput:
@@ -294,7 +299,7 @@ class ConsoleChannel(Channel):
         if name == "start":
             return start_text(ctx, self._bot_name)
         if name == "help":
-            return help_text(ctx.language, markup=False)
+            return help_text(ctx.language, markup=False, extra=("agent",) if core.agents is not None else ())
         if name == "new":
             return await new_conversation(core.inbound.conversation, ctx)
         if name == "remind":
@@ -316,6 +321,8 @@ class ConsoleChannel(Channel):
             return self._confirm(ctx, erase, lambda c: erase_everything(core.userdata, c))
         if name == "link":
             return await link_command(core.linker, ctx, argument)
+        if name == "agent":
+            return (await agent_command(core.agents, ctx, argument.split())).text
         if name in MENU_COMMANDS:
             return t("console_not_here", ctx.language, command=f"/{name}")
         return unknown_command_text(ctx, f"/{name}")

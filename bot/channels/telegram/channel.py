@@ -105,6 +105,10 @@ class TelegramChannel(Channel):
         self.admin_commands: tuple[str, ...] = tuple(
             name for feature in self._features for name in getattr(feature, "admin_command_names", ())
         )
+        # User commands of configured features (/agent), after MENU_COMMANDS in the menu and /help.
+        self.feature_commands: tuple[str, ...] = tuple(
+            name for feature in self._features for name in getattr(feature, "user_command_names", ())
+        )
 
     # Building -------------------------------------------------------------
 
@@ -150,9 +154,10 @@ class TelegramChannel(Channel):
         admin's private chat also lists the admin commands."""
         for language in MENU_LANGUAGES:
             code = None if language == "en" else language
-            await self._set_menu(MENU_COMMANDS, language, code, None)
+            await self._set_menu([*MENU_COMMANDS, *self.feature_commands], language, code, None)
             for admin_id in sorted(self._config.admin_ids):
-                await self._set_menu([*MENU_COMMANDS, *self.admin_commands], language, code, admin_id)
+                menu = [*MENU_COMMANDS, *self.feature_commands, *self.admin_commands]
+                await self._set_menu(menu, language, code, admin_id)
 
     async def _set_menu(self, names: Sequence[str], language: str, code: str | None, chat_id: int | None) -> None:
         commands = [BotCommand(name, t(f"cmd_{name}", language)[:256]) for name in names]
@@ -222,7 +227,8 @@ class TelegramChannel(Channel):
         ctx = await self._gate(update)
         if ctx:
             admin = ctx.role is Role.ADMIN and ctx.is_private
-            await reply(update, help_text(ctx.language, self.admin_commands if admin else ()), html=True)
+            admin_commands = self.admin_commands if admin else ()
+            await reply(update, help_text(ctx.language, admin_commands, extra=self.feature_commands), html=True)
 
     async def _on_new(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         ctx = await self._gate(update)
