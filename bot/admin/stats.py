@@ -25,8 +25,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, case, func, or_, select
 
+from bot.admin.agent_stats import AgentLine, agents_since
 from bot.context import strip_url_secrets
 from bot.storage.admin import DayUsage, ModelUsage, UsageRepository
+from bot.storage.agents import AgentRepository
 from bot.storage.db import Database
 from bot.storage.models import EVAL_USER_MIN, User
 from bot.runtime.clock import utcnow
@@ -165,6 +167,7 @@ class StatsReport:
     tools: tuple[ToolStats, ...]  # last STATS_DAYS days, busiest first
     reminders: ReminderCounts
     daily: tuple[DayUsage, ...]  # one entry per day of the last STATS_DAYS, zeros included
+    agents: tuple[AgentLine, ...] = ()  # last STATS_DAYS days; empty: no turn in multi-agent mode
 
 
 def fill_days(rows: Sequence[DayUsage], first: date, last: date) -> list[DayUsage]:
@@ -236,8 +239,10 @@ class AdminStats:
         models: ModelHealth,
         prices: Mapping[str, ModelPrice],
         now: Callable[[], datetime] = utcnow,
+        agents: AgentRepository | None = None,
     ) -> None:
         self._db = db
+        self._agents = agents
         self._usage = usage
         self._tool_events = tool_events
         self._reminders = reminders
@@ -267,7 +272,13 @@ class AdminStats:
                 pending=reminders.get("active", 0), overdue=reminders.get("overdue", 0), paused=reminders.get("paused", 0)
             ),
             daily=tuple(daily),
+            agents=tuple(await self._agent_lines(day_start(first))),
         )
+
+    async def _agent_lines(self, since: datetime) -> list[AgentLine]:
+        if self._agents is None:
+            return []
+        return await agents_since(self._agents, since, lambda model: price_for(model, self._prices))
 
     async def _cost(self, today: date, month: Sequence[ModelUsage]) -> tuple[PeriodTotals | None, tuple[str, ...]]:
         if not self._prices:

@@ -132,6 +132,8 @@ def _progress_printer() -> Any:
 
 
 def summary(record: Any) -> str:
+    from bot.eval.compare import routing_summary
+
     lines = [f"suite {record.suite}: {len(record.results)} task results"]
     for label, description in record.variants.items():
         results = [r for r in record.results if r.variant == label]
@@ -140,6 +142,9 @@ def summary(record: Any) -> str:
         costs = [r.cost for r in results if r.cost is not None]
         cost = f", cost {sum(costs):.4f}" if costs else ""
         lines.append(f"  {label} ({description}): {passed}/{len(results)} passed, {tokens} tokens{cost}")
+        routing = routing_summary(results)
+        if routing is not None:  # multi-agent mode only
+            lines.append(f"    turns per agent: {routing}")
         for result in results:
             if not result.passed:
                 why = result.error or "; ".join(c.check for c in result.checks if not c.passed)

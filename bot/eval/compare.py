@@ -22,6 +22,10 @@ The other rows (means, first token, tokens in/out, tool calls, errors,
 success per category) inform but never fail a comparison: a category of four
 tasks moves 25 points when one task flips, and the flipped tasks are listed
 by id anyway.
+
+In multi-agent mode two more kinds of rows follow, also informative only:
+routing accuracy (over the tasks with ``expect.agent``) and each agent's
+share of the turns (a shift in routing is news, not better or worse).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from __future__ import annotations
 import enum
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.errors import ConfigError
+from bot.eval.suite import AGENT_CHECK
 from bot.storage.evals import RunRecord, TaskOutcome
 
 # Relative changes smaller than these are noise, not news (see module doc).
@@ -82,6 +88,11 @@ class VariantMetrics:
     priced_tasks: int
     mean_tool_calls: float
     errors: int
+    # Multi-agent mode: turns each agent answered (empty in single-agent mode),
+    # and the share of expect.agent checks that held (None: no task has one).
+    agent_turns: dict[str, int] = field(default_factory=dict)
+    routing_accuracy: float | None = None
+    routed_tasks: int = 0
 
     @property
     def mean_tokens(self) -> float:
@@ -101,6 +112,7 @@ def summarize(outcomes: Sequence[TaskOutcome]) -> VariantMetrics:
     # priced ones keeps one unknown price from hiding the rest.
     costs = [o.cost for o in outcomes if o.cost is not None]
     passed = sum(o.passed for o in outcomes)
+    routing = _routing_checks(outcomes)
     return VariantMetrics(
         tasks=len(outcomes),
         passed=passed,
@@ -116,7 +128,34 @@ def summarize(outcomes: Sequence[TaskOutcome]) -> VariantMetrics:
         priced_tasks=len(costs),
         mean_tool_calls=statistics.fmean(o.tool_calls for o in outcomes),
         errors=sum(o.error is not None for o in outcomes),
+        agent_turns=agent_turns(outcomes),
+        routing_accuracy=sum(routing) / len(routing) if routing else None,
+        routed_tasks=len(routing),
     )
+
+
+def agent_turns(outcomes: Iterable[TaskOutcome]) -> dict[str, int]:
+    """Turns answered per agent (routing counts), most first."""
+    counts = Counter(agent for o in outcomes for agent in o.agents if agent)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _routing_checks(outcomes: Iterable[TaskOutcome]) -> list[bool]:
+    """The verdict of every expect.agent check (one per task that has one)."""
+    return [c.passed for o in outcomes for c in o.checks if c.check.startswith(AGENT_CHECK)]
+
+
+def routing_summary(outcomes: Sequence[TaskOutcome]) -> str | None:
+    """One line for ``eval run``'s summary: turns per agent and routing
+    accuracy; None when no turn had an agent and no task expected one."""
+    counts = agent_turns(outcomes)
+    routing = _routing_checks(outcomes)
+    if not counts and not routing:
+        return None
+    parts = [", ".join(f"{agent} {n}" for agent, n in counts.items()) or "no agent recorded"]
+    if routing:
+        parts.append(f"accuracy {sum(routing)}/{len(routing)} ({_percent(sum(routing) / len(routing))})")
+    return "; ".join(parts)
 
 
 def variant_metrics(record: RunRecord, variant: str = "A") -> VariantMetrics:
@@ -316,6 +355,7 @@ def _rows(
         # and a model that skips a needed tool shows up in the success rate.
         _relative_row("Tool calls per task", base.mean_tool_calls, run.mean_tool_calls, _tenths, COUNT_NOISE, None),
         _count_row("Errors", base.errors, run.errors),
+        *_routing_rows(base, run),
     ]
     for category in sorted(base.success_by_category.keys() | run.success_by_category.keys()):
         tasks = base.tasks_by_category.get(category) or run.tasks_by_category.get(category, 0)
@@ -328,6 +368,34 @@ def _rows(
             )
         )
     return rows
+
+
+def _routing_rows(base: VariantMetrics, run: VariantMetrics) -> list[MetricChange]:
+    """Routing accuracy and each agent's share of turns; no rows at all in
+    single-agent mode, so those tables stay as they were."""
+    rows = []
+    if base.routed_tasks or run.routed_tasks:
+        tasks = base.routed_tasks or run.routed_tasks
+        rows.append(_rate_row(f"Routing accuracy ({tasks})", base.routing_accuracy, run.routing_accuracy, None))
+    base_total, run_total = sum(base.agent_turns.values()), sum(run.agent_turns.values())
+    for agent in sorted(base.agent_turns.keys() | run.agent_turns.keys()):
+        rows.append(
+            _share_row(f"Turns: {agent}", base.agent_turns.get(agent, 0), base_total,
+                       run.agent_turns.get(agent, 0), run_total)
+        )
+    return rows
+
+
+def _share_row(metric: str, base: int, base_total: int, run: int, run_total: int) -> MetricChange:
+    """A count with its share of the total, the change in share points; no
+    verdict, since more turns for one agent is neither better nor worse."""
+    base_share = base / base_total if base_total else 0.0
+    run_share = run / run_total if run_total else 0.0
+    change_pp = round((run_share - base_share) * 100, _PRECISION)
+    return MetricChange(
+        metric, base, run, f"{base:,} ({_percent(base_share)})", f"{run:,} ({_percent(run_share)})",
+        f"{_signed(change_pp)} pp", Verdict.UNKNOWN,
+    )
 
 
 def _rate_row(metric: str, base: float | None, run: float | None, drop_gate_pp: float | None) -> MetricChange:

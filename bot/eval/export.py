@@ -37,7 +37,8 @@ EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
 # TaskOutcome.as_dict()'s keys.
 EXPORT_COLUMNS: tuple[str, ...] = (
     "run_id", "task_id", "category", "variant", "passed", "error", "first_token_ms", "total_ms",
-    "tokens_in", "tokens_out", "cost", "tool_calls", "tools", "model", "fallbacks", "checks", "transcript",
+    "tokens_in", "tokens_out", "cost", "tool_calls", "tools", "model", "fallbacks", "agent", "checks",
+    "transcript",
 )
 # Fields whose values are lists (of strings or of small mappings).
 _NESTED_FIELDS = ("tools", "checks", "transcript")
@@ -118,6 +119,7 @@ def _parquet_schema() -> Any:
             pa.field("tools", pa.list_(pa.string()), nullable=False),
             pa.field("model", pa.string()),
             pa.field("fallbacks", pa.int64(), nullable=False),
+            pa.field("agent", pa.string()),  # the agent of the last turn; null in single-agent mode
             pa.field("checks", pa.list_(check), nullable=False),
             pa.field("transcript", pa.list_(turn), nullable=False),
         ]

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from bot.admin.stats import ModelPrice, price_for, prices_from, split_usage_model
 from bot.channels.inbound import Arrival
 from bot.context import ChatType, RequestContext
-from bot.eval.suite import NEW_CONVERSATION, Expect, Suite, Task
+from bot.eval.suite import AGENT_CHECK, NEW_CONVERSATION, Expect, Suite, Task
 from bot.identity import API, local_chat_id
 from bot.llm.types import ChatMessage, ChatRequest
 from bot.storage.evals import CheckOutcome, EvalRepository, TaskOutcome
@@ -38,6 +38,7 @@ from bot.storage.repositories import UserProfile
 from bot.storage.tool_events import ToolEventRecord
 
 if TYPE_CHECKING:
+    from bot.agents.desk import AgentDesk
     from bot.app import Arium
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ JUDGE_PROMPT = (
     "then a colon and one short sentence of reason.\n\nRubric: {rubric}\n\nConversation:\n{transcript}"
 )
 EMBEDDER_WAIT = 120.0  # seconds: memory tasks need semantic recall ready
+MULTI_AGENT_OFF = "multi-agent mode is off in this variant"
 
 
 @dataclass
@@ -108,6 +110,7 @@ class _Sink:
 @dataclass
 class _Measured:
     transcript: list[tuple[str, str]] = field(default_factory=list)
+    agents: list[str | None] = field(default_factory=list)  # one per transcript entry (multi-agent mode)
     first_token_ms: int | None = None
     tokens_in: int = 0
     tokens_out: int = 0
@@ -192,7 +195,9 @@ class EvalRunner:
             measured.error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
         total_ms = round((time.monotonic() - started) * 1000)
         calls = self._tools[variant.label].calls.pop(user_id, [])
+        agents = tuple(measured.agents) if any(measured.agents) else ()
         checks = await self._checks(variant, task, measured, calls)
+        checks += agent_checks(task.expect, variant.app.agents, agents[-1] if agents else None)
         await self._erase(variant.app, user_id)
         passed = measured.error is None and all(check.passed for check in checks)
         return TaskOutcome(
@@ -200,7 +205,7 @@ class EvalRunner:
             transcript=tuple(measured.transcript), total_ms=total_ms, first_token_ms=measured.first_token_ms,
             tokens_in=measured.tokens_in, tokens_out=measured.tokens_out, cost=measured.cost,
             tools=tuple(call.tool for call in calls), model=measured.models[-1] if measured.models else None,
-            fallbacks=measured.fallbacks, error=measured.error,
+            fallbacks=measured.fallbacks, error=measured.error, agents=agents,
         )
 
     # One task's conversation -----------------------------------------------------
@@ -242,6 +247,7 @@ class EvalRunner:
         result = await variant.app.inbound.converse(ctx, text, sink)
         answer = sink.text or sink.notice_text or ""
         measured.transcript.append((text, answer))
+        measured.agents.append(result.agent if result is not None else None)
         if measured.first_token_ms is None:
             measured.first_token_ms = sink.first_token_ms
         if result is None:
@@ -304,6 +310,8 @@ class EvalRunner:
     @staticmethod
     async def _erase(app: Arium, user_id: int) -> None:
         try:
+            if app.agents is not None:
+                await app.agents.records.flush()  # batched: written now, so the erase finds them
             await app.userdata.erase(user_id)
         except Exception:  # noqa: BLE001 - leftovers stay out of listings anyway (EVAL_USER_MIN)
             log.warning("could not erase eval user %s", user_id, exc_info=True)
@@ -317,6 +325,20 @@ def text_checks(expect: Expect, answer: str) -> list[CheckOutcome]:
     if expect.regex is not None:
         verdicts.append((f"regex: {expect.regex}", re.search(expect.regex, answer, re.IGNORECASE | re.DOTALL) is not None))
     return [CheckOutcome(name, ok, "" if ok else f"answer: {answer[:200]}") for name, ok in verdicts]
+
+
+def agent_checks(expect: Expect, desk: AgentDesk | None, answered: str | None) -> list[CheckOutcome]:
+    """``expect.agent``: that agent answered the last turn."""
+    if expect.agent is None:
+        return []
+    name = f"{AGENT_CHECK}{expect.agent}"
+    if desk is None or not desk.active:
+        return [CheckOutcome(name, False, MULTI_AGENT_OFF)]
+    if desk.book.get(expect.agent) is None:
+        known = ", ".join(profile.name for profile in desk.book)
+        return [CheckOutcome(name, False, f"this variant has no agent {expect.agent!r} (it has {known})")]
+    passed = answered == expect.agent
+    return [CheckOutcome(name, passed, "" if passed else f"answered by: {answered or 'no agent recorded'}")]
 
 
 def tool_checks(expect: Expect, calls: list[ToolEventRecord]) -> list[CheckOutcome]:

@@ -15,6 +15,7 @@ suite is one clear line naming the task and the field.
           tool_args: {create_reminder: ["9:00"]}   # substrings of its arguments
           no_tools: false                  # true: the task must call no tool
           rubric: "greets the user politely"       # graded by a judge model
+          agent: coder                     # multi-agent mode: this agent answered the last turn
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
+from bot.settings import AGENT_NAME
 
 DEFAULT_TIME_LIMIT = 120.0  # seconds for one task, every turn included
 DEFAULT_MAX_TOOL_CALLS = 12
 NEW_CONVERSATION = "/new"
+AGENT_CHECK = "agent: "  # an expect.agent check's name starts so; compare.py counts routing accuracy by it
 
 Strings = Annotated[list[str], Field(default_factory=list)]
 
@@ -51,6 +54,7 @@ class Expect(BaseModel):
     tool_args: dict[str, list[str]] = Field(default_factory=dict)
     no_tools: bool = False
     rubric: str | None = None
+    agent: str | None = None  # the agent that must answer the task's last turn ("assistant": the default one)
 
     _listify = field_validator("contains", "not_contains", "tool", mode="before")(_listed)
 
@@ -58,6 +62,16 @@ class Expect(BaseModel):
     @classmethod
     def _listify_args(cls, value: Any) -> Any:
         return {k: _listed(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip().lower()  # as /agent and the router read names
+        if not AGENT_NAME.match(name):
+            raise ValueError(f"agent {value!r} is not an agent name (lowercase letters, digits, '-' or '_')")
+        return name
 
     @field_validator("regex")
     @classmethod
@@ -72,7 +86,7 @@ class Expect(BaseModel):
     @model_validator(mode="after")
     def _says_something(self) -> Expect:
         if not (self.contains or self.not_contains or self.regex or self.tool or self.tool_args
-                or self.no_tools or self.rubric):
+                or self.no_tools or self.rubric or self.agent):
             raise ValueError("expect names no check: a task that cannot fail measures nothing")
         if self.no_tools and (self.tool or self.tool_args):
             raise ValueError("no_tools contradicts tool/tool_args")

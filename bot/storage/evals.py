@@ -40,10 +40,18 @@ class TaskOutcome:
     model: str | None = None
     fallbacks: int = 0
     error: str | None = None
+    # The agent that answered each turn of ``transcript`` (None: no agent
+    # recorded for it); empty when the variant ran in single-agent mode.
+    agents: tuple[str | None, ...] = ()
 
     @property
     def tool_calls(self) -> int:
         return len(self.tools)
+
+    @property
+    def agent(self) -> str | None:
+        """The agent that answered the last turn (what ``expect.agent`` checks)."""
+        return self.agents[-1] if self.agents else None
 
     def as_dict(self) -> dict[str, Any]:
         """The task result as ``eval export`` writes it."""
@@ -62,6 +70,7 @@ class TaskOutcome:
             "tools": list(self.tools),
             "model": self.model,
             "fallbacks": self.fallbacks,
+            "agent": self.agent,
             "checks": [{"check": c.check, "passed": c.passed, "detail": c.detail} for c in self.checks],
             "transcript": [{"user": u, "assistant": a} for u, a in self.transcript],
         }
@@ -127,7 +136,7 @@ def _row(run_id: str, o: TaskOutcome) -> EvalResult:
         run_id=run_id, variant=o.variant, task_id=o.task_id, category=o.category, passed=o.passed,
         checks=json.dumps([{"check": c.check, "passed": c.passed, "detail": c.detail} for c in o.checks],
                           ensure_ascii=False),
-        transcript=json.dumps([[u, a] for u, a in o.transcript], ensure_ascii=False),
+        transcript=_transcript_json(o),
         error=o.error[:500] if o.error else None, first_token_ms=o.first_token_ms, total_ms=o.total_ms,
         tokens_in=o.tokens_in, tokens_out=o.tokens_out, cost=o.cost, tool_calls=o.tool_calls,
         tools=json.dumps(list(o.tools)), model=o.model, fallbacks=o.fallbacks, finished_at=utcnow(),
@@ -135,13 +144,31 @@ def _row(run_id: str, o: TaskOutcome) -> EvalResult:
 
 
 def _outcome(r: EvalResult) -> TaskOutcome:
+    turns = json.loads(r.transcript)
     return TaskOutcome(
         task_id=r.task_id, category=r.category, variant=r.variant, passed=r.passed,
         checks=tuple(CheckOutcome(c["check"], c["passed"], c.get("detail", "")) for c in json.loads(r.checks)),
-        transcript=tuple((u, a) for u, a in json.loads(r.transcript)),
+        transcript=tuple((turn[0], turn[1]) for turn in turns),
+        agents=_agents_of(turns),
         total_ms=r.total_ms, first_token_ms=r.first_token_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
         cost=r.cost, tools=tuple(json.loads(r.tools)), model=r.model, fallbacks=r.fallbacks, error=r.error,
     )
+
+
+def _transcript_json(o: TaskOutcome) -> str:
+    """[[user, assistant], ...], with the answering agent as a third item of
+    each turn in multi-agent mode. The agent rides in the transcript's JSON
+    because it belongs to a turn, and this adds no column (no migration);
+    rows written before it (two items) read back as single-agent."""
+    if not o.agents:
+        return json.dumps([[u, a] for u, a in o.transcript], ensure_ascii=False)
+    agents = list(o.agents) + [None] * (len(o.transcript) - len(o.agents))
+    return json.dumps([[u, a, agent] for (u, a), agent in zip(o.transcript, agents)], ensure_ascii=False)
+
+
+def _agents_of(turns: list[list[Any]]) -> tuple[str | None, ...]:
+    agents = tuple(turn[2] if len(turn) > 2 else None for turn in turns)
+    return agents if any(agents) else ()
 
 
 def _record(row: EvalRun, results: list[TaskOutcome]) -> RunRecord:

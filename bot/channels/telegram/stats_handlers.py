@@ -26,6 +26,8 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 import bot.admin.stats_strings  # noqa: F401  (registers the strings)
 from bot.context import Redactor
 from bot.channels.telegram.replies import answer_button, edit_after_button
+from bot.admin.agent_chart import AgentChartLabels, render_agents_chart
+from bot.admin.agent_stats import AgentLine
 from bot.admin.charts import ChartLabels, render_usage_chart
 from bot.admin.health import HealthMonitor, HealthReport
 from bot.admin.stats import (
@@ -222,7 +224,35 @@ def stats_lines(report: StatsReport, language: str) -> list[str]:
         for tool in report.tools
     ]
     lines += _capped(tools, LIST_LIMIT, language)
+    if report.agents:  # absent, not "none yet": single-agent mode shows nothing new
+        lines += ["", t("stats_agents_header", language)]
+        lines += _capped([_agent_line(a, language) for a in report.agents], LIST_LIMIT, language)
     return lines
+
+
+def _agent_line(line: AgentLine, language: str) -> str:
+    reasons = ", ".join(f"{_reason(reason, language)} {fmt_int(n, language)}" for reason, n in line.reasons.items())
+    return t(
+        "stats_agent_line",
+        language,
+        agent=f"<code>{esc(line.agent)}</code>",
+        turns=fmt_int(line.turns, language),
+        failures=fmt_int(line.failures, language),
+        latency=fmt_seconds(line.mean_latency_ms / 1000, language),
+        tokens_in=fmt_int(line.tokens_in, language),
+        tokens_out=fmt_int(line.tokens_out, language),
+        cost=fmt_cost(line.cost) if line.cost is not None else "—",
+        reasons=reasons or "—",
+        switches=fmt_int(line.switches, language),
+    )
+
+
+_REASONS = ("mention", "pinned", "rule", "classifier", "default", "unsure", "timeout", "error")
+
+
+def _reason(reason: str, language: str) -> str:
+    # A reason the router gains later is shown as stored rather than dropped.
+    return t(f"stats_agent_reason_{reason}", language) if reason in _REASONS else esc(reason)
 
 
 def chart_labels(language: str) -> ChartLabels:
@@ -230,6 +260,15 @@ def chart_labels(language: str) -> ChartLabels:
         title=t("stats_chart_title", language),
         turns=t("stats_chart_turns", language),
         tokens=t("stats_chart_tokens", language),
+    )
+
+
+def agents_chart_labels(language: str) -> AgentChartLabels:
+    return AgentChartLabels(
+        title=t("stats_agents_chart_title", language),
+        turns=t("stats_agents_chart_turns", language),
+        failed=t("stats_agents_chart_failed", language),
+        latency=t("stats_agents_chart_latency", language),
     )
 
 
@@ -391,12 +430,19 @@ class StatsCommands(AdminCommands):
             return "refused: not a private chat"
         report = await self._stats.report()
         language = ctx.language
-        # Draw while the text goes out; the chart needs only the report.
-        chart, _ = await asyncio.gather(self._draw(report, language), self._send(update, stats_lines(report, language)))
-        if chart is None:
+        # Draw while the text goes out; the charts need only the report.
+        chart, agents_chart, _ = await asyncio.gather(
+            self._draw(report, language),
+            self._draw_agents(report, language),
+            self._send(update, stats_lines(report, language)),
+        )
+        if chart is not None:
+            await self._send_chart(update, chart, t("stats_chart_caption", language))
+        if agents_chart is not None:
+            await self._send_chart(update, agents_chart, t("stats_agents_chart_caption", language), "agents.png")
+        if chart is None or (report.agents and agents_chart is None):
             await self._send(update, [t("stats_chart_failed", language)])
             return "stats shown without the chart"
-        await self._send_chart(update, chart, t("stats_chart_caption", language))
         return "stats shown"
 
     async def _on_users(self, update: Update, _: ContextTypes.DEFAULT_TYPE, ctx: RequestContext, args: list[str]) -> str:
@@ -456,6 +502,16 @@ class StatsCommands(AdminCommands):
             log.exception("could not draw the stats chart")
             return None
 
+    async def _draw_agents(self, report: StatsReport, language: str) -> bytes | None:
+        """The agents chart; None without agent turns (nothing to compare) or when drawing failed."""
+        if not report.agents:
+            return None
+        try:
+            return await asyncio.to_thread(render_agents_chart, report.agents, agents_chart_labels(language))
+        except Exception:  # noqa: BLE001 - the numbers still go out without the chart
+            log.exception("could not draw the agents chart")
+            return None
+
     async def _send(self, update: Update, lines: Sequence[str], markup: InlineKeyboardMarkup | None = None) -> None:
         message = update.effective_message
         if message is None:
@@ -473,12 +529,12 @@ class StatsCommands(AdminCommands):
                 log.error("could not send an admin answer in chat %s: %s", message.chat.id, exc)
                 return
 
-    async def _send_chart(self, update: Update, png: bytes, caption: str) -> None:
+    async def _send_chart(self, update: Update, png: bytes, caption: str, filename: str = "stats.png") -> None:
         message = update.effective_message
         if message is None:
             return
         try:
-            await message.reply_photo(png, caption=caption, filename="stats.png", do_quote=False)
+            await message.reply_photo(png, caption=caption, filename=filename, do_quote=False)
         except TelegramError as exc:
             log.error("could not send the stats chart to chat %s: %s", message.chat.id, exc)
 
