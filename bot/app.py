@@ -9,7 +9,7 @@ import logging
 import signal
 from pathlib import Path
 from datetime import time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytz
@@ -35,6 +35,7 @@ from bot.gates.limits import DailyBudget, QuotaCheck, RateLimitCheck, RateLimite
 from bot.runtime.alerts import AdminAlerts
 from bot.auth import AuthProvider
 from bot.channels.telegram.access_handlers import AccessCommands
+from bot.channels.telegram.agent_handlers import AgentCommands
 from bot.channels.telegram.apikey_handlers import ApiKeyCommands
 from bot.admin.broadcast import BroadcastConfig, Broadcaster
 from bot.channels.telegram.broadcast_handlers import BroadcastCommands, TelegramBulkSender
@@ -83,6 +84,7 @@ from bot.reminders.service import ReminderService
 from bot.reminders.tools import ReminderTools
 from bot.settings import Settings
 from bot.storage.admin import AuditRepository, UsageRepository
+from bot.storage.agents import AgentRepository
 from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.db import Database, check_database_url
@@ -109,6 +111,7 @@ from bot.media.transcription import Transcriber
 from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
+    from bot.agents.desk import AgentDesk
     from bot.channels.api.channel import ApiChannel
     from bot.channels.api.eval_pages import EvalPageServices
     from bot.metrics import Metrics
@@ -255,6 +258,7 @@ class Arium:
             quiet=settings.bot_memory_extract_after,
             read_until=self.users.memory_read_until,
         )
+        self.agents = self._build_agents(settings)
         self.conversation = Conversation(
             messages=self.messages,
             prompts=self.prompts,
@@ -274,6 +278,7 @@ class Arium:
                 else None
             ),
             events=self.events,
+            agents=self.agents,
         )
         # The one path every channel's message takes into the core.
         middleware = ContextMiddleware(self.users, self.auth)
@@ -301,12 +306,52 @@ class Arium:
         if wants_api:
             self._build_api(settings)
         if console is not None:
-            console.connect(ConsoleServices(self.inbound, self.reminders, self.memory, self.linker, self.userdata))
+            console.connect(
+                ConsoleServices(self.inbound, self.reminders, self.memory, self.linker, self.userdata, self.agents)
+            )
             # Only a console serving alone delivers reminders at all (see _delivers_reminders).
             self.reminder_router.add(CONSOLE, console.reminder_notifier(), last_resort=True)
             self.channels.append(console)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
         self._started = False
+
+    def _build_agents(self, settings: Settings) -> AgentDesk | None:
+        """Specialist agents from [agents.NAME]; None when there are none
+        (single-agent mode is all there is, at no cost)."""
+        if not settings.agents:
+            return None
+        from bot.agents.desk import AgentDesk, DeskConfig
+        from bot.agents.profiles import AgentBook
+        from bot.agents.router import AgentRouter, RouterConfig
+
+        book = AgentBook.from_settings(settings.agents)
+        tiers = [tier.name for tier in self.models.tiers()]
+        book.check_tiers(tiers)
+        if settings.bot_agents_router_tier is not None and settings.bot_agents_router_tier not in tiers:
+            raise ConfigError(
+                f"BOT_AGENTS_ROUTER_TIER {settings.bot_agents_router_tier!r} is not a tier of the chain "
+                f"(tiers: {', '.join(tiers)})"
+            )
+        router = AgentRouter(
+            book,
+            self.models,
+            self.prompts,
+            RouterConfig(timeout=settings.bot_agents_route_timeout, tier=settings.bot_agents_router_tier),
+        )
+        return AgentDesk(
+            book,
+            router,
+            AgentRepository(self.db),
+            self.runtime_settings,
+            self.prompts,
+            self.tasks,
+            DeskConfig(
+                multi_at_start=settings.bot_agents_mode == "multi",
+                max_tool_calls=settings.bot_agents_max_tool_calls,
+                plan_seconds=settings.bot_agents_plan_seconds,
+                max_answer_tokens=settings.bot_max_answer_tokens,
+            ),
+        )
 
     def _build_mcp(self, settings: Settings) -> McpServers | None:
         if not settings.mcp.servers:
@@ -402,6 +447,7 @@ class Arium:
                 BroadcastCommands(self.events, self.broadcaster),
                 ApiKeyCommands(self.events, self.api_keys, self.users, settings.bot_admin_ids),
                 LinkCommands(self.linker),
+                AgentCommands(self.events, self.agents),
                 EvalPageCommands(
                     self.events, self.eval_links, settings.api_public_root if settings.api_enabled else None
                 ),
@@ -437,6 +483,9 @@ class Arium:
             models=self.models,
             prices=prices_from(settings.model_prices),
             now=self.clock.now,
+            # Always: the table exists in single-agent mode too, and turns
+            # answered before agents were switched off still belong in /stats.
+            agents=AgentRepository(self.db),
         )
         self.health = HealthMonitor(
             self.db, tasks=self.tasks, tools=self.tool_executor, errors=self.error_log, models=self.models,
@@ -593,6 +642,10 @@ class Arium:
     async def start(self) -> None:
         await self.db.migrate()
         await self.runtime.restore()  # before the first update: the chain and prompts as the admin left them
+        if self.agents is not None:
+            await self.agents.restore()  # multi-agent mode and the chats' pinned agents as they were
+            for warning in self.agents.book.unknown_tools(self.tool_registry.tools()):
+                log.warning("%s", warning)
         if self.mcp is not None:
             self.mcp.start(self.tasks)  # in the background: the bot answers before the servers are up
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
@@ -691,7 +744,10 @@ class Arium:
             for channel in self.channels:
                 await channel.close()
             self._started = False
-        for writer in (self.tool_events, self.usage_writer, self.audit_writer):
+        writers: list[BatchWriter[Any]] = [self.tool_events, self.usage_writer, self.audit_writer]
+        if self.agents is not None:
+            writers.append(self.agents.records)
+        for writer in writers:
             await writer.flush()
         if self.broadcaster is not None:
             await self.bulk_sender.close()

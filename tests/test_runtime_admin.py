@@ -277,7 +277,7 @@ async def test_bad_arguments_get_usage_or_a_clear_answer(bot: Start, tg: FakeTel
         "/models order 1,2,3": "Name each of the 2 tiers once",
         "/models up 1": "openai:gpt-4o-mini is already first.",
         "/models enable 2": "mistral:mistral-small-latest is already enabled.",
-        "/prompts use nope 1": "There is no template named nope. Templates: history_summary, memory_extract",
+        "/prompts use nope 1": "There is no template named nope. Templates: agent_route, history_summary",
         "/prompts use system 9": "system has no version 9; it has 1, 2.",
         "/prompts use system x": "x is not a version: write a number such as 2, or latest.",
     }
