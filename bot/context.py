@@ -234,6 +234,7 @@ class ContextMiddleware:
         chat_id: int,
         chat_type: ChatType | str,
         received_at: datetime | None = None,
+        request_id: str | None = None,
     ) -> RequestContext:
         # A Telegram or console profile names the person in that channel (an
         # identity, which /link may have joined to another user); the API's
@@ -245,7 +246,7 @@ class ContextMiddleware:
             channel=identity_channel(ChatType(chat_type).value),
         )
         role = self._auth.effective_role(profile.id, user.role)
-        request_id = new_request_id()
+        request_id = request_id or new_request_id()
         current_request_id.set(request_id)
         return RequestContext(
             user_id=user.id,

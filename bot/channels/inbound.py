@@ -34,6 +34,9 @@ class Arrival:
     reaches_model: bool = False
     # The argument of /start (a deep link's payload: an invite code).
     start_payload: str | None = None
+    # The turn's request id when the channel derives one from its own message
+    # id (Telegram's update id: a redelivered update finds its stored turn).
+    request_id: str | None = None
 
 
 class InboundPath:
@@ -63,7 +66,11 @@ class InboundPath:
         """The context and the gates' verdict, for channels that answer a
         refusal in their own terms (the HTTP API's status codes)."""
         ctx = await self._middleware.build(
-            arrival.profile, chat_id=arrival.chat_id, chat_type=arrival.chat_type, received_at=arrival.received_at
+            arrival.profile,
+            chat_id=arrival.chat_id,
+            chat_type=arrival.chat_type,
+            received_at=arrival.received_at,
+            request_id=arrival.request_id,
         )
         return ctx, await self._gates.check(GateRequest(ctx, arrival.reaches_model, arrival.start_payload))
 

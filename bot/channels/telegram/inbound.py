@@ -51,7 +51,15 @@ def arrival_of(update: Update, *, reaches_model: bool | None = None) -> Arrival 
         received_at=message.date,
         reaches_model=_reaches_model(update) if reaches_model is None else reaches_model,
         start_payload=start_payload(update),
+        request_id=update_request_id(update.update_id),
     )
+
+
+def update_request_id(update_id: int) -> str:
+    """A Telegram turn's request id, from its update: the same update
+    delivered twice (the scaled mode's broker after a worker died) names the
+    same turn, so the second delivery finds what the first one stored."""
+    return f"tg{update_id}"
 
 
 def addressed(message: Message, bot: Bot) -> bool:
