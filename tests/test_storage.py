@@ -340,7 +340,7 @@ async def test_the_memory_stems_migration_indexes_old_rows_by_their_stems(databa
         assert await found("where does my sister live") == ["Has two sisters and a brother"]
         assert await found("Как зовут моего кота?") == [], "a shared prefix is not a shared stem"
         assert await found("сестрой", user_id=7) == ["Сестра Бориса живёт в Омске"]
-        [cat] = await memories.add(42, [NewMemory("Кота зовут Барсик")], [None], None)
+        [cat] = (await memories.add(42, [NewMemory("Кота зовут Барсик")], [None], None)).value
         assert await found("Как зовут моего кота?") == ["Кота зовут Барсик"]
         await memories.update(42, cat.id, text_="Собаку зовут Рекс", embedding=None, model=None)
         assert await found("кот") == [] and await found("собака") == ["Собаку зовут Рекс"]
@@ -438,5 +438,45 @@ async def test_the_agents_migration_keeps_the_rows_of_the_previous_head(database
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert not tables & {"agent_turns", "agent_plans", "chat_agents"}
         assert {"messages", "eval_runs", "runtime_settings"} <= tables
+    finally:
+        await db.dispose()
+
+
+async def test_the_memory_version_migration_keeps_the_rows_of_the_previous_head(database_url: str) -> None:
+    """A database at 0012 (before memory versions) with two users and a
+    memory upgrades to head with all of them intact and every user at
+    version 0; each change to a user's memories then bumps that user's
+    version alone; the downgrade drops the column and nothing else."""
+    from alembic import command
+
+    from bot.memory.records import NewMemory
+    from bot.memory.repository import MemoryRepository
+    from bot.storage.db import alembic_config
+
+    db = await at_revision(database_url, "0012_agents")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), user_row(7, "Bob"),
+            "INSERT INTO memories (user_id, text, kind, importance, source, created_at, updated_at, search_terms) "
+            "VALUES (42, 'Likes green tea', 'fact', 3, 'extracted', '2026-12-01 10:00:00', '2026-12-01 10:00:00', "
+            "'green tea')",
+        )
+        await db.migrate()
+        assert await db.pending_migrations() == []
+        memories = MemoryRepository(db)
+        assert (await memories.version(42), await memories.version(7), await memories.version(99)) == (0, 0, None)
+        assert [m.text for m in await memories.all(42)] == ["Likes green tea"]
+        added = await memories.add(42, [NewMemory("Plays jazz piano")], [None], None)
+        deleted = await memories.delete(42, [added.value[0].id])
+        nothing = await memories.delete(42, [added.value[0].id])
+        assert (added.version, deleted.version, nothing.version) == (1, 2, None)
+        assert (await memories.version(42), await memories.version(7)) == (2, 0)
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0012_agents"))
+            columns = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("users")})
+            users = (await conn.exec_driver_sql("SELECT first_name FROM users ORDER BY id")).scalars().all()
+            texts = (await conn.exec_driver_sql("SELECT text FROM memories")).scalars().all()
+        assert "memory_version" not in columns and "memory_extracted_until" in columns
+        assert (list(users), list(texts)) == (["Bob", "Ann"], ["Likes green tea"])
     finally:
         await db.dispose()

@@ -12,9 +12,11 @@ between the kinds as it grows or shrinks.
 
 A file is a cache of the database, so it only has to say whether it can be
 trusted: a header line (format, index kind, embedding model, dimension,
-vector count, CRC32 of the payload, and the time of the snapshot) and FAISS's
-own serialization. Anything that does not check out raises IndexFileError and
-the caller rebuilds from the database.
+vector count, CRC32 of the payload, the time of the snapshot and the user's
+memory version it reflects) and FAISS's own serialization. Anything that
+does not check out raises IndexFileError and the caller rebuilds from the
+database. Files are replaced atomically, so processes sharing the folder
+only ever read whole files, and the version tells whether one is current.
 """
 
 from __future__ import annotations
@@ -254,12 +256,19 @@ class IndexHeader:
     crc32: int
     snapshot_at: str  # ISO time: rows updated after it must be re-read
     kind: str = EXACT  # files written before sketched indexes existed are exact
+    # users.memory_version the index reflects; None in files written before
+    # versions existed (then checked against the rows instead).
+    memory_version: int | None = None
 
 
-def save_index(path: Path, index: VectorIndex, model: str, snapshot_at: datetime) -> None:
+def save_index(
+    path: Path, index: VectorIndex, model: str, snapshot_at: datetime, memory_version: int | None = None
+) -> None:
     """Write atomically: a temp file in the same folder, fsync, rename."""
     payload = index.serialize()
-    header = IndexHeader(model, index.dim, index.size, zlib.crc32(payload), snapshot_at.isoformat(), index.kind)
+    header = IndexHeader(
+        model, index.dim, index.size, zlib.crc32(payload), snapshot_at.isoformat(), index.kind, memory_version
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -277,6 +286,12 @@ def save_index(path: Path, index: VectorIndex, model: str, snapshot_at: datetime
 
 def load_index(path: Path, model: str, dim: int) -> tuple[VectorIndex, datetime]:
     """The saved index and its snapshot time, or IndexFileError saying why not."""
+    index, header = read_index(path, model, dim)
+    return index, datetime.fromisoformat(header.snapshot_at)
+
+
+def read_index(path: Path, model: str, dim: int) -> tuple[VectorIndex, IndexHeader]:
+    """The saved index and its header, or IndexFileError saying why not."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -288,7 +303,7 @@ def load_index(path: Path, model: str, dim: int) -> tuple[VectorIndex, datetime]
     line_end = data.find(b"\n", len(MAGIC))
     try:
         header = IndexHeader(**json.loads(data[len(MAGIC) : line_end]))
-        snapshot_at = datetime.fromisoformat(header.snapshot_at)
+        datetime.fromisoformat(header.snapshot_at)
     except (ValueError, TypeError) as exc:
         raise IndexFileError(f"bad header: {exc}") from None
     if header.model != model or header.dim != dim:
@@ -304,13 +319,16 @@ def load_index(path: Path, model: str, dim: int) -> tuple[VectorIndex, datetime]
         raise IndexFileError(f"unreadable by FAISS: {exc}") from None
     if index.size != header.count:
         raise IndexFileError("vector count does not match the header")
-    return index, snapshot_at
+    return index, header
 
 
 @dataclass
 class CachedIndex:
     index: VectorIndex
     unsaved_changes: int = 0
+    # The user's memory version the index reflects (None: the user had no
+    # row). A number older than the database's means another process wrote.
+    version: int | None = None
 
 
 class IndexCache:

@@ -9,6 +9,17 @@ rows, index and file.
 
 Concurrency: FAISS and file work run on a small thread pool; one asyncio lock
 per user orders index loads, writes, searches and saves of that user.
+
+Several processes over one database (the scaled mode): every change to a
+user's memories bumps users.memory_version in its transaction, and each
+cached index (and its file) records the version it reflects. A search gets
+the user's version from its own keyword statement (a primary-key read of
+its own only when that matched nothing), while the query is embedded, and
+when another process has written since, rebuilds the index from the rows
+before searching it. This process's own writes carry their new
+version back, so mirroring them needs no rebuild. Processes may share the
+index folder: files are replaced atomically and trusted only at the
+database's version.
 """
 
 from __future__ import annotations
@@ -26,10 +37,12 @@ from typing import Any, ParamSpec, TypeVar
 import faiss
 import numpy as np
 
-from bot.errors import EmbedderUnavailable, IndexFileError
+from bot.errors import EmbedderUnavailable, IndexFileError, StorageError
 from bot.memory.keyword import query_terms
 from bot.memory.embedder import MAX_BATCH_TEXTS, EmbeddingService
-from bot.memory.index import CachedIndex, IndexCache, VectorIndex, fit, kind_for, load_index, save_index
+from bot.memory.index import (
+    CachedIndex, IndexCache, IndexHeader, VectorIndex, fit, kind_for, read_index, save_index,
+)
 from bot.memory.records import Hit, MemoryRecord, NewMemory
 from bot.memory.relevance import RecallPolicy, fuse, relevant_dense
 from bot.memory.repository import MemoryRepository
@@ -114,10 +127,14 @@ class MemoryService:
         )
         self._cache = IndexCache(config.cache_vectors)
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._write_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._loads: dict[int, asyncio.Task[CachedIndex | None]] = {}
         # Counts the times each user deleted memories themselves (a command,
         # a tool): extraction still waiting to run drops turns from before.
         self._user_deletions: dict[int, int] = {}
+        # Indexes built from the database rows (no usable file, or another
+        # process changed the memories): what multi-process use costs.
+        self.rebuilds = 0
 
     # Lifecycle ------------------------------------------------------------
 
@@ -182,11 +199,24 @@ class MemoryService:
         if not query or k <= 0:
             return []
         pool = k * self.policy.candidates_per_hit
-        dense_hits, keyword_found = await asyncio.gather(
-            self._dense(user_id, query, pool, wait, vector) if dense else _nothing(),
-            self.repository.keyword_records(user_id, query, pool) if keyword else _nothing(),
+        keyword_half = asyncio.ensure_future(
+            self.repository.keyword_records_and_version(user_id, query, pool) if keyword else _no_keyword_hits()
+        )
+        dense_hits, (keyword_found, _) = await asyncio.gather(
+            self._dense(user_id, query, pool, wait, vector, lambda: self._version_after(keyword_half, user_id))
+            if dense else _nothing(),
+            keyword_half,
         )
         return await self._fuse(user_id, dense_hits, keyword_found, k)
+
+    async def _version_after(
+        self, keyword_half: asyncio.Future[tuple[list[MemoryRecord], int | None]], user_id: int
+    ) -> int | None:
+        """The user's memory version for checking the cached index: brought
+        by the keyword statement, else (no content words, keyword search off)
+        read on its own."""
+        _, version = await asyncio.shield(keyword_half)  # a dense half giving up leaves the keyword half running
+        return version if version is not None else await self.repository.version(user_id)
 
     async def recall(self, user_id: int, query: str) -> list[Hit]:
         """Recall for a chat turn: bounded wait, and the hits count as used.
@@ -205,15 +235,17 @@ class MemoryService:
         return await self.search(user_id, text, k, vector=vector)
 
     async def _dense(
-        self, user_id: int, query: str, k: int, wait: float | None, vector: np.ndarray | None
+        self, user_id: int, query: str, k: int, wait: float | None, vector: np.ndarray | None,
+        version: Callable[[], Awaitable[int | None]],
     ) -> list[tuple[int, float]]:
         """``wait`` bounds the whole dense half: right after a start that
         includes the embedder's load (a fraction of a second once its ONNX
         export exists) and the user's index (milliseconds for a small one),
-        so the first turns recall as well as later ones."""
+        so the first turns recall as well as later ones. ``version`` tells
+        the user's memory version in the database, to check a cached index."""
         deadline = None if wait is None else asyncio.get_running_loop().time() + wait
         if vector is not None:
-            return await self._search_vector(user_id, vector, k, _left(deadline))
+            return await self._search_vector(user_id, vector, k, _left(deadline), version)
         if not self.embeddings.ready:
             # Loading: worth a (bounded) wait, for a user with memories to find.
             # Failed or not started: keyword search carries recall.
@@ -224,26 +256,69 @@ class MemoryService:
                 return []
         # The index first: a user with no memories costs no embedding at all.
         entry = await self._entry(user_id, _left(deadline))
+        if entry is not None and entry.index.size == 0:
+            # Empty here, but another process may have added some since.
+            entry = await self._up_to(user_id, entry, await version(), _left(deadline))
         if entry is None or entry.index.size == 0:
             return []
         try:
-            vector = await asyncio.wait_for(self.embeddings.encode_one(query), _left(deadline))
+            # The version comes while the query is embedded: checking the
+            # cached index against it costs no time.
+            vector, current = await asyncio.wait_for(
+                asyncio.gather(self.embeddings.encode_one(query), version()), _left(deadline)
+            )
         except TimeoutError:
             log.info("query embedding took longer than %.2f s; keyword recall only", wait or 0)
             return []
         except EmbedderUnavailable:
             return []
-        return await self._search_vector(user_id, vector, k, _left(deadline))
+        fresh = await self._up_to(user_id, entry, current, _left(deadline))
+        return [] if fresh is None else await self._search_entry(user_id, fresh, vector, k)
 
     async def _search_vector(
-        self, user_id: int, vector: np.ndarray, k: int, wait: float | None
+        self, user_id: int, vector: np.ndarray, k: int, wait: float | None,
+        version: Callable[[], Awaitable[int | None]],
     ) -> list[tuple[int, float]]:
+        """Search with a query vector the caller has: the cached index is
+        searched while the user's version comes; if another process wrote
+        meanwhile, the index is rebuilt and searched again."""
         entry = await self._entry(user_id, wait)
         if entry is None:
             return []
+        found, current = await asyncio.gather(self._search_entry(user_id, entry, vector, k), version())
+        if not _behind(entry.version, current):
+            return found
+        fresh = await self._refresh(user_id, current, wait)
+        return [] if fresh is None else await self._search_entry(user_id, fresh, vector, k)
+
+    async def _search_entry(
+        self, user_id: int, entry: CachedIndex, vector: np.ndarray, k: int
+    ) -> list[tuple[int, float]]:
         async with self._lock(user_id):
             found = await self._run(entry.index.search, vector, k)
         return relevant_dense(found, self.policy)
+
+    async def _up_to(
+        self, user_id: int, entry: CachedIndex, version: int | None, wait: float | None
+    ) -> CachedIndex | None:
+        """``entry``, or if it misses changes the database has at ``version``,
+        the index rebuilt."""
+        return await self._refresh(user_id, version, wait) if _behind(entry.version, version) else entry
+
+    async def _refresh(self, user_id: int, version: int | None, wait: float | None) -> CachedIndex | None:
+        """The user's index at ``version`` (read from the database) or later:
+        the cached one if this process's own write has brought it there
+        meanwhile, else loaded again, which rebuilds it from the rows (None
+        if that takes longer than ``wait``; it goes on in the background)."""
+        async with self._lock(user_id):
+            entry = self._cache.get(user_id)
+            if entry is not None and not _behind(entry.version, version):
+                return entry
+            if entry is not None:
+                log.info("memory index of user %s is at version %s, the database at %s (another process wrote)",
+                         user_id, entry.version, version)
+                self._cache.pop(user_id)
+        return await self._entry(user_id, wait)
 
     async def _fuse(
         self, user_id: int, dense_hits: list[tuple[int, float]], keyword_found: list[MemoryRecord], k: int
@@ -274,9 +349,11 @@ class MemoryService:
         vectors = await self._try_encode([item.text for item in items])
         blobs = [_vector_bytes(v) for v in vectors] if vectors is not None else [None] * len(items)
         model = self.embeddings.name if vectors is not None else None
-        records = await self.repository.add(user_id, items, blobs, model)
-        await self._apply(user_id, upsert=[r.id for r in records] if vectors is not None else [],
-                          vectors=vectors, stale=vectors is None)
+        async with self._writing(user_id):
+            written = await self.repository.add(user_id, items, blobs, model)
+            records = written.value
+            await self._apply(user_id, written.version, upsert=[r.id for r in records] if vectors is not None else [],
+                              vectors=vectors, stale=vectors is None)
         await self.enforce_cap(user_id)
         return records
 
@@ -285,28 +362,31 @@ class MemoryService:
         expires_at: datetime | None = None,
     ) -> MemoryRecord | None:
         vectors = await self._try_encode([text])
-        record = await self.repository.update(
-            user_id,
-            memory_id,
-            text_=text,
-            embedding=_vector_bytes(vectors[0]) if vectors is not None else None,
-            model=self.embeddings.name if vectors is not None else None,
-            kind=kind,
-            importance=importance,
-            expires_at=expires_at,
-        )
-        if record is not None:
-            await self._apply(user_id, upsert=[memory_id] if vectors is not None else [], vectors=vectors,
-                              remove=[] if vectors is not None else [memory_id], stale=vectors is None)
-        return record
+        async with self._writing(user_id):
+            written = await self.repository.update(
+                user_id,
+                memory_id,
+                text_=text,
+                embedding=_vector_bytes(vectors[0]) if vectors is not None else None,
+                model=self.embeddings.name if vectors is not None else None,
+                kind=kind,
+                importance=importance,
+                expires_at=expires_at,
+            )
+            await self._apply(user_id, written.version, upsert=[memory_id] if vectors is not None else [],
+                              vectors=vectors, remove=[] if vectors is not None else [memory_id],
+                              stale=vectors is None)
+        return written.value
 
     async def delete(self, user_id: int, ids: Sequence[int], *, by_user: bool = True) -> list[int]:
         """``by_user``: the user asked for it (False when extraction replaces
         an outdated fact)."""
         if by_user:
             self._note_user_deletion(user_id)
-        deleted = await self.repository.delete(user_id, ids)
-        await self._apply(user_id, remove=deleted)
+        async with self._writing(user_id):
+            written = await self.repository.delete(user_id, ids)
+            await self._apply(user_id, written.version, remove=written.value)
+        deleted = written.value
         if by_user and deleted and self._on_user_deletion is not None:
             await self._on_user_deletion(user_id)
         return deleted
@@ -314,7 +394,7 @@ class MemoryService:
     async def delete_all(self, user_id: int) -> int:
         self._note_user_deletion(user_id)
         async with self._lock(user_id):
-            count = await self.repository.delete_all(user_id)
+            count = (await self.repository.delete_all(user_id)).value
             self._cache.pop(user_id)
             await self._run(self._index_path(user_id).unlink, True)
         if self._on_user_deletion is not None:
@@ -329,19 +409,20 @@ class MemoryService:
             await self._run(self._index_path(user_id).unlink, True)
 
     async def enforce_cap(self, user_id: int) -> list[int]:
-        evicted = await self.repository.evict_over_cap(user_id, self.config.max_per_user)
-        if evicted:
-            log.info("user %s reached the memory cap; forgot %d least important", user_id, len(evicted))
-            await self._apply(user_id, remove=evicted)
-        return evicted
+        async with self._writing(user_id):
+            written = await self.repository.evict_over_cap(user_id, self.config.max_per_user)
+            await self._apply(user_id, written.version, remove=written.value)
+        if written.value:
+            log.info("user %s reached the memory cap; forgot %d least important", user_id, len(written.value))
+        return written.value
 
     async def sweep_expired(self, user_id: int | None = None) -> int:
-        gone = await self.repository.delete_expired(user_id)
+        gone, versions = await self.repository.delete_expired(user_id)
         by_user: dict[int, list[int]] = {}
         for owner, memory_id in gone:
             by_user.setdefault(owner, []).append(memory_id)
         for owner, ids in by_user.items():
-            await self._apply(owner, remove=ids)
+            await self._apply(owner, versions.get(owner), remove=ids)
         return len(gone)
 
     def user_deletions(self, user_id: int) -> int:
@@ -377,11 +458,15 @@ class MemoryService:
             return None
 
     def _lock(self, user_id: int) -> asyncio.Lock:
-        lock = self._locks.get(user_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[user_id] = lock
-        return lock
+        return _lock_of(self._locks, user_id)
+
+    def _writing(self, user_id: int) -> asyncio.Lock:
+        """Held from a write of the user's memories until the cached index
+        mirrors it: this process's writes then reach the index in the order
+        of their versions, so only another process's write leaves a gap.
+        (Their commits queue anyway: behind SQLite's one writer, or the row
+        lock the version's bump takes on PostgreSQL.)"""
+        return _lock_of(self._write_locks, user_id)
 
     def _index_path(self, user_id: int) -> Path:
         return self.config.index_dir / f"{int(user_id)}.faiss"
@@ -433,23 +518,27 @@ class MemoryService:
         return entry
 
     async def _load_and_reconcile(self, user_id: int) -> CachedIndex:
-        """Held under the user's lock. The saved file is trusted only as far as
-        the database agrees: rows added, deleted or changed since its snapshot
-        are applied; a missing or broken file means a full rebuild."""
+        """Held under the user's lock. A saved file is used only at the
+        user's memory version in the database, and even then checked against
+        the rows: rows added, deleted or changed since its snapshot are
+        applied (a file from before versions existed gets only that check).
+        A missing or broken file, or one at another version (another process
+        wrote since, or this one stopped before saving), means a full rebuild:
+        only the rows are sure to be right across processes and clocks."""
+        # Read before the rows: they then show this version or a newer one,
+        # so the index is never tagged newer than what it holds.
+        version = await self.repository.version(user_id)
         model, dim = self.embeddings.name, self.embeddings.dim
         in_db, pending = await self.repository.indexed_state(user_id, model)
         if pending:
-            in_db |= await self._embed_pending(user_id, pending, model)
+            embedded, version = await self._embed_pending(user_id, pending, model, version)
+            in_db |= embedded
         try:
-            index, snapshot_at = await self._run(load_index, self._index_path(user_id), model, dim)
+            index, header = await self._run(read_index, self._index_path(user_id), model, dim)
+            _check_version(header, version)
         except IndexFileError as exc:
-            if in_db or str(exc) != "missing":
-                log.info("memory index of user %s: %s; rebuilding from the database", user_id, exc)
-            index = VectorIndex(dim)
-            if in_db:  # nothing embedded with this model: no vectors to read (a new user)
-                await self._add_stored(user_id, index, None, model)
-            index = await self._run(fit, index, self.config.exact_search_max)
-            return CachedIndex(index, unsaved_changes=index.size or int(str(exc) != "missing"))
+            return await self._rebuild(user_id, in_db, model, version, exc)
+        snapshot_at = datetime.fromisoformat(header.snapshot_at)
         present = await self._run(index.ids)
         extra = present - in_db
         changed = set(await self.repository.changed_since(user_id, snapshot_at - SNAPSHOT_MARGIN))
@@ -467,7 +556,20 @@ class MemoryService:
         converted = int(fitted is not index)
         if converted:
             log.info("memory index of user %s: %s -> %s at %d vectors", user_id, index.kind, fitted.kind, fitted.size)
-        return CachedIndex(fitted, unsaved_changes=len(extra) + len(missing) + converted)
+        return CachedIndex(fitted, unsaved_changes=len(extra) + len(missing) + converted, version=version)
+
+    async def _rebuild(
+        self, user_id: int, in_db: set[int], model: str, version: int | None, reason: IndexFileError
+    ) -> CachedIndex:
+        """The user's index from the stored vectors alone."""
+        if in_db or str(reason) != "missing":
+            log.info("memory index of user %s: %s; rebuilding from the database", user_id, reason)
+        self.rebuilds += 1
+        index = VectorIndex(self.embeddings.dim)
+        if in_db:  # nothing embedded with this model: no vectors to read (a new user)
+            await self._add_stored(user_id, index, None, model)
+        index = await self._run(fit, index, self.config.exact_search_max)
+        return CachedIndex(index, unsaved_changes=index.size or int(str(reason) != "missing"), version=version)
 
     async def _add_stored(self, user_id: int, index: VectorIndex, ids: list[int] | None, model: str) -> None:
         """Put stored vectors (all of the user's, or these ids) into ``index``."""
@@ -477,9 +579,12 @@ class MemoryService:
             matrix = _matrix([v.embedding for v in stored], index.dim)
             await self._run(index.upsert, [v.id for v in stored], matrix)
 
-    async def _embed_pending(self, user_id: int, pending: list[int], model: str) -> set[int]:
+    async def _embed_pending(
+        self, user_id: int, pending: list[int], model: str, version: int | None
+    ) -> tuple[set[int], int | None]:
         """Embed rows stored before the model was ready, or with another model;
-        returns the ids now embedded with ``model``."""
+        returns the ids now embedded with ``model`` and the memory version
+        the index being loaded reflects after these writes of its own."""
         done: set[int] = set()
         for batch in _chunks(pending, MAX_BATCH_TEXTS * 4):
             if self._tasks.closing:
@@ -489,31 +594,43 @@ class MemoryService:
             vectors = await self._try_encode([texts[i] for i in ids])
             if vectors is None:
                 break
-            await self.repository.set_embeddings(
+            written = await self.repository.set_embeddings(
                 user_id, {i: _vector_bytes(v) for i, v in zip(ids, vectors, strict=True)}, model
             )
+            # Another process's write in between keeps the older number: the
+            # next search then rebuilds, rather than trust a guess.
+            if version is not None and written == version + 1:
+                version = written
             done.update(ids)
-        return done
+        return done, version
 
     async def _apply(
         self,
         user_id: int,
+        version: int | None,
         *,
         upsert: Sequence[int] = (),
         vectors: np.ndarray | None = None,
         remove: Sequence[int] = (),
         stale: bool = False,
     ) -> None:
-        """Mirror a committed database change in the cached index, if loaded.
+        """Mirror a committed database change, which made memory ``version``
+        (None: it changed nothing), in the cached index, if loaded.
         ``stale``: the change could not be mirrored (no embedding yet), so the
-        cached copy is dropped and the next load reconciles it."""
+        cached copy is dropped and the next load rebuilds it."""
+        if version is None:
+            return
         async with self._lock(user_id):
             entry = self._cache.get(user_id)
-            if entry is None:
-                return
-            if stale:
+            if entry is None or (entry.version is not None and version <= entry.version):
+                return  # nothing cached, or loaded after this write: it holds it already
+            if stale or entry.version is None or version != entry.version + 1:
+                # Not mirrored: no vector yet, or a gap (another process wrote
+                # in between, and patching this copy would not make it right).
+                # The next load rebuilds it.
                 self._cache.pop(user_id)
                 return
+            entry.version = version
             if remove:
                 await self._run(entry.index.remove, list(remove))
             if upsert and vectors is not None:
@@ -539,15 +656,67 @@ class MemoryService:
                 return
             if self._cache.get(user_id) not in (entry, None):
                 return  # replaced by a newer load; that one will be saved
+            if not await self._at_version(user_id, entry.version):
+                # Behind the database: worth no file (the next save or search
+                # sees to it). Above all, a copy another process made stale by
+                # erasing the memories must not write their vectors back.
+                return
             snapshot_at = utcnow()
             changes = entry.unsaved_changes
             model = self.embeddings.name
-            await self._run(save_index, self._index_path(user_id), entry.index, model, snapshot_at)
+            path = self._index_path(user_id)
+            await self._run(save_index, path, entry.index, model, snapshot_at, entry.version)
             entry.unsaved_changes -= changes
+            if await self._erased_since(user_id, entry.version):
+                await self._run(path.unlink, True)  # no vectors of erased memories stay on disk
+
+    async def _at_version(self, user_id: int, version: int | None) -> bool:
+        """Whether the user's memories in the database are still at ``version``
+        (False when the database cannot say: a save can wait)."""
+        try:
+            return await self.repository.version(user_id) == version
+        except StorageError as exc:
+            log.warning("memory version of user %s unreadable (%s); index not saved", user_id, exc)
+            return False
+
+    async def _erased_since(self, user_id: int, version: int | None) -> bool:
+        """Whether the user's memories were all deleted after ``version``."""
+        try:
+            return await self.repository.version(user_id) != version and not await self.repository.has_any(user_id)
+        except StorageError:
+            return False  # the file is tagged with its version: no process trusts it past a change
 
 
 async def _nothing() -> list[T]:
     return []
+
+
+async def _no_keyword_hits() -> tuple[list[MemoryRecord], int | None]:
+    return [], None
+
+
+def _lock_of(locks: weakref.WeakValueDictionary[int, asyncio.Lock], user_id: int) -> asyncio.Lock:
+    lock = locks.get(user_id)
+    if lock is None:
+        lock = asyncio.Lock()
+        locks[user_id] = lock
+    return lock
+
+
+def _behind(cached: int | None, stored: int | None) -> bool:
+    """Whether an index at memory version ``cached`` misses changes the
+    database had at ``stored``. A smaller stored number is a read from before
+    a write of this process that the index already holds. None is a user
+    without a row: gone since, or created since."""
+    if cached is None or stored is None:
+        return cached != stored
+    return stored > cached
+
+
+def _check_version(header: IndexHeader, version: int | None) -> None:
+    """A file saved at another memory version than the database's is stale."""
+    if header.memory_version is not None and header.memory_version != version:
+        raise IndexFileError(f"saved at memory version {header.memory_version}, the database is at {version}")
 
 
 def _left(deadline: float | None) -> float | None:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
+from bot.storage import memory_versions
 from bot.storage.db import Database
 from bot.storage.models import ApiKey, Identity, LinkCode, Memory, Message, Reminder, ToolRound, User
 from bot.runtime.clock import utcnow
@@ -77,6 +78,9 @@ class IdentityRepository:
             for name, model in (("memories", Memory), ("reminders", Reminder)):
                 result = await s.execute(update(model).where(model.user_id == absorbed).values(user_id=survivor))
                 moved[name] = int(result.rowcount)  # type: ignore[attr-defined]
+            if moved["memories"]:
+                # Other processes' cached indexes of the survivor are stale now.
+                await memory_versions.bump_one(s, survivor)
             for model in (ApiKey, Identity, Message, ToolRound):
                 await s.execute(update(model).where(model.user_id == absorbed).values(user_id=survivor))
             await s.execute(delete(LinkCode).where(LinkCode.user_id == absorbed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,6 +63,14 @@ class Base(DeclarativeBase):
 EVAL_USER_MIN = 2**52 - 2**40
 
 
+def first_memory_version() -> int:
+    """Microseconds since the epoch. An earlier user of the same id (erased
+    since) started lower and would have needed more writes than microseconds
+    passed to reach it; clocks of different machines a few seconds apart do
+    not change that for any real user."""
+    return time.time_ns() // 1000
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -85,6 +94,11 @@ class User(Base):
     # not to be: they deleted memories since). After a crash, the exchanges
     # past it are extracted at start. None: nothing read yet.
     memory_extracted_until: Mapped[int | None] = mapped_column(BigInteger)
+    # Bumped in the transaction of every change to the user's memories: a
+    # process whose cached FAISS index says an older number rebuilds it
+    # (bot/memory/service.py). A new row starts from the clock, so a user
+    # erased and created again never repeats a number a process still holds.
+    memory_version: Mapped[int] = mapped_column(BigInteger, default=first_memory_version, server_default="0")
 
 
 class Chat(Base):
@@ -486,3 +500,4 @@ class ChatAgent(Base):
     agent: Mapped[str] = mapped_column(String(24))
     set_by: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
