@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from tests.fakes.telegram_webhook import Webhook, WebhookDelivery, WebhookPusher
 from tests.limits import WAIT_LIMIT
 
 JsonDict = dict[str, Any]
@@ -43,6 +44,8 @@ _IMPLEMENTED = (
     "getMe",
     "getUpdates",
     "deleteWebhook",
+    "setWebhook",
+    "getWebhookInfo",
     "setMyCommands",
     "deleteMyCommands",
     "getMyCommands",
@@ -115,6 +118,7 @@ _NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply "
     "markup are exactly the same as a current content and reply markup of the message"
 )
+_WEBHOOK_ACTIVE = "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first"
 _DEFAULT_DESCRIPTIONS = {
     400: "Bad Request: injected fault",
     401: "Unauthorized",
@@ -182,6 +186,27 @@ class _Fault:
     retry_after: int | None
     remaining: int
     when: Callable[[JsonDict], bool] | None
+
+
+@dataclass(frozen=True)
+class TelegramLimits:
+    """Telegram's flood limits, enforced by the fake only after
+    ``enforce_limits`` (off by default, so other tests are unaffected)."""
+
+    overall: int = 30
+    overall_period: float = 1.0
+    private: int = 1  # per private chat
+    private_period: float = 1.0
+    group: int = 20  # per group, supergroup or channel
+    group_period: float = 60.0
+    # A request's moment differs a little between the sender and this server
+    # (network, two event loops); Telegram's own counting is not that exact.
+    slack: float = 0.05
+
+
+# Sends the flood limits count. Drafts stay out, as in the bot's limiter
+# (bot/channels/telegram/shared_limits.py): they are a live preview.
+_FLOOD_COUNTED = frozenset({"sendMessage", "editMessageText", "sendDocument", "sendPhoto"})
 
 
 class ApiError(Exception):
@@ -662,6 +687,10 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.rate_limit: tuple[int, float] | None = None
         self.too_many_requests = 0
+        # Telegram's flood limits (opt-in): refusals counted, windows per key.
+        self.telegram_limits: TelegramLimits | None = None
+        self.limit_refusals = 0
+        self._flood_windows: dict[object, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._stopping = False
@@ -672,6 +701,9 @@ class FakeTelegram:
         self._poll_generation = 0
         self._updates_changed = asyncio.Event()
         self._activity = asyncio.Event()
+        # webhook (setWebhook): while set, updates are POSTed to it, not polled
+        self._pusher: WebhookPusher | None = None
+        self.webhook_deliveries: list[WebhookDelivery] = []
         # chats and messages
         self._chats: dict[int, JsonDict] = {}
         self._users: dict[int, JsonDict] = {}
@@ -713,6 +745,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._stopping = True
         self._wake_pollers()  # pending long polls answer [] right away
+        await self._stop_pushing()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1062,6 +1095,32 @@ class FakeTelegram:
                     self._faults.remove(fault)
                 raise ApiError(fault.status, fault.description, fault.retry_after)
 
+    def enforce_limits(self, limits: TelegramLimits | None = None) -> None:
+        """Answer sends past Telegram's flood limits with 429 and count them
+        in ``limit_refusals`` (accepted sends are the 200 entries of ``calls``)."""
+        self.telegram_limits = limits or TelegramLimits()
+
+    def _check_flood(self, call: Call) -> None:
+        limits = self.telegram_limits
+        chat_id = _as_int(call.params.get("chat_id"))
+        if limits is None or call.method not in _FLOOD_COUNTED or chat_id is None:
+            return
+        private = self._chat_type(chat_id) == "private"
+        windows = (
+            ("overall", limits.overall, limits.overall_period),
+            (chat_id, *((limits.private, limits.private_period) if private else (limits.group, limits.group_period))),
+        )
+        for key, most, period in windows:
+            times = self._flood_windows[key]
+            while times and times[0] <= call.at - (period - limits.slack):
+                times.popleft()
+            if len(times) >= most:
+                self.limit_refusals += 1
+                wait = max(1, math.ceil(times[0] + period - call.at))
+                raise ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+        for key, _, _ in windows:
+            self._flood_windows[key].append(call.at)
+
     def _check_rate_limit(self, method: str) -> None:
         if self.rate_limit is None or method not in _RATE_LIMITED:
             return
@@ -1111,6 +1170,7 @@ class FakeTelegram:
             raise ApiError(404, "Not Found")
         self._take_fault(call.method, call.params)
         self._check_rate_limit(call.method)
+        self._check_flood(call)
         self._check_blocked(call.method, call.params)
         return await handler(call.params)
 
@@ -1119,6 +1179,8 @@ class FakeTelegram:
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
             "deleteWebhook": self._delete_webhook,
+            "setWebhook": self._set_webhook,
+            "getWebhookInfo": self._get_webhook_info,
             "setMyCommands": self._set_my_commands,
             "deleteMyCommands": self._delete_my_commands,
             "getMyCommands": self._get_my_commands,
@@ -1351,7 +1413,65 @@ class FakeTelegram:
     async def _delete_webhook(self, params: JsonDict) -> bool:
         if params.get("drop_pending_updates") is True:
             self._updates.clear()
+        await self._stop_pushing()
         return True
+
+    # ---------------------------------------------------------------- methods: webhook
+
+    @property
+    def webhook(self) -> Webhook | None:
+        """The webhook setWebhook set, or None (getUpdates works)."""
+        return self._pusher.webhook if self._pusher is not None else None
+
+    async def _set_webhook(self, params: JsonDict) -> bool:
+        url = params.get("url") or ""
+        if not url:  # as on Telegram: an empty url removes the webhook
+            return await self._delete_webhook(params)
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise _bad_request("secret token contains unallowed characters")
+        # http too, as a local Bot API server (--local) allows; the cloud wants https.
+        if not re.match(r"https?://[^/?#]+", url):
+            raise _bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        max_connections = _as_int(params.get("max_connections")) or 40
+        if "allowed_updates" in params:  # persists, as for getUpdates
+            self._allowed_updates = list(params["allowed_updates"]) or None
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        await self._stop_pushing()
+        webhook = Webhook(url, secret, max(1, min(max_connections, 100)), self._allowed_updates)
+        self._pusher = WebhookPusher(
+            webhook,
+            next_update=self._next_for_webhook,
+            delivered=self._delivered_to_webhook,
+            changed=lambda: self._updates_changed,
+            record=self._record_delivery,
+        )
+        self._pusher.start()
+        self._wake_pollers()  # a long poll in progress ends with 409
+        return True
+
+    async def _get_webhook_info(self, params: JsonDict) -> JsonDict:
+        if self._pusher is None:
+            return {"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)}
+        return self._pusher.webhook.info(len(self._updates))
+
+    async def _stop_pushing(self) -> None:
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None:
+            await pusher.stop()
+
+    def _next_for_webhook(self) -> JsonDict | None:
+        ready = self._deliverable(1)
+        return ready[0] if ready else None
+
+    def _delivered_to_webhook(self, update_id: int) -> None:
+        self._updates = [u for u in self._updates if u["update_id"] != update_id]
+        self._notify()
+
+    def _record_delivery(self, delivery: WebhookDelivery) -> None:
+        self.webhook_deliveries.append(delivery)
+        self._notify()
 
     @staticmethod
     def _commands_key(params: JsonDict) -> tuple[str, str]:
@@ -1379,6 +1499,8 @@ class FakeTelegram:
         return list(self._commands.get(self._commands_key(params), []))
 
     async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+        if self._pusher is not None:
+            raise ApiError(409, _WEBHOOK_ACTIVE)
         offset = _as_int(params.get("offset")) or 0
         limit = min(max(_as_int(params.get("limit")) or 100, 1), 100)
         raw_timeout = params.get("timeout")
@@ -1396,6 +1518,8 @@ class FakeTelegram:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            if self._pusher is not None:
+                raise ApiError(409, _WEBHOOK_ACTIVE)
             if generation != self._poll_generation and not self._stopping:
                 raise ApiError(409, _DEFAULT_DESCRIPTIONS[409])
             ready = self._deliverable(limit)
