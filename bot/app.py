@@ -112,7 +112,9 @@ from bot.userdata import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
     from bot.agents.desk import AgentDesk
-    from bot.channels.api.channel import ApiChannel
+    from bot.scale.runner import ScaledWorker
+    from bot.scale.state import ScaledState
+    from bot.channels.api.channel import ApiChannel, HttpChannel
     from bot.channels.api.eval_pages import EvalPageServices
     from bot.metrics import Metrics
     from bot.tools.mcp.servers import McpServers
@@ -128,12 +130,26 @@ def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(settings.bot_image_max_side, settings.bot_image_max_kb * 1024)
 
 
+def check_worker_settings(settings: Settings) -> None:
+    """The scaled mode's worker: PostgreSQL, a broker and a bot token, each
+    refused in one line when missing."""
+    from bot.scale.leader import require_postgres
+
+    require_postgres(settings.effective_database_url)
+    if settings.broker_url is None:
+        raise ConfigError("a worker needs BROKER_URL (the RabbitMQ the gateway publishes updates to)")
+    if not settings.telegram_configured:
+        raise ConfigError("a worker needs TELEGRAM_BOT_TOKEN: it answers through the bot")
+
+
 def check_run_settings(settings: Settings, *, telegram: bool = True) -> None:
     """``telegram``: the Telegram channel will run (it needs its token)."""
     missing = settings.missing_for_run(telegram=telegram)
     if missing:
         raise ConfigError(f"missing setting{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see .env.example)")
     check_database_url(settings.effective_database_url)
+    if telegram and (problem := settings.webhook_problem()):
+        raise ConfigError(problem)
     if settings.reminder_refill_interval * 2 > settings.reminder_horizon:
         raise ConfigError(
             "REMINDER_REFILL_INTERVAL must be at most half of REMINDER_HORIZON "
@@ -161,6 +177,7 @@ class Arium:
         embedder: Embedder | None = None,
         console: ConsoleChannel | None = None,
         headless: bool = False,
+        worker: str | None = None,
     ) -> None:
         """``embedder``: an already loaded model to use instead of loading
         EMBEDDING_MODEL (tests share one across many bots). ``prompts_dir``
@@ -168,9 +185,18 @@ class Arium:
         ``console``: chat in the terminal instead of serving Telegram
         (``python -m bot console``). ``headless``: no channel, no scheduled
         work, nothing counted in /stats: the core alone, for the evaluation
-        harness (``python -m bot eval``), beside a bot that may be running."""
+        harness (``python -m bot eval``), beside a bot that may be running.
+        ``worker``: this process is a worker of the scaled mode, by that name
+        (``python -m bot worker``): Telegram updates come from the broker, and
+        the scheduled work runs only while this worker leads."""
         self._console = console
         self._headless = headless
+        self._worker = worker
+        if worker is not None:
+            check_worker_settings(settings)
+        # Telegram posts to this process (`run` with WEBHOOK_URL); a worker's
+        # updates come from the broker, the gateway owns the webhook.
+        self._webhook_mode = settings.webhook_mode and worker is None
         wants_telegram = console is None and not headless and settings.serves_telegram
         wants_api = console is None and not headless and settings.api_enabled
         check_run_settings(settings, telegram=wants_telegram)
@@ -183,7 +209,9 @@ class Arium:
         self.error_log = self.errors.log
         self.tasks = TaskTracker(self.errors.report)
         self.cpus = CpuPlan.for_process(settings.bot_pin_threads)
-        self.db = Database(settings.effective_database_url, worker_cpus=self.cpus.storage)
+        self.db = Database(
+            settings.effective_database_url, worker_cpus=self.cpus.storage, pool_size=settings.bot_db_pool_size
+        )
         self.users = UserRepository(self.db, settings.bot_timezone)
         self.api_keys = ApiKeyRepository(self.db)
         self.identities = IdentityRepository(self.db)
@@ -299,12 +327,15 @@ class Arium:
         self.telegram: TelegramChannel | None = None
         self.transcriber: Transcriber | None = None  # voice notes: Telegram with TRANSCRIPTION_MODEL set
         self.api: ApiChannel | None = None
+        self.webhook_server: HttpChannel | None = None  # webhook mode without the HTTP API
         self.metrics: Metrics | None = None  # with the API, which serves /metrics
         self.broadcaster: Broadcaster | None = None
         if wants_telegram:
             self._build_telegram(settings)
         if wants_api:
             self._build_api(settings)
+        if self.telegram is not None and self._webhook_mode:
+            self._serve_webhook(settings, self.telegram)
         if console is not None:
             console.connect(
                 ConsoleServices(self.inbound, self.reminders, self.memory, self.linker, self.userdata, self.agents)
@@ -313,7 +344,42 @@ class Arium:
             self.reminder_router.add(CONSOLE, console.reminder_notifier(), last_resort=True)
             self.channels.append(console)
         self.status = StatusWriter(settings.bot_data_dir, self._status)
+        self.scaled: ScaledWorker | None = self._build_scaled(settings, worker) if worker is not None else None
         self._started = False
+
+    def _build_scaled(self, settings: Settings, name: str) -> ScaledWorker:
+        """The broker's consumer and the scheduler's election of a worker."""
+        from bot.channels.telegram.inbound import update_request_id
+        from bot.scale.runner import ScaledWorker
+        from bot.scale.worker import UpdateWorker
+        from bot.storage.updates import UpdateClaims
+
+        worker = UpdateWorker(
+            name=name,
+            target=self._telegram_channel(),
+            claims=UpdateClaims(self.db),
+            messages=self.messages,
+            recovery=self.recovery,
+            request_id_of=update_request_id,
+        )
+        return ScaledWorker(settings, worker, self.tasks, on_elected=self._lead, on_deposed=self._stop_leading)
+
+    async def _scaled_state(self) -> ScaledState | None:
+        return await self.scaled.state() if self.scaled is not None else None
+
+    async def _lead(self) -> None:
+        """This worker was elected: it runs the scheduled work from now on."""
+        log.warning("this worker leads: reminders, periodic jobs and broadcasts run here")
+        await self._start_scheduler()
+        if self.broadcaster is not None:
+            await self.broadcaster.start()
+
+    async def _stop_leading(self) -> None:
+        if self.broadcaster is not None:
+            await self.broadcaster.stop()
+        await self.reminder_scheduler.stop(timeout=5)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
 
     def _build_agents(self, settings: Settings) -> AgentDesk | None:
         """Specialist agents from [agents.NAME]; None when there are none
@@ -400,6 +466,26 @@ class Arium:
         )
         self.channels.append(self.api)
 
+    def _serve_webhook(self, settings: Settings, telegram: TelegramChannel) -> None:
+        """Webhook mode: Telegram's updates arrive on API_HOST:API_PORT at
+        WEBHOOK_URL's path, beside the HTTP API or on a server of their own."""
+        from bot.channels.api.channel import HttpChannel
+        from bot.channels.api.webhook import add_webhook_route, webhook_app
+
+        assert settings.webhook_secret is not None
+        if self.api is not None:
+            app = self.api.app
+        else:
+            self.webhook_server = HttpChannel(
+                webhook_app(), host=settings.api_host, port=settings.api_port, tasks=self.tasks
+            )
+            # After Telegram in the list: its stop refuses webhooks (503) before the server closes.
+            self.channels.append(self.webhook_server)
+            app = self.webhook_server.app
+        add_webhook_route(
+            app, settings.webhook_path, secret=settings.webhook_secret.get_secret_value(), accept=telegram.accept_update
+        )
+
     def _eval_pages(self, settings: Settings) -> EvalPageServices:
         """The evaluation results page: it reads the runs that `eval run`
         (another process) writes to the database."""
@@ -432,6 +518,13 @@ class Arium:
                 paste_merge_window=settings.bot_paste_merge_window,
                 poll_timeout=settings.bot_poll_timeout,
                 admin_ids=settings.bot_admin_ids,
+                webhook_url=settings.webhook_url if self._webhook_mode else None,
+                webhook_secret=(
+                    settings.webhook_secret.get_secret_value()
+                    if self._webhook_mode and settings.webhook_secret else None
+                ),
+                redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+                redis_prefix=settings.redis_prefix,
             ),
             inbound=self.inbound,
             tasks=self.tasks,
@@ -492,6 +585,7 @@ class Arium:
             recovered=lambda: self.recovery.last,
             embedder=lambda: self.memory.embeddings.state(),
             mcp_servers=self._mcp_views,
+            scaled=self._scaled_state,
         )
         return StatsCommands(
             self.events,
@@ -651,6 +745,13 @@ class Arium:
         self.memory.start()  # the embedder loads in the background; replies do not wait for it
         for channel in self.channels:
             await channel.start()
+        if self.scaled is not None:
+            # A worker: no start-up recovery (a cut-short turn is another
+            # worker's until the broker hands its update over) and no polling.
+            await self.scaled.start()
+            self._started = True
+            log.info("Arium worker %s is running (%s)", self._worker, self.cpus.describe())
+            return
         if self._is_the_service:
             await self._start_scheduler()
         if self.broadcaster is not None:
@@ -695,7 +796,8 @@ class Arium:
     def _delivers_reminders(self) -> bool:
         """Telegram or the console deliver reminders; an API-only bot keeps
         them for its clients to list."""
-        return self._is_the_service and (self.telegram is not None or self._console is not None)
+        runs_schedules = self._is_the_service or self._worker is not None  # a worker: while it leads
+        return runs_schedules and (self.telegram is not None or self._console is not None)
 
     async def _telegram_chat_of(self, user_id: int) -> int | None:
         """The private Telegram chat of a user, for reminders set where the
@@ -730,6 +832,8 @@ class Arium:
     async def stop(self) -> None:
         """Stop taking messages, let replies in flight finish (bounded), release everything."""
         timeout = self.settings.bot_shutdown_timeout
+        if self._started and self.scaled is not None:
+            await self.scaled.stop()  # no new updates, then steps down (the scheduled work stops here)
         if self._started:
             if self.broadcaster is not None:
                 await self.broadcaster.stop()  # sends in flight finish; unsent claims go back to pending

@@ -30,6 +30,8 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
                                     endpoint takes them (``vision = true``)
     ToolError                       a tool refuses or fails in a way the model may
                                     be told (bad path, over quota, unknown zone)
+    UpdateNotAccepted               an incoming update (a webhook's) cannot be taken
+                                    now; the sender should deliver it again later
 """
 
 from __future__ import annotations
@@ -158,3 +160,9 @@ class NoVisionModel(ModelError):
 class ToolError(AriumError):
     """A tool cannot do what the model asked; the message is shown to the model
     as the tool's result, so it must say what to change and leak nothing."""
+
+
+class UpdateNotAccepted(AriumError):
+    """An incoming update cannot be taken right now (the bot is starting or
+    stopping, a broker is down). The webhook answers 503, so Telegram keeps
+    the update and delivers it again later: nothing is lost."""

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import pytz
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -26,6 +27,8 @@ from bot.errors import ConfigError
 
 Provider = Literal["mistral", "openai"]
 PROVIDERS: tuple[str, ...] = ("mistral", "openai")
+# setWebhook's secret_token: what Telegram accepts.
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,23 @@ class Settings(BaseSettings):
     bot_console_user_name: str = "Owner"
     bot_console_admin: bool = True
     # The HTTP API (OpenAI-compatible chat completions, memories, reminders).
+    # Webhook mode (instead of long polling): Telegram posts updates to this
+    # public URL; they are served on API_HOST:API_PORT at its path, and a
+    # request without the secret (X-Telegram-Bot-Api-Secret-Token) gets 401.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # The scaled mode (python -m bot gateway / worker): RabbitMQ, the number of
+    # partition queues (each chat's updates go to one, in order), the prefix of
+    # the exchange's and queues' names, and Redis for Telegram's shared limits.
+    broker_url: SecretStr | None = None
+    # PostgreSQL connections this process keeps (up to twice as many at a peak).
+    # Workers x 2 x this (+1 each for the leader election) must stay under the
+    # server's max_connections (100 by default).
+    bot_db_pool_size: int = Field(default=20, ge=1, le=200)
+    broker_partitions: int = Field(default=64, ge=1, le=1024)
+    broker_prefix: str = Field(default="arium", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="arium", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     api_enabled: bool = False
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
@@ -688,6 +708,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so log filters can hide them."""
         values = [self.telegram_bot_token, self.mistral_api_key, self.openai_api_key, self.web_search_key]
+        values += [self.webhook_secret, self.broker_url, self.redis_url]
         values += [e.api_key for tier in self.model_tiers or [] for e in tier.endpoints]
         values += [e.api_key for e in self.transcription_endpoints]
         for server in self.mcp.servers.values():
@@ -718,6 +739,34 @@ class Settings(BaseSettings):
         """`run` serves Telegram when a token is set and the HTTP API when it
         is enabled; with neither, Telegram is what is missing (its token is named)."""
         return self.telegram_configured or not self.api_enabled
+
+    @property
+    def webhook_mode(self) -> bool:
+        """Telegram posts updates to WEBHOOK_URL instead of being long-polled
+        (an empty value in .env means unset)."""
+        return bool(self.webhook_url and self.webhook_secret and self.webhook_secret.get_secret_value())
+
+    @property
+    def webhook_path(self) -> str:
+        """Where the webhook is served on API_HOST:API_PORT: WEBHOOK_URL's path
+        (a reverse proxy in front usually forwards that path unchanged)."""
+        return urlsplit(self.webhook_url or "").path or "/"
+
+    def webhook_problem(self) -> str | None:
+        """One line on why WEBHOOK_URL and WEBHOOK_SECRET cannot be used, or None."""
+        url = self.webhook_url or ""
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        if bool(url) != bool(secret):
+            given, lacking = ("WEBHOOK_URL", "WEBHOOK_SECRET") if url else ("WEBHOOK_SECRET", "WEBHOOK_URL")
+            return f"{given} is set but {lacking} is not: set both for webhook mode, or neither to long-poll"
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "WEBHOOK_URL must be a full URL Telegram can reach, such as https://bot.example.com/telegram/webhook"
+        if not WEBHOOK_SECRET_PATTERN.fullmatch(secret):
+            return "WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+        return None
 
     def missing_for_run(self, *, telegram: bool = True) -> list[str]:
         """Names of settings that `run` needs and that are not set

@@ -56,15 +56,17 @@ def build_engine(url: str, pool_size: int = 20, worker_cpus: frozenset[int] | No
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # Sized for many chats at once; sessions are short, so the pool rarely fills.
+    # At most 2 x pool_size connections: several processes (the scaled mode's
+    # workers) must stay under the server's max_connections together.
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 class Database:
     """Owns the engine and hands out one session per unit of work."""
 
-    def __init__(self, url: str, *, worker_cpus: frozenset[int] | None = None) -> None:
+    def __init__(self, url: str, *, worker_cpus: frozenset[int] | None = None, pool_size: int = 20) -> None:
         self.url = url
-        self.engine = build_engine(url, worker_cpus=worker_cpus)
+        self.engine = build_engine(url, pool_size=pool_size, worker_cpus=worker_cpus)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time. Many connections racing for the lock
         # wait in SQLite's busy handler (sleeps of up to 100 ms, then "database
@@ -102,6 +104,10 @@ class Database:
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # Workers of the scaled mode start together: one migrates, the
+                # others wait here and then find the schema at head.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             await conn.run_sync(_upgrade_to_head)
 
     async def pending_migrations(self) -> list[str]:
@@ -114,6 +120,10 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# An advisory lock key of its own (PostgreSQL): "arium:migrate" as 8 bytes.
+MIGRATION_LOCK = int.from_bytes(b"arium:mi", "big") >> 1
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -1,5 +1,6 @@
 """The HTTP API as a Channel: uvicorn serving the FastAPI app on
-API_HOST:API_PORT inside the bot's event loop."""
+API_HOST:API_PORT inside the bot's event loop (and, in webhook mode,
+Telegram's webhook there, with or without the API)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 
 from bot.channels.api.app import ApiServices, build_api
 from bot.channels.base import Capabilities, Channel
@@ -17,12 +19,17 @@ from bot.runtime.tasks import TaskTracker
 log = logging.getLogger(__name__)
 
 
-class ApiChannel(Channel):
-    name = "api"
-    capabilities = Capabilities(streaming=True)
+class HttpChannel(Channel):
+    """uvicorn serving a FastAPI app on host:port inside the bot's event loop.
+    Alone (name "webhook"), it serves Telegram's webhook when the HTTP API is
+    not enabled; ApiChannel serves the API (and the webhook beside it)."""
 
-    def __init__(self, services: ApiServices, *, host: str, port: int, tasks: TaskTracker) -> None:
-        self.app = build_api(services)
+    name = "webhook"
+    capabilities = Capabilities()
+    title = "the webhook server"  # in its log lines and errors
+
+    def __init__(self, app: FastAPI, *, host: str, port: int, tasks: TaskTracker) -> None:
+        self.app = app
         self._tasks = tasks
         self._host, self._port = host, port
         self._socket: socket.socket | None = None
@@ -47,7 +54,7 @@ class ApiChannel(Channel):
         try:
             self._socket = _listen(self._host, self._port)
         except OSError as exc:
-            raise ConfigError(f"the HTTP API cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{self.title} cannot listen on {self._host}:{self._port}: {exc.strerror or exc}") from None
 
     async def start_receiving(self) -> None:
         assert self._socket is not None, "start() first"
@@ -57,7 +64,7 @@ class ApiChannel(Channel):
                 await self._serving
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
-        log.info("HTTP API: listening on %s:%d", self._host, self.port)
+        log.info("%s: listening on %s:%d", self.title.capitalize(), self._host, self.port)
 
     async def stop(self, timeout: float) -> None:
         if self._serving is None:
@@ -72,7 +79,16 @@ class ApiChannel(Channel):
             log.warning("API requests still running after %.0f s; stopping anyway", timeout)
 
     async def deliver(self, address: int, text: str) -> None:
-        log.info("the HTTP API cannot deliver to %s; a client asks instead", address)
+        log.info("%s cannot deliver to %s; a client asks instead", self.title, address)
+
+
+class ApiChannel(HttpChannel):
+    name = "api"
+    capabilities = Capabilities(streaming=True)
+    title = "the HTTP API"
+
+    def __init__(self, services: ApiServices, *, host: str, port: int, tasks: TaskTracker) -> None:
+        super().__init__(build_api(services), host=host, port=port, tasks=tasks)
 
 
 def _listen(host: str, port: int, backlog: int = 2048) -> socket.socket:

@@ -1,4 +1,5 @@
-"""The Telegram channel: python-telegram-bot's Application (long polling),
+"""The Telegram channel: python-telegram-bot's Application (long polling, or
+updates from a webhook that the HTTP server hands to ``accept_update``),
 the handlers of the commands every channel offers, the catch-all handlers,
 and the Channel lifecycle. Features (reminders, memory, admin commands)
 register their own handlers; everything inbound goes through the core's
@@ -10,13 +11,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.constants import ChatType as TgChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
+    BaseRateLimiter,
     Application,
     CommandHandler,
     ContextTypes,
@@ -43,6 +45,7 @@ from bot.channels.telegram.replies import reply
 from bot.channels.telegram.voice import VOICE_MESSAGES, VoiceIntake, VoiceSettings
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
+from bot.errors import UpdateNotAccepted
 from bot.conversation import ReplySink
 from bot.i18n import t
 from bot.media.document_reader import DocumentReader
@@ -74,6 +77,18 @@ class TelegramConfig:
     bot_name: str = "Arium"
     poll_timeout: int = 10
     admin_ids: frozenset[int] = frozenset()
+    # Webhook mode (both set): Telegram posts updates, the HTTP server hands
+    # them to accept_update; otherwise the bot long-polls.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    # Telegram's limits shared through Redis by every process of the scaled
+    # mode (shared_limits.py); None: this process's own limiter.
+    redis_url: str | None = None
+    redis_prefix: str = "arium"
+
+    @property
+    def webhook_mode(self) -> bool:
+        return bool(self.webhook_url and self.webhook_secret)
 
 
 class TelegramChannel(Channel):
@@ -100,6 +115,7 @@ class TelegramChannel(Channel):
         self._photos = PhotoIntake(self.inbound, photos) if photos is not None else None
         self._features = tuple(features)
         self.application = self._build_application()
+        self._taking_webhooks = False  # between start_receiving and stop, in webhook mode
         # Admin commands, in the order features registered them (for /help
         # and the admins' own command menu).
         self.admin_commands: tuple[str, ...] = tuple(
@@ -121,10 +137,11 @@ class TelegramChannel(Channel):
             # PTB's default pool is one connection: hundreds of chats would queue behind it.
             .connection_pool_size(cfg.max_concurrent_updates)
             .pool_timeout(30.0)
-            # No overall cap for replies (that would serialize busy moments to
-            # 30/s); per-group limits and RetryAfter are honored. Bulk sends
-            # (broadcasts) pace themselves.
-            .rate_limiter(AIORateLimiter(overall_max_rate=0, group_max_rate=20, group_time_period=60, max_retries=3))
+            # One process: no overall cap for replies (that would serialize busy
+            # moments to 30/s); per-group limits and RetryAfter are honored. Bulk
+            # sends (broadcasts) pace themselves. With REDIS_URL every process
+            # shares Telegram's limits instead (the scaled mode).
+            .rate_limiter(_rate_limiter(cfg))
             .build()
         )
         app.add_handler(CommandHandler("start", self._on_start, filters=NEW_MESSAGES))
@@ -177,14 +194,77 @@ class TelegramChannel(Channel):
         await self.application.start()
         await self.register_commands()
 
+    async def feed(self, data: dict[str, Any]) -> None:
+        """One update from outside (the scaled mode's broker), handled as a
+        polled one would be (chats in parallel, each in order, pastes
+        merged), returning once its handlers finished: its turn is stored."""
+        application = self.application
+        update = Update.de_json(data, application.bot)
+        await application.update_processor.process_update(update, application.process_update(update))
+
     async def start_receiving(self) -> None:
+        if self._config.webhook_mode:
+            await self._set_webhook()
+        else:
+            await self._start_polling()
+        log.info("Telegram: receiving updates as @%s", self.application.bot.username)
+
+    async def _set_webhook(self) -> None:
+        cfg = self._config
+        assert cfg.webhook_url is not None and cfg.webhook_secret is not None
+        # Ready before Telegram knows the URL: it may POST the updates that waited at once.
+        self._taking_webhooks = True
+        await self.application.bot.set_webhook(
+            url=cfg.webhook_url,
+            secret_token=cfg.webhook_secret,
+            allowed_updates=UPDATE_KINDS,
+            # Updates that waited while the bot was down are still wanted.
+            drop_pending_updates=False,
+        )
+        log.info("Telegram: webhook set; updates arrive over HTTP")
+
+    async def _start_polling(self) -> None:
+        await self._delete_webhook_left_set()
         assert self.application.updater is not None
         await self.application.updater.start_polling(
             timeout=self._config.poll_timeout, allowed_updates=UPDATE_KINDS
         )
-        log.info("Telegram: receiving updates as @%s", self.application.bot.username)
+
+    async def _delete_webhook_left_set(self) -> None:
+        """Telegram refuses getUpdates while a webhook is set: a bot that ran
+        in webhook mode before must remove it to poll. Pending updates stay
+        (drop_pending_updates=False): polling picks them up."""
+        try:
+            info = await self.application.bot.get_webhook_info()
+        except TelegramError as exc:
+            # PTB's start_polling deletes any webhook too; this check is for the log line.
+            log.warning("could not ask Telegram whether a webhook is set: %s", exc)
+            return
+        if info.url:
+            log.info("Telegram: a webhook is set (%d updates waiting); deleting it to long-poll", info.pending_update_count)
+            await self.application.bot.delete_webhook(drop_pending_updates=False)
+
+    async def accept_update(self, data: dict[str, Any]) -> None:
+        """One update from the webhook, onto PTB's queue: ChatOrderedProcessor
+        then keeps each chat in order and chats in parallel, as with polling.
+        Raises UpdateNotAccepted while starting or stopping (503: Telegram
+        delivers it again, to this process after a restart)."""
+        if not self._taking_webhooks:
+            raise UpdateNotAccepted("the bot is starting or stopping")
+        try:
+            update = Update.de_json(data, self.application.bot)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # Telegram would only resend the same bytes: dropping it keeps the updates after it flowing.
+            log.warning("dropping update %s that could not be read: %r", data.get("update_id"), exc)
+            return
+        await self.application.update_queue.put(update)
 
     async def stop(self, timeout: float) -> None:
+        # In webhook mode the webhook is NOT deleted, on purpose: Telegram
+        # keeps the updates sent while the bot is down (it retries 503s and
+        # refused connections) and delivers them after the restart. A next
+        # start in polling mode deletes it itself (_delete_webhook_left_set).
+        self._taking_webhooks = False
         updater = self.application.updater
         if updater is not None and updater.running:
             await updater.stop()
@@ -286,3 +366,12 @@ class TelegramChannel(Channel):
             except TelegramError as exc:
                 log.error("could not report the error to the chat: %s", exc)
         current_request_id.set("-")
+
+
+def _rate_limiter(cfg: TelegramConfig) -> BaseRateLimiter[Any]:
+    if cfg.redis_url is None:
+        return AIORateLimiter(overall_max_rate=0, group_max_rate=20, group_time_period=60, max_retries=3)
+    # Imported only here: the limits library adds ~85 ms to a start that does not use it.
+    from bot.channels.telegram.shared_limits import telegram_rate_limiter
+
+    return telegram_rate_limiter(cfg.redis_url, redis_prefix=cfg.redis_prefix, token=cfg.token)
