@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot run | console | migrate | doctor | tools | backup | restore <backup>``."""
+"""Command line: ``python -m bot run | console | worker | gateway | migrate | doctor | tools | backup | restore <backup>``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,36 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         # for it forever at exit; everything else is closed, so leave now.
         logging.shutdown()
         os._exit(0)
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    """The scaled mode: take updates from the broker (any number of workers)."""
+    import socket
+
+    from bot.app import Arium, check_worker_settings
+
+    check_worker_settings(settings)
+    _log_to_file(settings, also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr)
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        app = Arium(settings, worker=name)
+        asyncio.run(app.run_until_signal())
+    except ConfigError:
+        raise
+    except Exception:
+        logging.getLogger("bot").critical("the worker stopped on an error", exc_info=True)
+        raise
+    return 0
+
+
+def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
+    """The scaled mode: Telegram's webhooks into the broker."""
+    from bot.scale.gateway import check_gateway_settings, run_gateway
+
+    check_gateway_settings(settings)
+    _log_to_file(settings, also_stderr=sys.stderr.isatty() if settings.bot_log_stderr is None else settings.bot_log_stderr)
+    asyncio.run(run_gateway(settings))
     return 0
 
 
@@ -151,6 +181,8 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "backup": ("back up the database, memory indexes and user files into BOT_DATA_DIR/backups", _backup),
     "restore": ("replace the data with a backup (the bot must be stopped); the current data is kept aside", _restore),
     "eval": ("evaluate the assistant: eval run | export | compare | report (see README)", _eval),
+    "gateway": ("the scaled mode: receive Telegram's webhooks and publish each update to RabbitMQ", _gateway),
+    "worker": ("the scaled mode: answer the updates the gateway published (run any number)", _worker),
 }
 # Positional arguments of the commands that take some: (name, help).
 ARGUMENTS: dict[str, list[tuple[str, str]]] = {
@@ -169,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.eval.cli import add_arguments
 
             add_arguments(command)
+        if name == "worker":
+            command.add_argument("--name", help="this worker's name in logs and /health (default: host-pid)")
         if name == "apikey":
             command.add_argument("action", choices=["create", "list", "revoke"])
             command.add_argument("revoke_name", nargs="?", metavar="NAME", help="the key to revoke")

@@ -69,6 +69,10 @@ async def run_doctor(settings: Settings, report: Report, *, plugin_packages: tup
             ok &= await _check(report, label, lambda e=endpoint: _model(settings, e))
     if settings.telegram_bot_token:
         ok &= await _check(report, "telegram", lambda: _telegram(settings))
+    # The scaled mode (BROKER_URL, REDIS_URL): RabbitMQ, Redis, PostgreSQL, the leader.
+    from bot.scale.doctor import check_scaled_mode
+
+    ok &= await check_scaled_mode(settings, report)
     _report_running_bot(settings, report)
     report("all checks passed" if ok else "some checks failed")
     return 0 if ok else 1

@@ -110,6 +110,15 @@ class TurnRecovery:
             )
         return self.last
 
+    async def finish_one(self, turn: UnfinishedTurn, sink: ReplySink) -> str:
+        """Finishes one cut-short turn now, if it can still be claimed (the
+        scaled mode: a worker that died mid-turn, its update delivered again
+        to another): "answered", "noted", "failed", or "taken" when another
+        claim came first."""
+        if not await self._messages.claim_unfinished(turn.message_id):
+            return "taken"
+        return await self._finish(turn, sink)
+
     async def _finish(self, turn: UnfinishedTurn, sink: ReplySink) -> str:
         user = await self._users.get(turn.user_id)
         if user is None:  # erased since (/deleteme): nothing to answer

@@ -155,3 +155,176 @@ async def test_a_started_bot_freezes_its_start_up_heap(start_bot) -> None:  # ty
         assert gc.get_freeze_count() > 10_000  # the bot, its libraries and the model
     finally:
         gc.unfreeze()  # the test process keeps collecting its own garbage
+
+
+# --- doctor, the scaled mode: against the real RabbitMQ (5672, guest/guest),
+# Redis (6379) and PostgreSQL (TEST_DATABASE_URL) on 127.0.0.1, each skipped
+# when it does not answer.
+
+SCALED_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+SCALED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def _rabbitmq_prefix() -> str:
+    """A prefix of this test alone; skips without RabbitMQ."""
+    import uuid
+
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect(SCALED_BROKER, timeout=3)
+    except Exception:  # noqa: BLE001 - any failure means no broker here
+        import pytest
+
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+    await connection.close()
+    return f"doctor-{uuid.uuid4().hex[:10]}"
+
+
+async def _delete_topology(prefix: str, partitions: int) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(SCALED_BROKER)
+    channel = await connection.channel()
+    for number in range(partitions):
+        await channel.queue_delete(f"{prefix}.updates.{number}")
+    await channel.exchange_delete(f"{prefix}.updates")
+    await connection.close()
+
+
+def _scaled(tmp_path: Path, **values: object):  # type: ignore[no-untyped-def]
+    from bot.settings import Settings
+
+    return Settings(_env_file=None, bot_data_dir=tmp_path / "data", **values)  # type: ignore[call-arg, arg-type]
+
+
+async def test_doctor_checks_nothing_of_the_scaled_mode_without_its_settings(tmp_path: Path) -> None:
+    from bot.scale.doctor import check_scaled_mode
+
+    lines: list[str] = []
+    assert await check_scaled_mode(_scaled(tmp_path), lines.append)
+    assert lines == []
+
+
+async def test_doctor_reports_rabbitmq_partitions(tmp_path: Path) -> None:
+    import aio_pika
+
+    from bot.scale.doctor import check_scaled_mode
+    from bot.scale.broker import Topology, declare
+
+    prefix = await _rabbitmq_prefix()
+    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix, broker_partitions=4)
+    lines: list[str] = []
+    # SQLite: the scaled mode's database check fails, RabbitMQ's passes.
+    assert not await check_scaled_mode(settings, lines.append)
+    assert lines[0].startswith("FAIL scaled mode database") and "PostgreSQL" in lines[0]
+    assert lines[1].startswith("ok   rabbitmq: 127.0.0.1:5672/ reachable, x-consistent-hash available; no partition queues")
+    assert "guest" not in "".join(lines)
+
+    connection = await aio_pika.connect(SCALED_BROKER)
+    try:
+        channel = await connection.channel()
+        await declare(channel, Topology(prefix, 4))
+        for text in (b"1", b"2"):  # straight into partition 3 through the default exchange
+            await channel.default_exchange.publish(aio_pika.Message(text), routing_key=f"{prefix}.updates.3")
+        queue = await channel.get_queue(f"{prefix}.updates.0", ensure=False)
+
+        async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            return None  # a worker attached to partition 0 (it is empty)
+
+        await queue.consume(hold)
+        lines.clear()
+        await check_scaled_mode(settings, lines.append)
+        rabbit = [line for line in lines if "rabbitmq" in line or "updates." in line]
+        assert rabbit[0] == (
+            "ok   rabbitmq: 127.0.0.1:5672/ reachable, x-consistent-hash available; "
+            "4 partition queues, 2 updates waiting, 0-1 workers attached to each"
+        ), lines
+        assert rabbit[1] == f"info   {prefix}.updates.0-3 (messages/consumers): 0/1 0/0 0/0 2/0"
+
+        # A queue past BROKER_PARTITIONS (an earlier, larger setting) is named.
+        await channel.declare_queue(f"{prefix}.updates.4", durable=True)
+        lines.clear()
+        await check_scaled_mode(settings, lines.append)
+        assert any(line.startswith(f"FAIL rabbitmq: {prefix}.updates.4 exists, beyond BROKER_PARTITIONS=4") for line in lines), lines
+    finally:
+        await connection.close()
+        await _delete_topology(prefix, 5)
+
+
+async def test_doctor_names_the_missing_consistent_hash_plugin(tmp_path: Path) -> None:
+    from bot.scale.doctor import check_scaled_mode
+
+    prefix = await _rabbitmq_prefix()
+    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix)
+    lines: list[str] = []
+    assert not await check_scaled_mode(settings, lines.append, exchange_type="x-arium-not-installed")
+    assert (
+        "FAIL rabbitmq: 127.0.0.1:5672/ has no x-arium-not-installed exchange type; on the RabbitMQ server run: "
+        "rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"
+    ) in lines, lines
+    refused = _scaled(tmp_path, broker_url="amqp://guest:guest@127.0.0.1:1/")
+    lines.clear()
+    assert not await check_scaled_mode(refused, lines.append)
+    assert any(line.startswith("FAIL rabbitmq:") for line in lines) and "guest" not in "".join(lines)
+
+
+async def test_doctor_pings_redis(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+
+    from bot.scale.doctor import check_scaled_mode, raw_ping
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1.0) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(16).startswith(b"+PONG")
+    except (OSError, AssertionError):
+        pytest.skip("Redis does not answer PING on 127.0.0.1:6379")
+    await raw_ping(SCALED_REDIS)  # the path without the redis package
+    lines: list[str] = []
+    await check_scaled_mode(_scaled(tmp_path, redis_url=SCALED_REDIS), lines.append)
+    assert any(line.startswith("ok   redis: 127.0.0.1:6379/0 answers PING") for line in lines), lines
+    assert any(line.startswith("FAIL scaled mode database") for line in lines)
+    lines.clear()
+    assert not await check_scaled_mode(_scaled(tmp_path, redis_url="redis://:s3cret@127.0.0.1:1/0"), lines.append)
+    assert any(line.startswith("FAIL redis:") for line in lines) and "s3cret" not in "".join(lines)
+
+
+async def test_doctor_names_the_scheduler_leader(tmp_path: Path, postgres_url: str | None) -> None:
+    import pytest
+
+    from bot.scale.doctor import check_scaled_mode
+    from bot.runtime.tasks import TaskTracker
+    from bot.scale.leader import LeaderElection
+
+    if not postgres_url:
+        pytest.skip("TEST_DATABASE_URL not set: the leader is read from a real PostgreSQL")
+    prefix = await _rabbitmq_prefix()
+    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix, database_url=postgres_url)
+    lines: list[str] = []
+    assert await check_scaled_mode(settings, lines.append), lines
+    assert lines[0] == "ok   scaled mode database: PostgreSQL, as the workers need"
+    assert "ok   scheduler leader: none: no worker runs (reminders and broadcasts wait for one)" in lines
+
+    elected = asyncio.Event()
+
+    async def on_elected() -> None:
+        elected.set()
+
+    async def on_deposed() -> None:
+        return None
+
+    election = LeaderElection(
+        postgres_url, tasks=TaskTracker(), on_elected=on_elected, on_deposed=on_deposed,
+        namespace=prefix, interval=0.2, identity="host-a:42:worker-1",
+    )
+    await election.start()
+    try:
+        await asyncio.wait_for(elected.wait(), 30)
+        lines.clear()
+        await check_scaled_mode(settings, lines.append)
+        assert "ok   scheduler leader: host-a:42:worker-1 runs reminders, periodic jobs and broadcasts" in lines, lines
+    finally:
+        await election.stop()

@@ -480,3 +480,45 @@ async def test_the_memory_version_migration_keeps_the_rows_of_the_previous_head(
         assert (list(users), list(texts)) == (["Bob", "Ann"], ["Likes green tea"])
     finally:
         await db.dispose()
+
+
+async def test_the_telegram_updates_migration_keeps_rows_and_claims_each_update_once(database_url: str) -> None:
+    """A database at 0013 with a user's message upgrades with it intact;
+    then an update is claimed once (a second claim sees who took it and how
+    far), marked done, and claims older than the cut-off are pruned; the
+    downgrade removes only the claims' table and index."""
+    from datetime import datetime, timedelta, timezone
+
+    from alembic import command
+
+    from bot.storage.db import alembic_config
+    from bot.storage.updates import DONE, STARTED, UpdateClaims
+
+    db = await at_revision(database_url, "0013_memory_version")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), chat_row(42, "private"),
+            "INSERT INTO conversations (id, chat_id, started_at) VALUES (1, 42, '2026-12-01 10:00:00')",
+            "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
+            "created_at) VALUES (1, 42, 42, 'user', 'hello', 1, 'pending', 'tg77', '2026-12-01 10:00:00')",
+        )
+        await db.migrate()
+        found = await MessageRepository(db).turn_of_request("tg77")
+        assert found is not None and found[0] == "pending" and found[1].content == "hello"
+        assert await MessageRepository(db).turn_of_request("tg78") is None
+        claims = UpdateClaims(db)
+        assert await claims.claim(77, "w1") is None, "new: now w1's"
+        assert await claims.claim(77, "w2") == (STARTED, "w1")
+        await claims.done(77)
+        assert await claims.claim(77, "w2") == (DONE, "w1")
+        assert await claims.prune(datetime.now(timezone.utc) - timedelta(days=2)) == 0
+        assert await claims.prune(datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
+        assert await claims.claim(77, "w3") is None, "pruned: taken afresh"
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0013_memory_version"))
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("messages")})
+        assert "telegram_updates" not in tables and "messages" in tables
+        assert "ix_messages_request_id" not in indexes
+    finally:
+        await db.dispose()

@@ -11,7 +11,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from bot.runtime.tasks import TaskTracker
 from bot.memory.embedder import EmbedderState
 
 if TYPE_CHECKING:
+    from bot.scale.state import ScaledState
     from bot.tools.mcp.views import ServerView
     from bot.recovery import RecoveryReport
 
@@ -118,6 +119,7 @@ class HealthReport:
     recovered: RecoveryReport | None = None  # turns a crash cut short, finished at start
     embedder: EmbedderState | None = None  # the memory's embedding model
     mcp_servers: tuple[ServerView, ...] = ()  # MCP tool servers, in configuration order
+    scaled: ScaledState | None = None  # a worker of the scaled mode: the broker's partitions, the leader
 
 
 class HealthMonitor:
@@ -132,9 +134,11 @@ class HealthMonitor:
         recovered: Callable[[], RecoveryReport | None] = lambda: None,
         embedder: Callable[[], EmbedderState | None] = lambda: None,
         mcp_servers: Callable[[], list[ServerView]] = list,
+        scaled: Callable[[], Awaitable[ScaledState | None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = db
+        self._scaled = scaled
         self._recovered = recovered
         self._embedder = embedder
         self._mcp_servers = mcp_servers
@@ -174,4 +178,5 @@ class HealthMonitor:
             recovered=self._recovered(),
             embedder=self._embedder(),
             mcp_servers=tuple(self._mcp_servers()),
+            scaled=await self._scaled() if self._scaled is not None else None,
         )

@@ -88,6 +88,16 @@ STRINGS: dict[str, dict[str, str]] = {
             "({answered} answered late, {noted} too old: asked to resend, {failed} no model answered)"
         ),
         "health_models": "Models: {endpoints} endpoints · {states}",
+        "health_scaled_worker": "Worker <b>{name}</b> ({leads}) · leader: {leader}",
+        "health_scaled_leads": "leads: runs reminders and periodic jobs",
+        "health_scaled_follows": "follows",
+        "health_scaled_no_leader": "none right now",
+        "health_scaled_partitions": "Partitions: {partitions}, {workers} workers consuming; served here lately: {held}",
+        "health_scaled_queues": (
+            "Broker: {waiting} updates waiting{busiest} · here: {handled} handled, "
+            "{duplicates} repeats dropped, {resumed} turns of a dead worker finished"
+        ),
+        "health_scaled_busiest": " (most in {queue}: {n})",
         "health_embedder_ready": "Memory search: by meaning ({name}) and by words",
         "health_embedder_loading": "Memory search: by words only while the embedding model loads",
         "health_embedder_failed": "Memory search: by words only; the embedding model is unavailable ({reason})",
@@ -182,6 +192,16 @@ STRINGS: dict[str, dict[str, str]] = {
             "(ответ с опозданием: {answered}, слишком старые, попросили повторить: {noted}, модель не ответила: {failed})"
         ),
         "health_models": "Модели: точек доступа {endpoints} · {states}",
+        "health_scaled_worker": "Воркер <b>{name}</b> ({leads}) · ведущий: {leader}",
+        "health_scaled_leads": "ведущий: напоминания и периодические задачи здесь",
+        "health_scaled_follows": "ведомый",
+        "health_scaled_no_leader": "сейчас нет",
+        "health_scaled_partitions": "Разделов: {partitions}, воркеров: {workers}; здесь обслуживались недавно: {held}",
+        "health_scaled_queues": (
+            "Брокер: ждут {waiting} обновлений{busiest} · здесь: обработано {handled}, "
+            "отброшено повторов {duplicates}, завершено ходов упавшего воркера {resumed}"
+        ),
+        "health_scaled_busiest": " (больше всего в {queue}: {n})",
         "health_embedder_ready": "Поиск в памяти: по смыслу ({name}) и по словам",
         "health_embedder_loading": "Поиск в памяти: только по словам, пока загружается модель эмбеддингов",
         "health_embedder_failed": "Поиск в памяти: только по словам; модель эмбеддингов недоступна ({reason})",

@@ -141,6 +141,7 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_unfinished", "id", sqlite_where=UNFINISHED, postgresql_where=UNFINISHED),
+        Index("ix_messages_request_id", "request_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -501,3 +502,16 @@ class ChatAgent(Base):
     set_by: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+
+class TelegramUpdate(Base):
+    """A Telegram update a worker of the scaled mode took (bot/scale/worker.py):
+    a delivery the broker repeats after a crash is recognised by its id and
+    not answered twice. Rows older than two days are pruned."""
+
+    __tablename__ = "telegram_updates"
+    __table_args__ = (Index("ix_telegram_updates_claimed_at", "claimed_at"),)
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16))  # started | done
+    worker: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

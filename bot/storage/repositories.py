@@ -485,6 +485,27 @@ class MessageRepository:
             del entry.exchanges[:-per_user]
         return list(backlog.values())
 
+    async def turn_of_request(self, request_id: str) -> tuple[str, UnfinishedTurn] | None:
+        """The user message a turn with this request id stored, with its
+        status (pending, complete, ...); None when none was stored. The
+        scaled mode's worker asks for an update delivered again."""
+        query = (
+            select(Message, Chat.type, Chat.title)
+            .join(Chat, Chat.id == Message.chat_id)
+            .where(Message.request_id == request_id, Message.role == "user")
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        async with self._db.reading() as s:
+            row = (await s.execute(query)).first()
+        if row is None or row[0].user_id is None:
+            return None
+        m, chat_type, title = row
+        turn = UnfinishedTurn(
+            m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at, m.request_id
+        )
+        return m.status, turn
+
     async def claim_unfinished(self, message_id: int) -> bool:
         """Takes an unfinished turn for recovery; False when it was taken or
         finished meanwhile. A turn left RECOVERING by a crash during recovery

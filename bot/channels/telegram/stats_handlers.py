@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
@@ -45,6 +45,9 @@ from bot.context import RequestContext
 from bot.runtime.events import EventBus
 from bot.i18n import t
 from bot.tools.mcp.views import ServerState
+
+if TYPE_CHECKING:
+    from bot.scale.state import ScaledState
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +372,8 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
             t(key, language, name=esc(server.name), state=esc(server.state.value), tools=len(server.tools),
               error=esc((server.error or "")[:200]))
         )
+    if report.scaled is not None:
+        lines += scaled_lines(report.scaled, language)
     recovered = report.recovered
     if recovered is not None and recovered.total:
         lines.append(
@@ -390,6 +395,25 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
             )
         )
     return lines
+
+
+def scaled_lines(state: ScaledState, language: str) -> list[str]:
+    """The scaled mode as this worker sees it: itself, the leader, the partitions."""
+    leader = esc(state.leader) if state.leader else t("health_scaled_no_leader", language)
+    held = ", ".join(name.rsplit(".", 1)[-1] for name in state.held) or "—"
+    busiest = (
+        t("health_scaled_busiest", language, queue=esc(state.busiest[0]), n=fmt_int(state.busiest[1], language))
+        if state.busiest
+        else ""
+    )
+    return [
+        t("health_scaled_worker", language, name=esc(state.worker), leads=t(
+            "health_scaled_leads" if state.leads else "health_scaled_follows", language), leader=leader),
+        t("health_scaled_partitions", language, workers=state.workers, partitions=state.partitions, held=held),
+        t("health_scaled_queues", language, waiting=fmt_int(state.waiting, language), busiest=busiest,
+          handled=fmt_int(state.handled, language), duplicates=fmt_int(state.duplicates, language),
+          resumed=fmt_int(state.resumed, language)),
+    ]
 
 
 # The feature -----------------------------------------------------------------
