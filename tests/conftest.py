@@ -210,3 +210,24 @@ async def start_bot(
 
 async def stop_bot(app: Arium) -> None:
     await app.stop()
+
+
+HeadlessStarter = Callable[..., Awaitable[Arium]]
+
+
+@pytest.fixture
+async def headless(tmp_path: Path, model: FakeModelServer, embedder: Embedder) -> AsyncIterator[HeadlessStarter]:
+    """Starts headless bots (the evaluation harness's: no channel) against the fake model; stopped at teardown."""
+    apps: list[Arium] = []
+
+    async def start(**overrides: Any) -> Arium:
+        async with FakeTelegram() as tg:  # fake_settings needs one; a headless bot never calls it
+            settings = fake_settings(tmp_path / "data", tg, model, **overrides)
+        app = Arium(settings, embedder=embedder, headless=True)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in reversed(apps):
+        await app.stop()

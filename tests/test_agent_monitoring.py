@@ -5,8 +5,6 @@ accuracy in the run summary and in ``eval compare``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +20,10 @@ from bot.eval.cli import summary
 from bot.eval.compare import compare, compare_variants, variant_metrics
 from bot.eval.runner import MULTI_AGENT_OFF, EvalRunner, Variant
 from bot.eval.suite import Expect, Suite
-from bot.memory.embedder import Embedder
 from bot.storage.agents import AgentRepository, AgentTurnRecord
 from bot.storage.evals import EvalRepository, TaskOutcome
 from bot.storage.models import EVAL_USER_MIN, AgentTurn
-from tests.conftest import BotFactory, eventually, fake_settings
+from tests.conftest import BotFactory, HeadlessStarter as Starter, eventually
 from tests.fakes.model_server import FakeModelServer, Reply, Request, Step
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_stats import ADMIN, MINI, MISTRAL, PRICES, command, png_size
@@ -118,24 +115,8 @@ def test_the_agents_chart_is_a_png_of_the_usual_size_even_for_zeros() -> None:
 
 # --- The evaluation harness -------------------------------------------------------------
 
-Starter = Callable[..., Awaitable[Arium]]
 
 
-@pytest.fixture
-async def headless(tmp_path: Path, model: FakeModelServer, embedder: Embedder) -> AsyncIterator[Starter]:
-    apps: list[Arium] = []
-
-    async def start(**overrides: Any) -> Arium:
-        async with FakeTelegram() as tg:  # fake_settings needs one; a headless bot never calls it
-            settings = fake_settings(tmp_path / "data", tg, model, **overrides)
-        app = Arium(settings, embedder=embedder, headless=True)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in reversed(apps):
-        await app.stop()
 
 
 def echo(request: Request) -> Step:

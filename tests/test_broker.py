@@ -26,7 +26,7 @@ BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 REFUSED = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
 
 
-async def _broker_up() -> bool:
+async def broker_up() -> bool:
     try:
         connection = await aio_pika.connect(BROKER, timeout=3)
     except Exception:  # noqa: BLE001 - any failure means no broker here
@@ -38,7 +38,7 @@ async def _broker_up() -> bool:
 @pytest.fixture
 async def topology() -> AsyncIterator[Topology]:
     """Exchange and queues of this test alone (a unique prefix), deleted afterwards."""
-    if not await _broker_up():
+    if not await broker_up():
         pytest.skip("no RabbitMQ on 127.0.0.1:5672")
     made = Topology(f"test-{uuid.uuid4().hex[:10]}", 8)
     yield made

@@ -7,27 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
 from sqlalchemy import func, select
 
 from bot.admin.stats import AdminStats, UserDirectory
-from bot.app import Arium
 from bot.eval.runner import EvalRunner, Variant
 from bot.eval.suite import Suite
-from bot.memory.embedder import Embedder
 from bot.storage.broadcasts import BroadcastRepository
 from bot.storage.evals import EvalRepository
 from bot.storage.repositories import UserProfile
 from bot.storage.models import EVAL_USER_MIN, User
-from tests.conftest import fake_settings
+from tests.conftest import HeadlessStarter
 from tests.fakes.model_server import FakeModelServer, Reply, Request, Step, ToolCallSpec
-from tests.fakes.telegram_server import FakeTelegram
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,24 +61,7 @@ SUITE = {
 }
 
 
-Starter = Callable[..., Awaitable[Arium]]
-
-
-@pytest.fixture
-async def headless(tmp_path: Path, model: FakeModelServer, embedder: Embedder) -> AsyncIterator[Starter]:
-    apps: list[Arium] = []
-
-    async def start(**overrides: Any) -> Arium:
-        async with FakeTelegram() as tg:  # fake_settings needs one; a headless bot never calls it
-            settings = fake_settings(tmp_path / "data", tg, model, **overrides)
-        app = Arium(settings, embedder=embedder, headless=True)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in reversed(apps):
-        await app.stop()
+Starter = HeadlessStarter
 
 
 async def test_a_suite_gives_the_right_verdicts_and_stores_them(

@@ -26,9 +26,9 @@ from tests.conftest import reset_postgres
 from tests.fakes.model_server import FakeModelServer, Reply, Request
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
+from tests.test_broker import BROKER, broker_up
 from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS = "redis://127.0.0.1:6379/0"
 SECRET = "scaled-test-secret"
 WORKERS = 3
@@ -41,15 +41,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-async def broker_up() -> bool:
-    try:
-        connection = await aio_pika.connect(BROKER, timeout=3)
-    except Exception:  # noqa: BLE001 - any failure means no broker here
-        return False
-    await connection.close()
-    return True
 
 
 async def redis_up() -> bool:
