@@ -115,7 +115,7 @@ class ScaledWorker:
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
         try:
             pruned = await self.worker.prune()
-        except AriumError as exc:
+        except Exception as exc:  # noqa: BLE001 - the next hour tries again; balancing goes on
             log.warning("could not prune old update claims: %s", exc)
             return
         if pruned:
@@ -141,8 +141,10 @@ class ScaledWorker:
                 continue
             if len(members) < 2 or me not in members:
                 continue
-            await self.consumer.hand_over(lambda queue: preferred_owner(queue, members) == me)
-
+            try:
+                await self.consumer.hand_over(lambda queue: preferred_owner(queue, members) == me)
+            except Exception:  # noqa: BLE001 - the broker's connection is being restored: next round
+                log.warning("could not hand partitions over this round", exc_info=True)
 
 
 def preferred_owner(queue: str, members: list[str]) -> str:
