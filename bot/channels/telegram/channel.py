@@ -43,6 +43,7 @@ from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.outbound import application_builder
 from bot.channels.telegram.replies import reply
 from bot.channels.telegram.voice import VOICE_MESSAGES, VoiceIntake, VoiceSettings
+from bot.channels.telegram.webhook import UPDATE_KINDS, set_webhook
 from bot.commands import MENU_COMMANDS, help_text, new_conversation, start_text, unknown_command_text
 from bot.context import RequestContext, current_request_id
 from bot.errors import UpdateNotAccepted
@@ -54,7 +55,6 @@ from bot.runtime.tasks import TaskTracker
 log = logging.getLogger(__name__)
 
 MENU_LANGUAGES = ("en", "ru")
-UPDATE_KINDS = ["message", "edited_message", "callback_query"]
 
 
 class ChannelFeature(Protocol):
@@ -214,13 +214,7 @@ class TelegramChannel(Channel):
         assert cfg.webhook_url is not None and cfg.webhook_secret is not None
         # Ready before Telegram knows the URL: it may POST the updates that waited at once.
         self._taking_webhooks = True
-        await self.application.bot.set_webhook(
-            url=cfg.webhook_url,
-            secret_token=cfg.webhook_secret,
-            allowed_updates=UPDATE_KINDS,
-            # Updates that waited while the bot was down are still wanted.
-            drop_pending_updates=False,
-        )
+        await set_webhook(self.application.bot, cfg.webhook_url, cfg.webhook_secret)
         log.info("Telegram: webhook set; updates arrive over HTTP")
 
     async def _start_polling(self) -> None:
