@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.runtime.events import AdminAction, TurnFinished
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import AuditEntry, UsageDaily
 
 UsageKey = tuple[date, int, str]
@@ -73,8 +71,7 @@ class UsageRepository:
         if not totals:
             return
         async with self._db.session() as s:
-            dialect = s.bind.dialect.name if s.bind else "sqlite"
-            insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+            insert_ = insert_for(s)
             for (day, user_id, model), counts in sorted(totals.items()):
                 values = {name: int(counts[name]) for name in ("turns", "failures", "tokens_in", "tokens_out")}
                 statement = insert_(UsageDaily).values(day=day, user_id=user_id, model=model, **values)

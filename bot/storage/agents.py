@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, select
 
 from bot.runtime.clock import utcnow
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import EVAL_USER_MIN, AgentPlan, AgentTurn, ChatAgent
 
 
@@ -69,11 +69,14 @@ class AgentRepository:
 
     async def pin(self, chat_id: int, agent: str, *, by: int | None) -> None:
         async with self._db.session() as s:
-            row = await s.get(ChatAgent, chat_id)
-            if row is None:
-                s.add(ChatAgent(chat_id=chat_id, agent=agent, set_by=by, updated_at=utcnow()))
-            else:
-                row.agent, row.set_by, row.updated_at = agent, by, utcnow()
+            statement = insert_for(s)(ChatAgent).values(chat_id=chat_id, agent=agent, set_by=by, updated_at=utcnow())
+            # An upsert: two /agent commands in one chat at once cannot collide on the key.
+            await s.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["chat_id"],
+                    set_={name: statement.excluded[name] for name in ("agent", "set_by", "updated_at")},
+                )
+            )
 
     async def unpin(self, chat_id: int) -> None:
         async with self._db.session() as s:

@@ -9,12 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.identity import TELEGRAM, channel_of_chat
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import UNFINISHED, Base, Chat, Conversation, Identity, Message, User
 from bot.runtime.clock import utcnow
 
@@ -64,9 +62,7 @@ class StoredMessage:
 
 async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, so two first messages at once do not race."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    await session.execute(insert_for(session)(model).values(**values).on_conflict_do_nothing())
 
 
 # How stale last_seen_at may get before a message rewrites it: a write per

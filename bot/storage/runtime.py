@@ -9,10 +9,8 @@ import logging
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import RuntimeSetting
 from bot.runtime.clock import utcnow
 
@@ -46,9 +44,7 @@ class RuntimeSettingsRepository:
         encoded = json.dumps(value, ensure_ascii=False, sort_keys=True)
         values = {"key": key, "value": encoded, "updated_at": utcnow(), "updated_by": by}
         async with self._db.session() as s:
-            dialect = s.bind.dialect.name if s.bind else "sqlite"
-            insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert_(RuntimeSetting).values(**values)
+            statement = insert_for(s)(RuntimeSetting).values(**values)
             # An upsert, so two admins changing one setting at once cannot collide on the key.
             await s.execute(
                 statement.on_conflict_do_update(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.runtime.clock import utcnow
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import TelegramUpdate
 
 STARTED, DONE = "started", "done"
@@ -24,10 +22,8 @@ class UpdateClaims:
         of the earlier claim (started: a worker took it and may have died
         mid-way; done: it was handled) and the worker that made it."""
         async with self._db.session() as s:
-            dialect = s.bind.dialect.name if s.bind else "sqlite"
-            insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
             inserted = await s.execute(
-                insert_(TelegramUpdate)
+                insert_for(s)(TelegramUpdate)
                 .values(update_id=update_id, status=STARTED, worker=worker[:64], claimed_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["update_id"])
                 .returning(TelegramUpdate.update_id)
