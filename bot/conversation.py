@@ -209,7 +209,8 @@ class Conversation:
     ) -> TurnResult:
         history, summary = await self._fold_if_needed(start)
         memories, summary_text = memory_lines(hits) or NO_MEMORIES, summary or NO_SUMMARY
-        system, template = self._system_prompt(ctx, memories=memories, summary=summary_text)
+        agent = route.agent if route is not None else None
+        system, template = self._system_prompt(ctx, memories=memories, summary=summary_text, agent=agent)
         request = ChatRequest(
             messages=(system, *_history_messages(history), ChatMessage("user", content, images=images)),
             max_tokens=self._config.max_answer_tokens,
@@ -228,8 +229,10 @@ class Conversation:
         memories: str,
         summary: str,
     ) -> TurnResult:
-        """The turn as the routed agent: its instructions after the system
-        prompt, its tools, model tier and sampling; the label on the answer."""
+        """The turn as the routed agent (``request``'s system prompt already
+        carries its instructions): its tools, model tier and sampling, and
+        the label on the answer. ``memories`` and ``summary`` give the
+        system prompts of the agents an orchestrator hands steps to."""
         assert self.agents is not None
 
         def system_for(profile: AgentProfile) -> ChatMessage:
@@ -238,7 +241,6 @@ class Conversation:
         setup = self.agents.setup(ctx, route, sink, tools=self._tools, system_for=system_for)
         request = replace(
             request,
-            messages=(system_for(route.agent), *request.messages[1:]),
             max_tokens=setup.max_tokens or request.max_tokens,
             temperature=setup.temperature,
             prefer_tier=setup.prefer_tier,
@@ -257,9 +259,11 @@ class Conversation:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         hits = await self._memory.recall(ctx, last_user) if self._memory and last_user else []
         memories = memory_lines(hits) or NO_MEMORIES
-        system, template = self._system_prompt(ctx, memories=memories)
-        request = ChatRequest(messages=(system, *messages), max_tokens=self._config.max_answer_tokens)
         route = await self._route(ctx, last_user) if last_user else None
+        system, template = self._system_prompt(
+            ctx, memories=memories, agent=route.agent if route is not None else None
+        )
+        request = ChatRequest(messages=(system, *messages), max_tokens=self._config.max_answer_tokens)
         if route is None:
             result = await self._run_model(ctx, request, sink, template.ref)
         else:
