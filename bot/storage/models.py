@@ -158,6 +158,9 @@ class Message(Base):
     tokens_in: Mapped[int | None] = mapped_column(Integer)
     tokens_out: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A user message's answer as a group's live preview shows it (JSON list
+    # of Telegram message ids), so a turn finished after a crash edits them.
+    preview_message_ids: Mapped[str | None] = mapped_column(Text)
 
 
 class ToolEvent(Base):
@@ -191,6 +194,7 @@ class Reminder(Base):
         Index("ix_reminders_status_next_fire_at", "status", "next_fire_at"),
         Index("ix_reminders_user_id_status", "user_id", "status"),
         Index("ix_reminders_chat_id_status", "chat_id", "status"),
+        Index("ux_reminders_idempotency_key", "idempotency_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -211,6 +215,9 @@ class Reminder(Base):
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The turn and tool call that created it (RequestContext.idempotency_key):
+    # the same call re-run after a crash finds this row instead of adding one.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class Memory(Base):
@@ -226,6 +233,7 @@ class Memory(Base):
         Index("ix_memories_user_id_id", "user_id", "id"),
         Index("ix_memories_user_id_embedding_model", "user_id", "embedding_model"),
         Index("ix_memories_user_id_updated_at", "user_id", "updated_at"),
+        Index("ux_memories_idempotency_key", "idempotency_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -246,6 +254,8 @@ class Memory(Base):
     # The Snowball stems of the text's content words (bot/memory/keyword.py),
     # written with it: what keyword search matches, on either database.
     search_terms: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The turn and tool call that stored it (the remember tool), as for reminders.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsageDaily(Base):
@@ -512,6 +522,8 @@ class TelegramUpdate(Base):
     __table_args__ = (Index("ix_telegram_updates_claimed_at", "claimed_at"),)
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    status: Mapped[str] = mapped_column(String(16))  # started | done
+    status: Mapped[str] = mapped_column(String(16))  # received | started | done
     worker: Mapped[str] = mapped_column(String(64))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The update itself while it is not done (the single process's inbox).
+    payload: Mapped[str | None] = mapped_column(Text)
