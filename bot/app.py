@@ -44,6 +44,7 @@ from bot.channels.inbound import InboundPath
 from bot.channels.console import ConsoleChannel
 from bot.channels.console.channel import ConsoleServices
 from bot.channels.telegram.channel import TelegramChannel, TelegramConfig
+from bot.channels.telegram.inbox import UpdateInbox
 from bot.channels.telegram.photos import PhotoSettings
 from bot.channels.telegram.voice import VoiceLimits, VoiceSettings
 from bot.channels.telegram.link_handlers import LinkCommands
@@ -96,6 +97,7 @@ from bot.storage.reminders import ReminderRepository
 from bot.storage.runtime import RuntimeSettingsRepository
 from bot.storage.repositories import MessageRepository, UserRepository
 from bot.storage.tool_events import ToolEventRecord, ToolEventRepository
+from bot.storage.updates import UpdateClaims
 from bot.storage.userdata import UserDataRepository
 from bot.runtime.tasks import TaskTracker
 from bot.tools.events import ToolEventRecorder
@@ -352,7 +354,6 @@ class Arium:
         from bot.channels.telegram.inbound import update_request_id
         from bot.scale.runner import ScaledWorker
         from bot.scale.worker import UpdateWorker
-        from bot.storage.updates import UpdateClaims
 
         worker = UpdateWorker(
             name=name,
@@ -546,11 +547,23 @@ class Arium:
                 ),
             ],
             voice=self._voice_settings(settings),
+            inbox=self._telegram_inbox(),
         )
         # The bot exists once the channel has started; reminders fire after that.
         self.reminder_router.add(TELEGRAM, TelegramReminderNotifier(lambda: self._telegram_channel().application.bot))
         self.alerts.connect(self.telegram.send_to_admins)
         self.channels.append(self.telegram)
+
+    def _telegram_inbox(self) -> UpdateInbox | None:
+        """A single process keeps every update until handled; a worker's come
+        from the broker, which keeps them itself."""
+        if self._worker is not None:
+            return None
+
+        async def turn_stored(request_id: str) -> bool:
+            return await self.messages.turn_of_request(request_id) is not None
+
+        return UpdateInbox(UpdateClaims(self.db), self.tasks, turn_stored=turn_stored)
 
     def _voice_settings(self, settings: Settings) -> VoiceSettings:
         # One Transcriber (its HTTP clients) serves every voice note; None: voice is not enabled.
@@ -769,10 +782,14 @@ class Arium:
 
     async def _finish_cut_short_turns(self) -> None:
         report = await self.recovery.run(self.channels)
+        if self.telegram is not None:
+            # Then the updates received but never stored: after the turns above, before new ones.
+            report = self.recovery.add_replayed(await self.telegram.handle_kept_updates())
         if report.total and self.telegram is not None:
             await self.telegram.send_to_admins(
                 f"At start: {report.total} interrupted turn(s) finished (a crash, or a stop that ran out of time) "
-                f"({report.answered} answered late, {report.noted} too old: asked to resend, {report.failed} failed)."
+                f"({report.answered} answered late, {report.noted} too old: asked to resend, {report.failed} failed, "
+                f"{report.replayed} received but not yet stored, handled now)."
             )
 
     async def _read_what_extraction_missed(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -53,10 +53,12 @@ class RecoveryReport:
     answered: int = 0  # ran again, answered late
     noted: int = 0  # too old: the user got a note
     failed: int = 0  # ran again, but no model answered (the user was told)
+    # Received but never stored before the crash (the Telegram inbox), handled at start.
+    replayed: int = 0
 
     @property
     def total(self) -> int:
-        return self.answered + self.noted + self.failed
+        return self.answered + self.noted + self.failed + self.replayed
 
 
 class TurnRecovery:
@@ -108,6 +110,11 @@ class TurnRecovery:
                 "finished %d turn(s) a crash had cut short: %d answered late, %d too old (noted), %d failed",
                 self.last.total, self.last.answered, self.last.noted, self.last.failed,
             )
+        return self.last
+
+    def add_replayed(self, count: int) -> RecoveryReport:
+        """Counts the updates the Telegram inbox handled at this start."""
+        self.last = replace(self.last or RecoveryReport(), replayed=count)
         return self.last
 
     async def finish_one(self, turn: UnfinishedTurn, sink: ReplySink) -> str:

@@ -85,7 +85,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "health_no_error": "Last error: none since the start",
         "health_recovered": (
             "Cut short by a crash, finished at this start: {total} turns "
-            "({answered} answered late, {noted} too old: asked to resend, {failed} no model answered)"
+            "({answered} answered late, {noted} too old: asked to resend, {failed} no model answered, "
+            "{replayed} received but not yet stored, handled now)"
         ),
         "health_models": "Models: {endpoints} endpoints · {states}",
         "health_scaled_worker": "Worker <b>{name}</b> ({leads}) · leader: {leader}",
@@ -189,7 +190,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "health_no_error": "Последняя ошибка: не было с момента запуска",
         "health_recovered": (
             "Прерваны сбоем и завершены при этом запуске: {total} "
-            "(ответ с опозданием: {answered}, слишком старые, попросили повторить: {noted}, модель не ответила: {failed})"
+            "(ответ с опозданием: {answered}, слишком старые, попросили повторить: {noted}, модель не ответила: {failed}, "
+            "получены, но ещё не сохранены, обработаны сейчас: {replayed})"
         ),
         "health_models": "Модели: точек доступа {endpoints} · {states}",
         "health_scaled_worker": "Воркер <b>{name}</b> ({leads}) · ведущий: {leader}",

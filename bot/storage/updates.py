@@ -1,16 +1,19 @@
-"""SQL of the updates workers took (see TelegramUpdate)."""
+"""SQL of the Telegram updates the bot took (see TelegramUpdate): the
+scaled mode's workers claim each delivery; a single process keeps each
+update it received until it is handled (its inbox)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from bot.runtime.clock import utcnow
 from bot.storage.db import Database, insert_for
 from bot.storage.models import TelegramUpdate
 
-STARTED, DONE = "started", "done"
+RECEIVED, STARTED, DONE = "received", "started", "done"
 
 
 class UpdateClaims:
@@ -47,6 +50,49 @@ class UpdateClaims:
     async def done(self, update_id: int) -> None:
         async with self._db.session() as s:
             await s.execute(update(TelegramUpdate).where(TelegramUpdate.update_id == update_id).values(status=DONE))
+
+    # The single process's inbox -------------------------------------------
+
+    async def receive(self, updates: Sequence[tuple[int, str]], receiver: str) -> None:
+        """Keeps updates (id, JSON) until they are handled; an update kept
+        already (Telegram sent it again) stays as it was."""
+        if not updates:
+            return
+        now = utcnow()
+        rows = [
+            {"update_id": update_id, "status": RECEIVED, "worker": receiver[:64], "claimed_at": now, "payload": data}
+            for update_id, data in updates
+        ]
+        async with self._db.session() as s:
+            await s.execute(insert_for(s)(TelegramUpdate).values(rows).on_conflict_do_nothing(index_elements=["update_id"]))
+
+    async def settle(self, update_ids: Sequence[int]) -> None:
+        """Handled: the update itself is no longer needed (its id stays, for
+        the high-water mark, until pruned)."""
+        if not update_ids:
+            return
+        async with self._db.session() as s:
+            await s.execute(
+                update(TelegramUpdate)
+                .where(TelegramUpdate.update_id.in_(update_ids))
+                .values(status=DONE, payload=None)
+            )
+
+    async def received_not_done(self) -> list[tuple[int, str]]:
+        """The kept updates that were never handled, oldest first."""
+        async with self._db.session() as s:
+            rows = await s.execute(
+                select(TelegramUpdate.update_id, TelegramUpdate.payload)
+                .where(TelegramUpdate.status == RECEIVED, TelegramUpdate.payload.is_not(None))
+                .order_by(TelegramUpdate.update_id)
+            )
+            return [(update_id, payload) for update_id, payload in rows.all() if payload is not None]
+
+    async def highest(self) -> int | None:
+        """The newest update id on record: Telegram numbers updates in
+        increasing order, so one at or below it was received before."""
+        async with self._db.session() as s:
+            return (await s.execute(select(func.max(TelegramUpdate.update_id)))).scalar_one_or_none()
 
     async def prune(self, before: datetime) -> int:
         async with self._db.session() as s:

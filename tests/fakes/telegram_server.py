@@ -1023,6 +1023,11 @@ class FakeTelegram:
         """Updates not yet confirmed by a getUpdates offset."""
         return len(self._updates)
 
+    def confirm_updates(self, up_to: int) -> None:
+        """Forgets the updates up to ``up_to`` as a getUpdates offset past it
+        would (what Telegram holds after a bot confirmed them and crashed)."""
+        self._confirm(up_to + 1)
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_LIMIT) -> None:
         """Wait until predicate() holds; re-checked on every request and every 20 ms."""
         loop = asyncio.get_running_loop()

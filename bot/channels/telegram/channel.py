@@ -31,6 +31,7 @@ from bot.channels.base import Capabilities, Channel
 from bot.channels.inbound import InboundPath
 from bot.channels.telegram.photos import PhotoIntake, PhotoSettings
 from bot.channels.telegram.documents import DocumentIntake
+from bot.channels.telegram.inbox import InboxFirstRequest, InboxQueue, UpdateInbox
 from bot.channels.telegram.inbound import (
     NEW_MESSAGES,
     StreamingConfig,
@@ -38,6 +39,7 @@ from bot.channels.telegram.inbound import (
     chat_title,
     meant_for_bot,
     strip_mention,
+    update_request_id,
 )
 from bot.channels.telegram.ordering import ChatOrderedProcessor, PasteMerger
 from bot.channels.telegram.outbound import application_builder
@@ -55,6 +57,7 @@ from bot.runtime.tasks import TaskTracker
 log = logging.getLogger(__name__)
 
 MENU_LANGUAGES = ("en", "ru")
+WEBHOOK_WRITE_WAIT = 5.0  # a webhook delivery waits this long for its update to be written down
 
 
 class ChannelFeature(Protocol):
@@ -105,9 +108,13 @@ class TelegramChannel(Channel):
         photos: PhotoSettings | None = None,
         features: Sequence[ChannelFeature] = (),
         voice: VoiceSettings = VoiceSettings(),
+        inbox: UpdateInbox | None = None,
     ) -> None:
         self._config = config
         self._tasks = tasks
+        # A single process keeps each update until handled (inbox.py); a
+        # worker of the scaled mode claims the broker's deliveries instead.
+        self._inbox = inbox
         self.inbound = TelegramInbound(inbound, StreamingConfig(config.draft_interval, config.edit_interval), tasks)
         self._documents = DocumentIntake(self.inbound, documents) if documents is not None else None
         # Always there: with voice not enabled it answers so, in the user's language.
@@ -130,9 +137,21 @@ class TelegramChannel(Channel):
 
     def _build_application(self) -> Application:
         cfg = self._config
-        processor = ChatOrderedProcessor(cfg.max_concurrent_updates, PasteMerger(cfg.paste_merge_window))
+        inbox = self._inbox
+        processor = ChatOrderedProcessor(
+            cfg.max_concurrent_updates,
+            PasteMerger(cfg.paste_merge_window),
+            on_done=inbox.settle if inbox is not None else None,
+        )
+        builder = application_builder(cfg.token, cfg.api_url)
+        if inbox is not None:
+            # The poller's queue notes each update; its next getUpdates (the
+            # confirm) waits until they are written down.
+            builder = builder.update_queue(InboxQueue(inbox)).get_updates_request(
+                InboxFirstRequest(inbox.written, connection_pool_size=1)
+            )
         app = (
-            application_builder(cfg.token, cfg.api_url)
+            builder
             .concurrent_updates(processor)
             # PTB's default pool is one connection: hundreds of chats would queue behind it.
             .connection_pool_size(cfg.max_concurrent_updates)
@@ -202,6 +221,38 @@ class TelegramChannel(Channel):
         update = Update.de_json(data, application.bot)
         await application.update_processor.process_update(update, application.process_update(update))
 
+    async def handle_kept_updates(self) -> int:
+        """Updates an earlier run received and never handled (a crash came
+        first), handled now, before new ones: those whose turn was stored
+        were finished by turn recovery already. Returns how many were handled
+        here."""
+        if self._inbox is None:
+            return 0
+        kept = await self._inbox.open()
+        fresh = []
+        for data in kept:
+            if await self._inbox.turn_stored(update_request_id(data["update_id"])):
+                self._inbox.settle(data["update_id"])
+            else:
+                fresh.append(data)
+        if fresh:
+            log.warning("handling %d update(s) received just before the last stop and never handled", len(fresh))
+        # Started in their order: each chat's updates run one after another, chats at once.
+        outcomes = await asyncio.gather(*(self._feed_kept(data) for data in fresh))
+        return sum(outcomes)
+
+    async def _feed_kept(self, data: dict[str, Any]) -> bool:
+        """One kept update through the usual handlers (marked done by the
+        processor, as any update is, even when a handler fails)."""
+        try:
+            await self.feed(data)
+        except Exception:  # noqa: BLE001 - one unreadable update must not keep the bot from starting
+            log.exception("could not handle kept update %s; dropping it", data.get("update_id"))
+            assert self._inbox is not None
+            self._inbox.settle(data["update_id"])  # not again at every start
+            return False
+        return True
+
     async def start_receiving(self) -> None:
         if self._config.webhook_mode:
             await self._set_webhook()
@@ -251,7 +302,11 @@ class TelegramChannel(Channel):
             # Telegram would only resend the same bytes: dropping it keeps the updates after it flowing.
             log.warning("dropping update %s that could not be read: %r", data.get("update_id"), exc)
             return
-        await self.application.update_queue.put(update)
+        await self.application.update_queue.put(update)  # noted in the inbox, if new
+        # Answered once written down (a 503 makes Telegram deliver it again,
+        # and the inbox knows it then: it is handled once).
+        if self._inbox is not None and not await self._inbox.written(WEBHOOK_WRITE_WAIT):
+            raise UpdateNotAccepted("the update could not be written down in time")
 
     async def stop(self, timeout: float) -> None:
         # In webhook mode the webhook is NOT deleted, on purpose: Telegram
@@ -267,6 +322,8 @@ class TelegramChannel(Channel):
                 await asyncio.wait_for(self.application.stop(), timeout)
             except TimeoutError:
                 log.warning("replies still running after %.0f s; stopping anyway", timeout)
+        if self._inbox is not None:
+            await self._inbox.close()  # the done marks of the last turns
 
     async def close(self) -> None:
         await self.application.shutdown()

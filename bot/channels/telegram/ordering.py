@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ def chat_key(update: object) -> int | None:
 @dataclass
 class _Paste:
     head_message_id: int
+    head_update_id: int
     parts: list[str]
     last_part_at: float
     grew: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,6 +43,9 @@ class PasteMerger:
         self._window = window
         self._threshold = threshold
         self._open: dict[tuple[int, int], _Paste] = {}
+        # Update ids of absorbed parts, by their head's update id: the parts
+        # are done when the head's turn is (see ChatOrderedProcessor's on_done).
+        self._absorbed: dict[int, list[int]] = {}
 
     @staticmethod
     def _plain_text(update: object) -> tuple[tuple[int, int], int, str] | None:
@@ -65,10 +69,17 @@ class PasteMerger:
             paste.parts.append(text)
             paste.last_part_at = now
             paste.grew.set()
+            assert isinstance(update, Update)
+            self._absorbed.setdefault(paste.head_update_id, []).append(update.update_id)
             return True
         if len(text) >= self._threshold:
-            self._open[key] = _Paste(message_id, [text], now)
+            assert isinstance(update, Update)
+            self._open[key] = _Paste(message_id, update.update_id, [text], now)
         return False
+
+    def parts_of(self, head_update_id: int) -> list[int]:
+        """The update ids absorbed into the paste this update headed (forgotten now)."""
+        return self._absorbed.pop(head_update_id, [])
 
     async def collect(self, chat_id: int, user_id: int, message_id: int, text: str) -> str:
         """The full text for the message ``message_id``: itself, or the whole
@@ -92,14 +103,19 @@ class PasteMerger:
 
 class ChatOrderedProcessor(BaseUpdateProcessor):
     """Different chats run concurrently (up to ``max_concurrent``); updates of
-    one chat run one at a time, in arrival order (asyncio.Lock is FIFO)."""
+    one chat run one at a time, in arrival order (asyncio.Lock is FIFO).
+    ``on_done`` hears the id of every update whose handlers returned (with
+    the parts of a paste it headed), e.g. the inbox (inbox.py)."""
 
-    def __init__(self, max_concurrent: int, merger: PasteMerger) -> None:
+    def __init__(
+        self, max_concurrent: int, merger: PasteMerger, on_done: Callable[[int], None] | None = None
+    ) -> None:
         super().__init__(_UNBOUNDED)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._locks: dict[int, asyncio.Lock] = {}
         self._waiting: dict[int, int] = {}
         self.merger = merger
+        self.on_done = on_done
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         if self.merger.offer(update):
@@ -107,6 +123,22 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
             if close is not None:
                 close()  # the absorbed part's handler never runs
             return
+        # Done also when it raised (no update is handled at every start
+        # forever); not when cancelled (a stop that ran out of time): that
+        # turn is not finished, and the next start takes it up.
+        try:
+            await self._in_order(update, coroutine)
+        except Exception:
+            self._done(update)
+            raise
+        self._done(update)
+
+    def _done(self, update: object) -> None:
+        if self.on_done is not None and isinstance(update, Update):
+            for update_id in (update.update_id, *self.merger.parts_of(update.update_id)):
+                self.on_done(update_id)
+
+    async def _in_order(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = chat_key(update)
         if key is None:
             async with self._slots:

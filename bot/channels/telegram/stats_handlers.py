@@ -378,7 +378,7 @@ def health_lines(report: HealthReport, language: str) -> list[str]:
     if recovered is not None and recovered.total:
         lines.append(
             t("health_recovered", language, total=recovered.total, answered=recovered.answered,
-              noted=recovered.noted, failed=recovered.failed)
+              noted=recovered.noted, failed=recovered.failed, replayed=recovered.replayed)
         )
     error = report.last_error
     if error is None:
