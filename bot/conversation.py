@@ -127,6 +127,11 @@ class Conversation:
         )
         return await self._answer(ctx, text, content, start, hits, sink, started, images)
 
+    async def note_preview(self, request_id: str, message_ids: tuple[int, ...]) -> None:
+        """The channel's messages showing this running turn's answer so far
+        (a group's live preview), kept with the turn for a finish after a crash."""
+        await self._messages.note_preview(request_id, message_ids)
+
     async def resume(self, ctx: RequestContext, turn: UnfinishedTurn, sink: ReplySink) -> TurnResult:
         """Answers a user message that is already stored, whose turn a crash
         cut short (bot/recovery.py): the history before it, the same steps

@@ -45,7 +45,7 @@ class AnswerSource(Protocol):
 
     name: str
 
-    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None: ...
+    def sink_for(self, chat_id: int, chat_type: str, *, shown: Sequence[int] = ()) -> ReplySink | None: ...
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class TurnRecovery:
         async def one_chat(chat_turns: list[UnfinishedTurn]) -> None:
             async with slots:
                 for turn in chat_turns:
-                    sink = channels[channel_of_chat(turn.chat_id)].sink_for(turn.chat_id, turn.chat_type)
+                    channel = channels[channel_of_chat(turn.chat_id)]
+                    sink = channel.sink_for(turn.chat_id, turn.chat_type, shown=turn.preview_message_ids)
                     if sink is None or not await self._messages.claim_unfinished(turn.message_id):
                         continue
                     try:

@@ -20,12 +20,13 @@ from bot.recovery import RecoveryReport
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory, fake_settings
 from tests.test_memory_e2e import Brain, facts, requests_of, settle
-from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, ToolCallSpec
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, StreamFault, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
 from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
 
 CHAT = 1001
+GROUP_CHAT, ANN_IN_GROUP = -100555, 3003
 REMINDER = "Remind me to call mom tomorrow at 9"
 
 Starter = Callable[..., Awaitable[asyncio.subprocess.Process]]
@@ -149,6 +150,43 @@ async def test_turns_killed_in_flight_are_finished_once_after_a_restart(
     with sqlite3.connect(tmp_path / "data" / "arium.db") as db:
         assert db.execute("SELECT text FROM reminders").fetchall() == [("call mom",)], "one reminder, not two"
         assert db.execute("SELECT COUNT(*) FROM tool_rounds").fetchone() == (0,), "kept only while the turn ran"
+
+
+async def test_a_group_preview_a_crash_left_is_replaced_by_the_late_answer_not_left_beside_it(
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path
+) -> None:
+    """In a group the answer streams into a preview message. Killed while
+    the preview shows half an answer: the restart edits that message into
+    the late answer, instead of leaving the half answer above a second one."""
+    question = "@arium_test_bot what is for dinner?"
+
+    def responder(request: Request) -> Reply | StreamFault:
+        if len(model.chat_requests()) == 1:  # the first run: half an answer, then the stream stalls
+            return StreamFault("stall", text_before="Pasta ", seconds=WAIT_LIMIT * 4)
+        return Reply(text="Pasta with tomatoes.")
+
+    model.responder = responder
+    process = await bot_process(BOT_EDIT_INTERVAL="0.05")
+    tg.user_text(question, chat_id=GROUP_CHAT, chat_type="group", user_id=ANN_IN_GROUP, chat_title="Family")
+
+    def preview_kept() -> bool:
+        with sqlite3.connect(tmp_path / "data" / "arium.db") as db:
+            row = db.execute("SELECT preview_message_ids FROM messages WHERE role = 'user'").fetchone()
+        return row is not None and row[0] is not None
+
+    await tg.wait_for(
+        lambda: [m.text[:5] for m in tg.messages(GROUP_CHAT)] == ["Pasta"], timeout=WAIT_LIMIT * 3
+    )
+    await tg.wait_for(preview_kept)
+    [preview] = tg.messages(GROUP_CHAT)
+    await kill_hard(process)
+
+    restarted = await bot_process(BOT_EDIT_INTERVAL="0.05")
+    await tg.wait_for(lambda: tg.messages(GROUP_CHAT)[0].text.endswith("Pasta with tomatoes."), timeout=WAIT_LIMIT * 3)
+    [late] = tg.messages(GROUP_CHAT)
+    assert late.message_id == preview.message_id, "the preview became the answer"
+    assert late.text.startswith("Sorry for the wait"), late.text
+    await stop(restarted)
 
 
 # --- In process: what a crash leaves, and what a restart does with it --------------

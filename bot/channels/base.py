@@ -6,6 +6,7 @@ nothing outside a channel's package knows the channel's library."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,10 +53,12 @@ class Channel(ABC):
         """Send ``text`` to a chat of this channel (alerts, service messages).
         Never raises for a failed send: the channel logs it."""
 
-    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None:
+    def sink_for(self, chat_id: int, chat_type: str, *, shown: Sequence[int] = ()) -> ReplySink | None:
         """Where an answer to one of this channel's chats goes when no
         message of theirs is being answered (a turn finished after a
-        restart); None when the channel cannot send on its own."""
+        restart); None when the channel cannot send on its own. ``shown``:
+        the channel's messages that already show part of that answer (a
+        group's live preview when the crash came), to be replaced by it."""
         return None
 
     def owns(self, address: int) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -41,7 +41,7 @@ class UpdateTarget(Protocol):
 
     async def feed(self, data: dict[str, Any]) -> None: ...
 
-    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None: ...
+    def sink_for(self, chat_id: int, chat_type: str, *, shown: Sequence[int] = ()) -> ReplySink | None: ...
 
 
 @dataclass
@@ -126,7 +126,7 @@ class UpdateWorker:
             return False  # it died before storing the turn, or the update was not a turn: handle it afresh
         status, turn = found
         if status in (PENDING, RECOVERING):
-            sink = self._target.sink_for(turn.chat_id, turn.chat_type)
+            sink = self._target.sink_for(turn.chat_id, turn.chat_type, shown=turn.preview_message_ids)
             if sink is None:
                 return False
             outcome = await self._recovery.finish_one(turn, sink)

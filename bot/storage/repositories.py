@@ -3,8 +3,9 @@ transaction and returns plain dataclasses, never live ORM objects."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -308,6 +309,8 @@ class UnfinishedTurn:
     content: str  # as stored (in groups: "Name: text")
     created_at: datetime
     request_id: str | None = None  # the original turn's (its tool rounds are kept under it)
+    # Telegram messages a group's live preview of the answer occupied when the crash came.
+    preview_message_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -436,14 +439,7 @@ class MessageRepository:
         )
         async with self._db.reading() as s:
             rows = (await s.execute(query)).all()
-            return [
-                UnfinishedTurn(
-                    m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at,
-                    m.request_id,
-                )
-                for m, chat_type, title in rows
-                if m.user_id is not None
-            ]
+            return [_unfinished(m, chat_type, title) for m, chat_type, title in rows if m.user_id is not None]
 
     async def extraction_backlog(self, since: datetime, per_user: int) -> list[ExtractionBacklog]:
         """Exchanges (a question and its answer) of private chats that memory
@@ -497,10 +493,18 @@ class MessageRepository:
         if row is None or row[0].user_id is None:
             return None
         m, chat_type, title = row
-        turn = UnfinishedTurn(
-            m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at, m.request_id
-        )
-        return m.status, turn
+        return m.status, _unfinished(m, chat_type, title)
+
+    async def note_preview(self, request_id: str, message_ids: Sequence[int]) -> None:
+        """The messages a group's live preview of this turn's answer occupies,
+        on its user message: a turn finished after a crash edits them
+        instead of leaving a partial answer above the late one."""
+        async with self._db.session() as s:
+            await s.execute(
+                update(Message)
+                .where(Message.request_id == request_id, Message.role == "user", Message.status.in_((PENDING, RECOVERING)))
+                .values(preview_message_ids=json.dumps(list(message_ids)))
+            )
 
     async def claim_unfinished(self, message_id: int) -> bool:
         """Takes an unfinished turn for recovery; False when it was taken or
@@ -638,4 +642,13 @@ def _message_columns() -> Select[Any]:
     return select(
         Message.id, Message.role, Message.content, Message.tokens,
         Message.status, Message.user_id, Message.created_at,
+    )
+
+
+def _unfinished(m: Message, chat_type: str, title: str | None) -> UnfinishedTurn:
+    assert m.user_id is not None
+    previews = tuple(json.loads(m.preview_message_ids)) if m.preview_message_ids else ()
+    return UnfinishedTurn(
+        m.id, m.conversation_id, m.chat_id, chat_type, title, m.user_id, m.content, m.created_at, m.request_id,
+        previews,
     )

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,7 +228,7 @@ class ConsoleChannel(Channel):
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
-    def sink_for(self, chat_id: int, chat_type: str) -> ConsoleSink | None:
+    def sink_for(self, chat_id: int, chat_type: str, *, shown: Sequence[int] = ()) -> ConsoleSink | None:
         """This user's console chat, when this is their only console session:
         a turn an earlier session left unfinished (killed mid-answer) is
         finished here, at the start. With another session of theirs running,

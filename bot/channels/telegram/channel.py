@@ -334,8 +334,8 @@ class TelegramChannel(Channel):
         except TelegramError as exc:
             log.warning("could not send a message to chat %s: %s", address, exc)
 
-    def sink_for(self, chat_id: int, chat_type: str) -> ReplySink | None:
-        return self.inbound.sink(self.application.bot, chat_id, private=chat_type == TgChatType.PRIVATE)
+    def sink_for(self, chat_id: int, chat_type: str, *, shown: Sequence[int] = ()) -> ReplySink | None:
+        return self.inbound.sink(self.application.bot, chat_id, private=chat_type == TgChatType.PRIVATE, shown=shown)
 
     async def send_to_admins(self, text: str) -> None:
         """A service message to every admin's private chat (alerts)."""

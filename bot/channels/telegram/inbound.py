@@ -6,6 +6,7 @@ handlers of this package use it; it imports none of them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telegram import Bot, Message, Update
@@ -111,9 +112,27 @@ class TelegramInbound:
 
         return await self.path.admit(arrival, say)
 
-    def sink(self, bot: Bot, chat_id: int, *, private: bool, reply_to: int | None = None) -> TelegramReplySink:
+    def sink(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        private: bool,
+        reply_to: int | None = None,
+        shown: Sequence[int] = (),
+        request_id: str | None = None,
+    ) -> TelegramReplySink:
         """Where an answer in ``chat_id`` streams to (drafts in private
-        chats, a throttled preview message in groups)."""
+        chats, a throttled preview message in groups). A group preview's
+        messages are noted on the turn of ``request_id``; ``shown`` are those
+        an earlier run left (see TelegramReplySink)."""
+        on_preview = None
+        if request_id is not None and not private:
+            conversation = self.path.conversation
+
+            def on_preview(ids: tuple[int, ...]) -> None:
+                self._tasks.spawn(conversation.note_preview(request_id, ids), f"preview-ids:{chat_id}")
+
         return TelegramReplySink(
             bot,
             chat_id,
@@ -121,6 +140,8 @@ class TelegramInbound:
             tasks=self._tasks,
             preview_interval=self._streaming.draft_interval if private else self._streaming.edit_interval,
             reply_to_message_id=reply_to,
+            shown=shown,
+            on_preview=on_preview,
         )
 
     async def answer(
@@ -135,6 +156,9 @@ class TelegramInbound:
         message = update.effective_message
         assert message is not None
         private = message.chat.type == TgChatType.PRIVATE
-        sink = self.sink(bot, message.chat.id, private=private, reply_to=None if private else message.message_id)
+        sink = self.sink(
+            bot, message.chat.id, private=private, reply_to=None if private else message.message_id,
+            request_id=ctx.request_id,
+        )
         sink.start_typing()
         await self.path.conversation.handle(ctx, text, sink, chat_title=chat_title(update), images=images)

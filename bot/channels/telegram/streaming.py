@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from telegram import Bot, ReplyParameters
@@ -37,6 +38,7 @@ def is_not_modified(exc: BadRequest) -> bool:
 class _Slot:
     message_id: int
     html: str
+    inherited: bool = False  # a preview an earlier run left (the crash came mid-answer)
 
 
 class TelegramReplySink:
@@ -49,7 +51,13 @@ class TelegramReplySink:
         tasks: TaskTracker,
         preview_interval: float,
         reply_to_message_id: int | None = None,
+        shown: Sequence[int] = (),
+        on_preview: Callable[[tuple[int, ...]], None] | None = None,
     ) -> None:
+        """``shown``: messages an earlier run's preview of this answer left
+        (a crash came mid-answer); the answer replaces them. ``on_preview``
+        hears the message ids a group's preview occupies, as they change, so
+        that such a run can be finished that way."""
         self._bot = bot
         self._chat_id = chat_id
         self._private = private
@@ -57,7 +65,9 @@ class TelegramReplySink:
         self._interval = preview_interval
         self._reply_to = reply_to_message_id
         self._draft_id = random.randint(1, 2**31 - 1)
-        self._slots: list[_Slot] = []
+        self._slots: list[_Slot] = [_Slot(message_id, "", inherited=True) for message_id in shown]
+        self._on_preview = on_preview
+        self._noted: tuple[int, ...] = tuple(shown)
         self._latest = ""
         self._finishing = asyncio.Event()
         self._previewer: asyncio.Task[None] | None = None
@@ -158,11 +168,27 @@ class TelegramReplySink:
             await self._draft(live)
         else:
             await self._put(len(chunks) - 1, live)
+            self._note_preview()
+
+    def _note_preview(self) -> None:
+        ids = tuple(slot.message_id for slot in self._slots)
+        if self._on_preview is not None and ids != self._noted:
+            self._noted = ids
+            self._on_preview(ids)
 
     async def _put(self, index: int, chunk: Chunk) -> None:
-        if index < len(self._slots):
-            await self._edit_or_skip(self._slots[index], chunk)
-        else:
+        if index >= len(self._slots):
+            await self._send(chunk)
+            return
+        slot = self._slots[index]
+        try:
+            await self._edit_or_skip(slot, chunk)
+        except BadRequest as exc:
+            if not slot.inherited:
+                raise
+            # The earlier run's preview is gone (deleted, too old to edit): a new message instead.
+            log.info("could not replace the preview %s left by a crash: %s", slot.message_id, exc.message)
+            del self._slots[index:]
             await self._send(chunk)
 
     async def _send(self, chunk: Chunk, *, plain: bool = False) -> None:
