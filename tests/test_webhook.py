@@ -18,6 +18,7 @@ from bot.app import Arium, check_run_settings
 from bot.channels.api.webhook import SECRET_HEADER, UpdateNotAccepted, add_webhook_route
 from bot.errors import ConfigError
 from bot.settings import Settings
+from bot.storage.updates import UpdateClaims
 from tests.conftest import BotFactory, handled_so_far, stop_bot
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
@@ -171,6 +172,26 @@ async def test_two_chats_in_parallel_each_in_order(
     assert slow.text == "re: slow question"
     assert model.max_in_flight >= 2, "the two chats' turns ran at the same time"
     assert not polled(tg)
+
+
+async def test_an_update_delivered_twice_is_answered_once_and_kept_until_handled(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    """Telegram delivers an update again when it did not get our 200 (a
+    dropped connection): the second delivery is answered 200 and dropped.
+    The 200 of the first came after the update was written down."""
+    env = webhook_env()
+    app = await start_bot(**env)
+    url = env["webhook_url"]
+    update = text_update(900_001, 2005, "only once, please")
+    first = await post(url, update)
+    assert first.status_code == 200
+    kept = await UpdateClaims(app.db).highest()
+    assert kept == 900_001, "written down before the 200"
+    assert (await post(url, update)).status_code == 200
+    await handled_so_far(tg, 2005)
+    assert [m.text for m in tg.messages(2005)][:1] == ["echo: only once, please"]
+    assert sum(r.last_user_text == "only once, please" for r in model.chat_requests()) == 1
 
 
 async def test_a_restart_in_polling_mode_deletes_the_webhook_first(
