@@ -58,6 +58,12 @@ class RequestContext(BaseModel):
     # A turn a crash cut short, finished at the next start (bot/recovery.py):
     # request_id is the original turn's, so its recorded tool rounds are found.
     resumed: bool = False
+    # Set only on the copy a tool function receives (bot/tools/manager.py):
+    # the turn's request id plus a hash of the tool's name and arguments, so
+    # the same call made again by the same turn after a crash has the same
+    # key. A tool with a side effect stores it with the effect (a UNIQUE
+    # column) and finds its first result instead of doing it twice.
+    tool_call_key: str | None = None
 
     @field_validator("language")
     @classmethod

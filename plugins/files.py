@@ -1,6 +1,11 @@
 """write_file, read_file, list_files, delete_file: the user's private file
 space (notes, lists, documents they sent). Everything goes through the
-FileSandbox service, which keeps each user inside their own folder."""
+FileSandbox service, which keeps each user inside their own folder.
+
+They need no RequestContext.tool_call_key: run again after a crash with the
+same arguments, write_file writes the same content again (answering
+"replaced" instead of "created"), delete_file finds the file gone (and says
+so), and the others only read."""
 
 from __future__ import annotations
 

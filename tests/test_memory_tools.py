@@ -12,7 +12,9 @@ import pytest
 
 from bot.auth import Role
 from bot.context import ChatType, RequestContext
+from bot.errors import StorageError
 from bot.memory.embedder import Embedder
+from bot.memory.records import NewMemory
 from bot.memory.service import MemoryService
 from bot.memory.tools import MemoryTools
 from bot.storage.db import Database
@@ -118,3 +120,42 @@ def test_tools_are_typed_functions_with_the_context_first(tools: MemoryTools) ->
         assert parameters[0].name == "ctx" and len(parameters) == 2
         assert parameters[1].annotation == "str"
         assert inspect.iscoroutinefunction(function) and function.__doc__ and "Args:" in function.__doc__
+
+
+# --- The same tool call re-run after a crash (RequestContext.tool_call_key) ------
+
+
+def call_of(user_id: int, request_id: str) -> RequestContext:
+    """The context the tool manager hands one remember call of turn ``request_id``."""
+    return context(user_id).model_copy(update={"request_id": request_id, "tool_call_key": f"{request_id}:remember"})
+
+
+async def test_the_same_remember_call_of_the_same_turn_stores_once_and_answers_the_same(
+    tools: MemoryTools, memory: MemoryService
+) -> None:
+    """Killed after the fact was stored, the resumed turn calls again: the
+    first run's answer, not "Already remembered", and one row."""
+    for _ in range(2):
+        assert await tools.remember(call_of(ANN, "tg7"), "Likes jazz") == "Remembered: Likes jazz"
+    assert await memory.count(ANN) == 1
+    stored = await memory.made_by(ANN, "tg7:remember")
+    assert stored is not None and stored.text == "Likes jazz"
+    assert await memory.made_by(BOB, "tg7:remember") is None, "looked up per user"
+
+
+async def test_another_turn_is_not_taken_for_a_re_run(tools: MemoryTools, memory: MemoryService) -> None:
+    await tools.remember(call_of(ANN, "tg7"), "Likes jazz")
+    assert await tools.remember(call_of(ANN, "tg8"), "Likes jazz") == "Already remembered: Likes jazz"
+    assert await tools.remember(call_of(ANN, "tg9"), "Has a cat named Tom") == "Remembered: Has a cat named Tom"
+    assert await memory.count(ANN) == 2
+    await tools.forget(context(ANN), "jazz")
+    assert await tools.remember(call_of(ANN, "tg10"), "Likes jazz") == "Remembered: Likes jazz"
+    assert sorted(m.text for m in (await memory.page(ANN, 0, 10))[0]) == ["Has a cat named Tom", "Likes jazz"]
+
+
+async def test_the_database_refuses_a_second_memory_under_one_key(memory: MemoryService) -> None:
+    """The UNIQUE index is the backstop behind the tool's lookup."""
+    await memory.add(ANN, [NewMemory("Likes jazz", idempotency_key="tg7:remember")])
+    with pytest.raises(StorageError):
+        await memory.add(ANN, [NewMemory("Likes jazz a lot", idempotency_key="tg7:remember")])
+    assert await memory.count(ANN) == 1

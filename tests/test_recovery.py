@@ -282,3 +282,86 @@ async def test_exchanges_extraction_never_read_are_read_at_the_next_start(
     third = await start_bot(bot_memory_extraction=True, bot_memory_extract_after=3600)
     await settle(third, model, 1)
     assert len(requests_of(model, "extract")) == 1, "read once"
+
+
+# --- Killed while a tool runs: its side effect stored, its round not kept ---------
+
+HOLD_PLUGIN = '''
+import time
+
+from bot.context import RequestContext
+
+
+def hold(ctx: RequestContext) -> str:
+    """Take a moment."""
+    time.sleep(300)  # the test kills the process meanwhile
+    return "held"
+
+
+def register_tools(register):
+    register(hold, timeout=600)
+'''
+
+
+def install_hold_plugin(folder: Path) -> None:
+    """A test-only plugin, installed the documented way (an ``arium.plugins``
+    entry point): its ``hold`` tool sleeps until the process is killed.
+    ``folder`` is the bot's working directory, which ``python -m`` puts on
+    sys.path."""
+    (folder / "arium_hold.py").write_text(HOLD_PLUGIN)
+    dist = folder / "arium_hold-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: arium-hold\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[arium.plugins]\nhold = arium_hold\n")
+
+
+def stored(database: Path, query: str) -> list[tuple[object, ...]]:
+    """Rows of the bot's SQLite database, read-only ([] before it exists)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            return db.execute(query).fetchall()
+    except sqlite3.OperationalError:  # not created or not migrated yet
+        return []
+
+
+async def test_a_tool_call_cut_short_after_its_effect_is_not_repeated_by_the_resumed_turn(
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path
+) -> None:
+    """The model calls create_reminder and hold in one round. The reminder
+    is stored; hold still runs, so the round is not kept: killed there. The
+    restart finishes the turn with nothing to replay, the model calls
+    create_reminder again with the same arguments, and the call's key
+    (the turn's request id and the call) finds the first reminder: one
+    reminder, one late answer."""
+    install_hold_plugin(tmp_path)
+    database = tmp_path / "data" / "arium.db"
+    create = ToolCallSpec("create_reminder", {"text": "call mom", "when": "tomorrow at 9"})
+    first_asks: list[Request] = []
+
+    def responder(request: Request) -> Reply:
+        if any(message.get("role") == "tool" for message in request.messages):
+            return Reply(text="I will remind you to call mom tomorrow at 9.")
+        first_asks.append(request)
+        if len(first_asks) == 1:
+            return Reply(tool_calls=[create, ToolCallSpec("hold")])
+        return Reply(tool_calls=[create])  # the resumed turn asks again, and the model calls again
+
+    model.responder = responder
+    process = await bot_process()
+    tg.user_text(REMINDER, chat_id=CHAT)
+    await tg.wait_for(lambda: len(stored(database, "SELECT id FROM reminders")) == 1, timeout=WAIT_LIMIT * 3)
+    await tg.wait_for(lambda: tg.pending_updates() == 0)  # confirmed: Telegram will not send it again
+    await kill_hard(process)
+    assert stored(database, "SELECT COUNT(*) FROM tool_rounds") == [(0,)], "killed before the round was kept"
+
+    restarted = await bot_process()
+    [late] = await ready(tg)
+    note, answer = late.split("\n\n")
+    assert "Sorry for the wait" in note and answer == "I will remind you to call mom tomorrow at 9.", late
+    assert len(first_asks) == 2 and first_asks[1].last_user_text == REMINDER, "the tool really was called again"
+    await stop(restarted)
+    reminders = stored(database, "SELECT text, idempotency_key FROM reminders")
+    assert len(reminders) == 1, f"one reminder, not {len(reminders)}: {reminders}"
+    [(text, key)] = reminders
+    assert text == "call mom" and str(key).startswith("tg"), "made under the call's key"
+    assert sum(m.text.endswith("call mom tomorrow at 9.") for m in tg.messages(CHAT)) == 1, "answered once"

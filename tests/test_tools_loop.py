@@ -20,7 +20,7 @@ from bot.llm.openai_provider import OpenAIProvider
 from bot.llm.types import ChatMessage, ChatRequest, Completion, TextDelta
 from bot.storage.tool_events import ToolEventRecord
 from bot.tools.executor import ToolExecutor
-from bot.tools.manager import ToolCallManager, ToolLoopConfig, ToolsRunning
+from bot.tools.manager import ToolCallManager, ToolLoopConfig, ToolsRunning, tool_call_key
 from bot.tools.registry import ToolRegistry
 from tests.fakes.model_server import FakeModelServer, Reply, Request, ToolCallSpec
 from tests.test_tools_registry import make_ctx
@@ -301,3 +301,42 @@ async def test_mistral_gets_ids_and_content_in_its_own_shape(model: FakeModelSer
     assert sent[1]["content"] == "" and sent[1]["tool_calls"][0]["id"] == sent[2]["tool_call_id"]
     assert len(sent[2]["tool_call_id"]) == 9 and sent[2]["name"] == "ping"
     assert _request_types(model.chat_requests()) == ["user", "assistant", "tool"]
+
+
+async def test_each_call_gets_a_key_the_same_turn_gets_again_for_the_same_call(loop: Loop) -> None:
+    """ctx.tool_call_key: the turn's request id and a hash of the name and
+    the arguments (as the identical-call cache compares them: key order
+    ignored), so the same turn resumed after a crash calling again gets the
+    same key, and another turn or other arguments another one."""
+    keys: dict[str, list[str | None]] = {}
+
+    def note(ctx: RequestContext, text: str, when: str) -> str:
+        """Note something down."""
+        keys.setdefault(f"{ctx.request_id}/{text}", []).append(ctx.tool_call_key)
+        return "noted"
+
+    loop.registry.register(note)
+    turn = make_ctx(5)
+    resumed = turn.model_copy(update={"resumed": True})
+    other = turn.model_copy(update={"request_id": "req124"})
+    a, a_reordered = {"text": "a", "when": "9"}, {"when": "9", "text": "a"}
+    for ctx, arguments in ((turn, a), (resumed, a_reordered), (other, a)):
+        loop.model.script(
+            Reply(tool_calls=[ToolCallSpec("note", arguments), ToolCallSpec("note", {"text": "b", "when": "9"})]),
+            Reply(text="noted both"),
+        )
+        await loop.turn(ctx)
+    [first, again] = keys["req123/a"]
+    assert first == again and first is not None and first.startswith("req123:") and len(first) <= 64
+    [b, b_again] = keys["req123/b"]
+    assert b == b_again != first, "other arguments, another key"
+    [elsewhere] = keys["req124/a"]
+    assert elsewhere == "req124:" + first.removeprefix("req123:"), "another turn, another key"
+    assert turn.tool_call_key is None, "the turn's own context is left as it was"
+
+
+def test_a_long_request_id_still_gives_a_key_that_fits() -> None:
+    nested = "tg123456789" + ".d0123abcd.s1" * 6  # delegation steps within steps
+    key = tool_call_key(nested, "note\x00{}")
+    assert len(key) <= 64 and key != tool_call_key(nested + ".s2", "note\x00{}")
+    assert tool_call_key("req", "x\x00{\"t\": \"\ud800\"}"), "lone surrogates from JSON do not break hashing"

@@ -36,6 +36,9 @@ class NewMemory:
     source: str = "extracted"  # extracted | explicit
     source_message_id: int | None = None
     expires_at: datetime | None = None
+    # The remember tool's call (RequestContext.tool_call_key): unique, so the
+    # same call re-run after a crash cannot store the fact twice.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

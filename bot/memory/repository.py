@@ -101,6 +101,7 @@ class MemoryRepository:
                 expires_at=item.expires_at,
                 embedding=vector,
                 embedding_model=model if vector is not None else None,
+                idempotency_key=item.idempotency_key,
             )
             for item, vector in zip(items, embeddings, strict=True)
         ]
@@ -251,6 +252,14 @@ class MemoryRepository:
                 )
             )
             return {row.id: MemoryRecord(**row._asdict()) for row in rows}
+
+    async def made_by(self, user_id: int, idempotency_key: str) -> MemoryRecord | None:
+        """The memory a tool call stored under this key, if it did."""
+        async with self._db.reading() as s:
+            row = (await s.execute(
+                select(*_RECORD_COLUMNS).where(Memory.user_id == user_id, Memory.idempotency_key == idempotency_key)
+            )).one_or_none()
+            return MemoryRecord(**row._asdict()) if row is not None else None
 
     async def get(self, user_id: int, memory_id: int) -> MemoryRecord | None:
         return (await self.get_many(user_id, [memory_id])).get(memory_id)

@@ -357,6 +357,10 @@ class MemoryService:
         await self.enforce_cap(user_id)
         return records
 
+    async def made_by(self, user_id: int, idempotency_key: str) -> MemoryRecord | None:
+        """The memory a tool call (RequestContext.tool_call_key) stored, if any."""
+        return await self.repository.made_by(user_id, idempotency_key)
+
     async def update(
         self, user_id: int, memory_id: int, text: str, *, kind: str | None = None, importance: int | None = None,
         expires_at: datetime | None = None,

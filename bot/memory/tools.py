@@ -63,13 +63,21 @@ class MemoryTools:
                 f"Nothing was saved: the fact is {len(text)} characters long, over the limit of "
                 f"{MAX_MEMORY_CHARS}. Save it as several short facts."
             )
+        # Idempotent by the call's key, checked first: the same call re-run
+        # after a crash (its row stored, its round not yet kept) answers as
+        # the first run did. The dedup below only ever skips an insert, never
+        # changes a row, so the key is only about not inserting twice; the
+        # UNIQUE index on the key stops a second row even if this check raced.
         try:
+            if ctx.tool_call_key is not None and await self._memory.made_by(ctx.user_id, ctx.tool_call_key):
+                return f"Remembered: {text}"
             known = await self._memory.search(ctx.user_id, text, 3, wait=TOOL_WAIT)
             if any(keyword.words(hit.memory.text) == keyword.words(text) for hit in known):
                 return f"Already remembered: {text}"
-            await self._memory.add(
-                ctx.user_id, [NewMemory(clean_text(text), "fact", EXPLICIT_IMPORTANCE, "explicit")]
+            fact = NewMemory(
+                clean_text(text), "fact", EXPLICIT_IMPORTANCE, "explicit", idempotency_key=ctx.tool_call_key
             )
+            await self._memory.add(ctx.user_id, [fact])
         except AriumError as exc:
             log.warning("remember failed: %s", exc)
             return "Nothing was saved: memory is unavailable right now. Try again later."
@@ -112,6 +120,10 @@ class MemoryTools:
         query = " ".join(str(query or "").split())
         if not query:
             return "Nothing was forgotten: say what to forget."
+        # No key here: a deletion leaves no row to carry one. Re-run after a
+        # crash, forget finds what the first run deleted gone and deletes
+        # nothing of it again; only past FORGET_LIMIT clear matches would it
+        # take up to three more of what the user asked to forget (and say so).
         try:
             hits = await self._memory.search(ctx.user_id, query, RECALL_LIMIT, wait=TOOL_WAIT)
             clear = clear_matches(hits)[:FORGET_LIMIT]

@@ -16,7 +16,7 @@ from bot.reminders.parsing import MAX_TEXT_CHARS, ReminderInputError, Schedule, 
 from bot.reminders.recurrence import Rule, localize, zone
 from bot.reminders.scheduler import ReminderScheduler, next_firing
 from bot.reminders.timezones import describe
-from bot.storage.reminders import ReminderRecord, ReminderRepository, TooManyReminders
+from bot.storage.reminders import CANCELLED, ReminderRecord, ReminderRepository, TooManyReminders
 
 SnoozeOption = Literal["10m", "1h", "1d"]
 SNOOZE_OPTIONS: tuple[SnoozeOption, ...] = ("10m", "1h", "1d")
@@ -49,6 +49,14 @@ def rule_of(record: ReminderRecord) -> Rule | None:
     return Rule.decode(record.rule) if record.rule else None
 
 
+def _first_firing(record: ReminderRecord, schedule: Schedule) -> datetime:
+    """When a just-made reminder fires: its schedule's first time. A reminder
+    found by its tool call's key was made before a crash, so a relative
+    "in 10 minutes" parsed again would be later: its stored time is the one
+    the first call announced (or, if it fired meanwhile, when it did)."""
+    return record.next_fire_at or record.last_fired_at or schedule.first
+
+
 class ReminderService:
     def __init__(
         self,
@@ -71,7 +79,10 @@ class ReminderService:
     async def remind(self, ctx: RequestContext, request: str) -> Outcome:
         """/remind's argument, parsed without a model. Raises ReminderInputError."""
         parsed = parse_reminder(request, ctx.timezone, self.now())
-        return await self._create(ctx, parsed.text, parsed.schedule)
+        # One request (a Telegram update, an API call) makes one reminder: a
+        # /remind handled again at the next start (the crash came before its
+        # update was marked done) finds the one it made.
+        return await self._create(ctx, parsed.text, parsed.schedule, key=f"req:{ctx.request_id}")
 
     async def create(self, ctx: RequestContext, text: str, when: str, recurrence: str | None = None) -> Outcome:
         """The model's create_reminder: ``when`` goes through the /remind grammar (or ISO 8601)."""
@@ -81,19 +92,22 @@ class ReminderService:
         if len(text) > MAX_TEXT_CHARS:
             raise ReminderInputError("too_long", length=len(text), limit=MAX_TEXT_CHARS)
         schedule = parse_when(when, ctx.timezone, self.now(), recurrence)
-        return await self._create(ctx, text, schedule)
+        return await self._create(ctx, text, schedule, key=ctx.tool_call_key)
 
-    async def _create(self, ctx: RequestContext, text: str, schedule: Schedule) -> Outcome:
+    async def _create(self, ctx: RequestContext, text: str, schedule: Schedule, *, key: str | None) -> Outcome:
+        # The key (the tool call's, or /remind's request) makes the same
+        # request re-run after a crash get the reminder it made, not a second one.
         try:
             record = await self._repo.add(
                 user_id=ctx.user_id, chat_id=ctx.chat_id, text=text, timezone=ctx.timezone,
                 rule=schedule.rule.encode() if schedule.rule else None, first=schedule.first,
-                now=self.now(), max_active=self._max_per_user,
+                now=self.now(), max_active=self._max_per_user, idempotency_key=key,
             )
         except TooManyReminders:
             raise ReminderInputError("too_many", limit=self._max_per_user) from None
+        # Arming is keyed by the reminder's id: arming a found one again replaces its timer.
         self._scheduler.track(record)
-        return Outcome(record, format_local(schedule.first, ctx.timezone), ctx.timezone)
+        return Outcome(record, format_local(_first_firing(record, schedule), record.timezone), record.timezone)
 
     # --- reading and changing ------------------------------------------------------
 
@@ -106,6 +120,11 @@ class ReminderService:
         if record is not None:
             self._scheduler.untrack(record.id)
         return record
+
+    async def cancelled_before(self, user_id: int, reminder_id: int) -> ReminderRecord | None:
+        """The user's reminder if it is already cancelled (else None)."""
+        record = await self._repo.get(reminder_id)
+        return record if record is not None and record.user_id == user_id and record.status == CANCELLED else None
 
     async def owner_of(self, reminder_id: int) -> int | None:
         record = await self._repo.get(reminder_id)

@@ -42,6 +42,8 @@ class ReminderTools:
             when: when it first fires, in the user's own time zone: ISO 8601 ("2026-12-25T10:00"; an explicit offset is respected) or a phrase in English or Russian such as "tomorrow at 9", "in 10 minutes", "friday 18:00", "через 2 часа", "every day at 8:30".
             recurrence: empty for a one-off reminder; otherwise "daily", "weekly", "monthly", "weekdays", "weekends", a phrase such as "every monday and thursday", or a 5-field cron line ("0 9 * * 1-5", 0 = Sunday). The time of day comes from `when`.
         """
+        # ctx.tool_call_key goes with the row: the same call re-run after a
+        # crash answers with the reminder it made (same id, same time).
         try:
             outcome = await self._service.create(ctx, text, when, recurrence)
         except ReminderInputError as exc:
@@ -78,7 +80,12 @@ class ReminderTools:
         Args:
             id: the reminder's id, as list_reminders gave it.
         """
-        record = await self._service.cancel(ctx.user_id, int(id))
+        # Cancelling is idempotent without a key: a call re-run after a crash
+        # (or a second "cancel it") finds the reminder already cancelled and
+        # says so the same way, instead of "no such reminder".
+        record = await self._service.cancel(ctx.user_id, int(id)) or await self._service.cancelled_before(
+            ctx.user_id, int(id)
+        )
         if record is None:
             raise ToolInputError(f"no active reminder with id {id} belongs to this user; call list_reminders")
         return {"id": record.id, "text": record.text, "cancelled": True}

@@ -215,7 +215,7 @@ class Reminder(Base):
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The turn and tool call that created it (RequestContext.idempotency_key):
+    # The turn and tool call that created it (RequestContext.tool_call_key):
     # the same call re-run after a crash finds this row instead of adding one.
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.errors import StorageError
 from bot.identity import channel_of_chat
-from bot.storage.db import Database
+from bot.storage.db import Database, insert_for
 from bot.storage.models import Message, Reminder, User
 
 ACTIVE = "active"
@@ -103,8 +105,17 @@ class ReminderRepository:
         first: datetime,
         now: datetime,
         max_active: int,
+        idempotency_key: str | None = None,
     ) -> ReminderRecord:
+        """A new active reminder. With ``idempotency_key`` (a tool call's,
+        RequestContext.tool_call_key) a reminder already made under that key
+        is returned instead, and nothing is added: the same call re-run after
+        a crash. Checked before the limit, so that re-run is never refused."""
         async with self._db.session() as s:
+            if idempotency_key is not None:
+                made = await self._made_by(s, idempotency_key, user_id)
+                if made is not None:
+                    return _record(made)
             active = await s.scalar(
                 select(func.count()).select_from(Reminder).where(
                     Reminder.user_id == user_id, Reminder.status.in_(LISTED)
@@ -112,14 +123,29 @@ class ReminderRepository:
             )
             if int(active or 0) >= max_active:
                 raise TooManyReminders(max_active)
-            row = Reminder(
-                user_id=user_id, chat_id=chat_id, channel=channel_of_chat(chat_id), text=text, timezone=timezone,
-                rule=rule, status=ACTIVE, next_fire_at=first,
-                revision=0, attempts=0, fire_count=0, created_at=now, updated_at=now,
+            # ON CONFLICT DO NOTHING: a concurrent insert under the same key
+            # (which would have to be the same turn twice) yields to the first
+            # instead of failing; NULL keys never conflict.
+            statement = (
+                insert_for(s)(Reminder)
+                .values(
+                    user_id=user_id, chat_id=chat_id, channel=channel_of_chat(chat_id), text=text,
+                    timezone=timezone, rule=rule, status=ACTIVE, next_fire_at=first, revision=0, attempts=0,
+                    fire_count=0, created_at=now, updated_at=now, idempotency_key=idempotency_key,
+                )
+                .on_conflict_do_nothing(index_elements=[Reminder.idempotency_key])
+                .returning(Reminder)
             )
-            s.add(row)
-            await s.flush()
+            row = (await s.scalars(statement)).one_or_none()
+            if row is None and idempotency_key is not None:
+                row = await self._made_by(s, idempotency_key, user_id)
+            if row is None:  # the key is another user's: request ids are unique, so never
+                raise StorageError("a reminder with this idempotency key belongs to another user")
             return _record(row)
+
+    @staticmethod
+    async def _made_by(s: AsyncSession, key: str, user_id: int) -> Reminder | None:
+        return await s.scalar(select(Reminder).where(Reminder.idempotency_key == key, Reminder.user_id == user_id))
 
     async def get(self, reminder_id: int) -> ReminderRecord | None:
         async with self._db.session() as s:

@@ -9,6 +9,7 @@ reached. The caller sees one stream that ends with one Completion."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -234,7 +235,9 @@ class ToolCallManager:
         for key, call in zip(keys, calls):
             if key not in results and key not in fresh:
                 fresh[key] = call
-        outcomes = await asyncio.gather(*(self._answer(ctx, call, scope) for call in fresh.values()))
+        outcomes = await asyncio.gather(
+            *(self._answer(_keyed(ctx, key), call, scope) for key, call in fresh.items())
+        )
         results.update(zip(fresh, outcomes))
         # A plan's results are already cut per step (bot/agents/orchestrator.py):
         # the orchestrator composes its answer from all of them.
@@ -341,6 +344,32 @@ async def _run_turn_tool(tool: Tool, ctx: RequestContext, arguments: dict[str, o
         log.exception("turn tool %s failed", tool.name)
         return ToolOutcome(ToolStatus.ERROR, error_content("error", "the tool could not be run"))
     return ToolOutcome(ToolStatus.OK, render_result(value), time.monotonic() - started)
+
+
+# RequestContext.tool_call_key fits the idempotency_key columns (String(64)).
+TOOL_CALL_KEY_CHARS = 64
+_CALL_DIGEST_CHARS = 16  # 64 bits: collisions need the same turn, so this is plenty
+
+
+def tool_call_key(request_id: str, call_key: str) -> str:
+    """The idempotency key of one tool call: the turn's request id (kept by a
+    turn resumed after a crash) and a hash of ``_call_key``, so the same turn
+    making the same call again gets the same key, and the per-turn cache and
+    the key agree on what "the same call" is. Every turn gets keys, API turns
+    too: they are never resumed, so their keys only ever meet calls the cache
+    already runs once, and one rule is simpler than an exception."""
+    # surrogatepass: JSON arguments may decode to lone surrogates ("\ud800").
+    digest = hashlib.sha256(call_key.encode("utf-8", "surrogatepass")).hexdigest()[:_CALL_DIGEST_CHARS]
+    if len(request_id) + 1 + len(digest) > TOOL_CALL_KEY_CHARS:
+        # Nested delegation steps grow their request ids; hash rather than
+        # cut, so two steps never share a prefix and so a key.
+        request_id = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{request_id}:{digest}"
+
+
+def _keyed(ctx: RequestContext, call_key: str) -> RequestContext:
+    """The context one tool call receives: the turn's, with the call's key."""
+    return ctx.model_copy(update={"tool_call_key": tool_call_key(ctx.request_id, call_key)})
 
 
 def _call_key(call: ToolCall) -> str:
