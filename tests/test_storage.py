@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import inspect
 
 from bot.llm.types import estimate_tokens
@@ -520,5 +521,78 @@ async def test_the_telegram_updates_migration_keeps_rows_and_claims_each_update_
             indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("messages")})
         assert "telegram_updates" not in tables and "messages" in tables
         assert "ix_messages_request_id" not in indexes
+    finally:
+        await db.dispose()
+
+
+async def test_the_crash_safety_migration_keeps_rows_and_adds_unique_keys(database_url: str) -> None:
+    """A database at 0014 with a reminder, a memory, a pending message and a
+    claimed update upgrades with all of them intact and their new columns
+    empty; a key then holds one reminder and one memory only, a kept update
+    comes back until settled, and a preview's ids are noted on its turn.
+    The downgrade drops only the new columns."""
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.storage.db import alembic_config
+    from bot.storage.updates import UpdateClaims
+
+    db = await at_revision(database_url, "0014_telegram_updates")
+    try:
+        await insert_rows(
+            db, user_row(42, "Ann"), chat_row(-100123, "supergroup"),
+            "INSERT INTO reminders (user_id, chat_id, text, timezone, status, next_fire_at, revision, attempts, "
+            "fire_count, created_at, updated_at) VALUES (42, 42, 'call mom', 'UTC', 'active', "
+            "'2027-01-01 09:00:00', 0, 0, 0, '2026-11-01 10:00:00', '2026-11-01 10:00:00')",
+            "INSERT INTO memories (user_id, text, kind, importance, source, created_at, updated_at, search_terms) "
+            "VALUES (42, 'Likes green tea', 'fact', 3, 'extracted', '2026-12-01 10:00:00', '2026-12-01 10:00:00', "
+            "'green tea')",
+            "INSERT INTO conversations (id, chat_id, started_at) VALUES (1, -100123, '2026-12-01 10:00:00')",
+            "INSERT INTO messages (conversation_id, chat_id, user_id, role, content, tokens, status, request_id, "
+            "created_at) VALUES (1, -100123, 42, 'user', 'Ann: dinner?', 1, 'pending', 'tg77', '2026-12-01 10:00:00')",
+            "INSERT INTO telegram_updates (update_id, status, worker, claimed_at) "
+            "VALUES (76, 'done', 'w1', '2026-12-01 10:00:00')",
+        )
+        await db.migrate()
+        async with db.engine.connect() as conn:
+            keys = (await conn.exec_driver_sql(
+                "SELECT (SELECT idempotency_key FROM reminders), (SELECT idempotency_key FROM memories), "
+                "(SELECT preview_message_ids FROM messages), (SELECT payload FROM telegram_updates)"
+            )).one()
+        assert tuple(keys) == (None, None, None, None)
+
+        for table, columns in (
+            ("reminders", "user_id, chat_id, text, timezone, status, revision, attempts, fire_count, created_at, "
+                          "updated_at, idempotency_key) VALUES (42, 42, 'x', 'UTC', 'active', 0, 0, 0, "
+                          "'2026-12-02 10:00:00', '2026-12-02 10:00:00', 'tg9:abc')"),
+            ("memories", "user_id, text, kind, importance, source, created_at, updated_at, search_terms, "
+                         "idempotency_key) VALUES (42, 'x', 'fact', 3, 'explicit', '2026-12-02 10:00:00', "
+                         "'2026-12-02 10:00:00', 'x', 'tg9:abc')"),
+        ):
+            await insert_rows(db, f"INSERT INTO {table} ({columns}")
+            with pytest.raises(IntegrityError):
+                await insert_rows(db, f"INSERT INTO {table} ({columns}")
+
+        claims = UpdateClaims(db)
+        await claims.receive([(78, '{"update_id": 78}'), (76, '{"update_id": 76}')], "single")
+        assert await claims.received_not_done() == [(78, '{"update_id": 78}')], "a handled id stays handled"
+        assert await claims.highest() == 78
+        await claims.settle([78])
+        assert await claims.received_not_done() == []
+        messages = MessageRepository(db)
+        await messages.note_preview("tg77", [501, 502])
+        found = await messages.turn_of_request("tg77")
+        assert found is not None and found[1].preview_message_ids == (501, 502)
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0014_telegram_updates"))
+            columns = await conn.run_sync(
+                lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)}
+                           for t in ("reminders", "memories", "messages", "telegram_updates")}
+            )
+            kept = (await conn.exec_driver_sql("SELECT COUNT(*) FROM reminders")).scalar_one()
+        assert "idempotency_key" not in columns["reminders"] | columns["memories"]
+        assert "preview_message_ids" not in columns["messages"] and "payload" not in columns["telegram_updates"]
+        assert kept == 2
     finally:
         await db.dispose()
