@@ -15,7 +15,7 @@ from bot.recovery import RecoveryReport
 from bot.storage.db import Database
 from bot.storage.repositories import MessageRepository, UserProfile, UserRepository
 from bot.storage.updates import DONE, RECEIVED, UpdateClaims
-from tests.conftest import BotFactory, eventually, reset_postgres
+from tests.conftest import BotFactory, eventually, handled_so_far, reset_postgres
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -67,8 +67,10 @@ async def test_updates_a_crash_caught_before_their_turn_was_stored_are_handled_a
     """What a kill -9 leaves between the inbox's write and the turn's: kept
     updates never handled. One Telegram had confirmed (it will not come
     again), one it had not (the next poll brings it again), and one whose
-    turn was stored (turn recovery answers it). The restart answers each
-    once, in order; a further start repeats nothing."""
+    turn was stored (turn recovery answers it); and an update whose turn was
+    stored while its own write had not committed (the next poll brings it
+    again, and its turn is looked up). The restart answers each once, in
+    order; a further start repeats nothing."""
     model.responder = lambda request: Reply(text=f"answer to {request.last_user_text}")
     first = await start_bot()
     await first.stop()
@@ -78,35 +80,37 @@ async def test_updates_a_crash_caught_before_their_turn_was_stored_are_handled_a
     stored = tg.user_text("second, its turn stored", chat_id=CHAT)
     tg.confirm_updates(stored["update_id"])
     unconfirmed = tg.user_text("third, not confirmed yet", chat_id=CHAT)
+    unwritten = tg.user_text("fourth, stored, never written down", chat_id=CHAT)
     db = Database(url)
     try:
         await UpdateClaims(db).receive(
             [(u["update_id"], json.dumps(u)) for u in (confirmed, stored, unconfirmed)], "single"
         )
         await UserRepository(db, default_timezone="UTC").touch(UserProfile(CHAT, "Ann"), "user")
-        await MessageRepository(db).start_turn(
-            chat_id=CHAT, chat_type="private", chat_title=None, user_id=CHAT, text="second, its turn stored",
-            tokens=5, request_id=f"tg{stored['update_id']}", history_tokens=1000,
-        )
+        for update in (stored, unwritten):
+            await MessageRepository(db).start_turn(
+                chat_id=CHAT, chat_type="private", chat_title=None, user_id=CHAT, text=update["message"]["text"],
+                tokens=5, request_id=f"tg{update['update_id']}", history_tokens=1000,
+            )
     finally:
         await db.dispose()
 
     second = await start_bot()
-    texts = [m.text.split("\n\n")[-1] for m in await tg.wait_messages(CHAT, 3)]
-    assert sorted(texts) == sorted(
-        ["answer to first, confirmed already", "answer to second, its turn stored", "answer to third, not confirmed yet"]
-    )
+    questions = [u["message"]["text"] for u in (confirmed, stored, unconfirmed, unwritten)]
+    texts = [m.text.split("\n\n")[-1] for m in await tg.wait_messages(CHAT, 4)]
+    assert sorted(texts) == sorted(f"answer to {question}" for question in questions)
     assert texts.index("answer to first, confirmed already") < texts.index("answer to third, not confirmed yet")
-    assert second.recovery.last == RecoveryReport(answered=1, replayed=2)
+    assert second.recovery.last == RecoveryReport(answered=2, replayed=2)
     await tg.wait_for(lambda: tg.pending_updates() == 0)
+    await handled_so_far(tg, CHAT)
+    assert len(tg.messages(CHAT)) == 5, "four answers and /help's: none twice"
     await second.stop()
     assert {status for status, _ in (await inbox_rows(url)).values()} == {DONE}
     asked = [request.last_user_text for request in model.chat_requests()]
-    assert sorted(asked) == sorted(
-        ["first, confirmed already", "second, its turn stored", "third, not confirmed yet"]
-    ), "each put to the model once"
+    assert sorted(asked) == sorted(questions), "each put to the model once"
 
     third = await start_bot()
     assert third.recovery.last == RecoveryReport()
-    assert len(model.chat_requests()) == 3 and len(tg.messages(CHAT)) == 3, "nothing repeated"
-    assert RECEIVED not in {status for status, _ in (await inbox_rows(url)).values()}
+    await handled_so_far(tg, CHAT)
+    assert len(model.chat_requests()) == 4 and len(tg.messages(CHAT)) == 6, "nothing repeated"
+    await eventually(lambda: inbox_rows(url), lambda rows: RECEIVED not in {status for status, _ in rows.values()})

@@ -148,7 +148,7 @@ class TelegramChannel(Channel):
             # The poller's queue notes each update; its next getUpdates (the
             # confirm) waits until they are written down.
             builder = builder.update_queue(InboxQueue(inbox)).get_updates_request(
-                InboxFirstRequest(inbox.written, connection_pool_size=1)
+                InboxFirstRequest(inbox, connection_pool_size=1)
             )
         app = (
             builder

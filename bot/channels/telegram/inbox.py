@@ -36,6 +36,7 @@ from telegram import Update
 from telegram.error import NetworkError
 from telegram.request import HTTPXRequest
 
+from bot.channels.telegram.inbound import update_request_id
 from bot.runtime.clock import utcnow
 from bot.runtime.tasks import TaskTracker
 from bot.storage.updates import UpdateClaims
@@ -72,6 +73,7 @@ class UpdateInbox:
         self._before: int | None = None  # ids up to this one were received by an earlier run
         self._recent: deque[int] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[int] = set()
+        self._polls = 0  # getUpdates requests made (none in webhook mode)
 
     async def open(self) -> list[dict[str, Any]]:
         """Starts the writer; returns the updates an earlier run received and
@@ -88,6 +90,23 @@ class UpdateInbox:
                 log.error("update %s was kept unreadable; dropping it", update_id)
                 self.settle(update_id)
         return updates
+
+    async def seen_before(self, update_id: int) -> bool:
+        """Whether this update was received before (is_new), or its turn
+        was stored by an earlier run whose write of the update itself did
+        not commit before a crash: Telegram sends such an update again, in
+        the first poll after the start, or as a webhook delivery it got no
+        200 for. So the updates of the first poll are looked up, and in
+        webhook mode (which never polls) every delivery."""
+        if not self.is_new(update_id):
+            return True
+        if self._polls <= 1:
+            return await self.turn_stored(update_request_id(update_id))
+        return False
+
+    def polling(self) -> None:
+        """A getUpdates request leaves (the first one brings what an earlier run left unconfirmed)."""
+        self._polls += 1
 
     def is_new(self, update_id: int) -> bool:
         """False for an update this bot received before: at or below the
@@ -201,7 +220,7 @@ class InboxQueue(asyncio.Queue[object]):
 
     async def put(self, item: object) -> None:
         if isinstance(item, Update):
-            if not self._inbox.is_new(item.update_id):
+            if await self._inbox.seen_before(item.update_id):
                 log.info("update %s was received before (handled at start); not again", item.update_id)
                 return
             self._inbox.note(item.update_id, item.to_dict())
@@ -213,11 +232,12 @@ class InboxFirstRequest(HTTPXRequest):
     before its offset) leaves only once they are written down. While the
     database cannot take them it fails, and PTB's polling loop retries."""
 
-    def __init__(self, written: Callable[[float], Awaitable[bool]], **kwargs: Any) -> None:
+    def __init__(self, inbox: UpdateInbox, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._written = written
+        self._inbox = inbox
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        if not await self._written(CONFIRM_WAIT):
+        if not await self._inbox.written(CONFIRM_WAIT):
             raise NetworkError("received updates are not written down yet; not confirming them")
+        self._inbox.polling()
         return await super().do_request(*args, **kwargs)
