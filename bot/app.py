@@ -559,11 +559,7 @@ class Arium:
         from the broker, which keeps them itself."""
         if self._worker is not None:
             return None
-
-        async def turn_stored(request_id: str) -> bool:
-            return await self.messages.turn_of_request(request_id) is not None
-
-        return UpdateInbox(UpdateClaims(self.db), self.tasks, turn_stored=turn_stored)
+        return UpdateInbox(UpdateClaims(self.db), self.messages, self.tasks)
 
     def _voice_settings(self, settings: Settings) -> VoiceSettings:
         # One Transcriber (its HTTP clients) serves every voice note; None: voice is not enabled.

@@ -495,6 +495,18 @@ class MessageRepository:
         m, chat_type, title = row
         return m.status, _unfinished(m, chat_type, title)
 
+    async def newest_request_ids(self, prefix: str, limit: int) -> list[str]:
+        """Request ids starting with ``prefix`` of the newest ``limit`` user
+        messages that have one (read backwards along the primary key)."""
+        query = (
+            select(Message.request_id)
+            .where(Message.role == "user", Message.request_id.startswith(prefix, autoescape=True))
+            .order_by(Message.id.desc())
+            .limit(limit)
+        )
+        async with self._db.reading() as s:
+            return [request_id for request_id in (await s.scalars(query)).all() if request_id is not None]
+
     async def note_preview(self, request_id: str, message_ids: Sequence[int]) -> None:
         """The messages a group's live preview of this turn's answer occupies,
         on its user message: a turn finished after a crash edits them

@@ -22,6 +22,8 @@ from bot.llm.types import ImagePart
 from bot.storage.repositories import UserProfile
 from bot.runtime.tasks import TaskTracker
 
+TELEGRAM_REQUEST_PREFIX = "tg"
+
 # Commands act on new messages only: an edited "/remind ..." is not a second order.
 NEW_MESSAGES = filters.UpdateType.MESSAGE
 
@@ -60,7 +62,14 @@ def update_request_id(update_id: int) -> str:
     """A Telegram turn's request id, from its update: the same update
     delivered twice (the scaled mode's broker after a worker died) names the
     same turn, so the second delivery finds what the first one stored."""
-    return f"tg{update_id}"
+    return f"{TELEGRAM_REQUEST_PREFIX}{update_id}"
+
+
+def update_id_of(request_id: str) -> int | None:
+    """The update a Telegram turn's request id names (update_request_id's
+    inverse); None for another channel's."""
+    digits = request_id.removeprefix(TELEGRAM_REQUEST_PREFIX).partition(".")[0]
+    return int(digits) if request_id.startswith(TELEGRAM_REQUEST_PREFIX) and digits.isdigit() else None
 
 
 def addressed(message: Message, bot: Bot) -> bool:

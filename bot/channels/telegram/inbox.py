@@ -28,15 +28,14 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from telegram import Update
 from telegram.error import NetworkError
 from telegram.request import HTTPXRequest
 
-from bot.channels.telegram.inbound import update_request_id
+from bot.channels.telegram.inbound import TELEGRAM_REQUEST_PREFIX, update_id_of, update_request_id
 from bot.runtime.clock import utcnow
 from bot.runtime.tasks import TaskTracker
 from bot.storage.updates import UpdateClaims
@@ -47,21 +46,29 @@ RECEIVER = "single"  # the worker column of rows a single process keeps
 KEPT = timedelta(days=2)  # handled updates' ids are kept this long (Telegram redelivers for a day at most)
 RECENT_IDS = 10_000  # update ids remembered in memory, against a webhook delivered twice
 RETRY_PAUSES = (0.2, 1.0, 5.0)  # between attempts to write while the database fails
+# Turns read at start to find the newest update an earlier run stored a turn
+# of (turns of concurrent chats are stored a little out of update order).
+NEWEST_TURNS_READ = 200
 CONFIRM_WAIT = 10.0  # longest a getUpdates request waits for the writes; then it fails and PTB retries
 # Done marks alone wait this long to go in one batch: nothing waits for
 # them, and every write queues behind SQLite's one writer with the turns'.
 SETTLE_BATCH_DELAY = 0.5
 
 
+class StoredTurns(Protocol):
+    """The messages' storage, as the inbox reads it (MessageRepository)."""
+
+    async def turn_of_request(self, request_id: str) -> object | None: ...
+
+    async def newest_request_ids(self, prefix: str, limit: int) -> list[str]: ...
+
+
 class UpdateInbox:
-    def __init__(
-        self, claims: UpdateClaims, tasks: TaskTracker, *, turn_stored: Callable[[str], Awaitable[bool]]
-    ) -> None:
+    def __init__(self, claims: UpdateClaims, turns: StoredTurns, tasks: TaskTracker) -> None:
         self._claims = claims
+        self._turns = turns
         self._tasks = tasks
-        # Whether a turn of this request id was stored (a kept update whose
-        # turn turn recovery finishes is not handled again).
-        self.turn_stored = turn_stored
+        self._turns_up_to: int | None = None  # the highest update id an earlier run stored a turn of
         self._to_write: list[tuple[int, str]] = []
         self._to_settle: list[int] = []
         self._noted = 0  # updates given to note(), ever
@@ -73,12 +80,13 @@ class UpdateInbox:
         self._before: int | None = None  # ids up to this one were received by an earlier run
         self._recent: deque[int] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[int] = set()
-        self._polls = 0  # getUpdates requests made (none in webhook mode)
 
     async def open(self) -> list[dict[str, Any]]:
         """Starts the writer; returns the updates an earlier run received and
         never handled, oldest first (to be handled before new ones)."""
         self._before = await self._claims.highest()
+        newest = await self._turns.newest_request_ids(TELEGRAM_REQUEST_PREFIX, NEWEST_TURNS_READ)
+        self._turns_up_to = max((i for i in map(update_id_of, newest) if i is not None), default=None)
         waiting = await self._claims.received_not_done()
         await self._claims.prune(utcnow() - KEPT)
         self._writer = self._tasks.spawn(self._write_forever(), "telegram-inbox")
@@ -93,20 +101,19 @@ class UpdateInbox:
 
     async def seen_before(self, update_id: int) -> bool:
         """Whether this update was received before (is_new), or its turn
-        was stored by an earlier run whose write of the update itself did
-        not commit before a crash: Telegram sends such an update again, in
-        the first poll after the start, or as a webhook delivery it got no
-        200 for. So the updates of the first poll are looked up, and in
-        webhook mode (which never polls) every delivery."""
+        was stored by an earlier run whose write of the update itself had
+        not committed at a crash (Telegram sends it again: it was not
+        confirmed). Only an update no newer than the newest turn an
+        earlier run stored is looked up: after a start, a few at most."""
         if not self.is_new(update_id):
             return True
-        if self._polls <= 1:
+        if self._turns_up_to is not None and update_id <= self._turns_up_to:
             return await self.turn_stored(update_request_id(update_id))
         return False
 
-    def polling(self) -> None:
-        """A getUpdates request leaves (the first one brings what an earlier run left unconfirmed)."""
-        self._polls += 1
+    async def turn_stored(self, request_id: str) -> bool:
+        """Whether a turn of this request id was stored (by any run)."""
+        return await self._turns.turn_of_request(request_id) is not None
 
     def is_new(self, update_id: int) -> bool:
         """False for an update this bot received before: at or below the
@@ -239,5 +246,4 @@ class InboxFirstRequest(HTTPXRequest):
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         if not await self._inbox.written(CONFIRM_WAIT):
             raise NetworkError("received updates are not written down yet; not confirming them")
-        self._inbox.polling()
         return await super().do_request(*args, **kwargs)
