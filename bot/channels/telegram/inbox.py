@@ -24,7 +24,6 @@ the broker confirmed, and workers claim each delivery (bot/scale/worker.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -50,9 +49,6 @@ RETRY_PAUSES = (0.2, 1.0, 5.0)  # between attempts to write while the database f
 # of (turns of concurrent chats are stored a little out of update order).
 NEWEST_TURNS_READ = 200
 CONFIRM_WAIT = 10.0  # longest a getUpdates request waits for the writes; then it fails and PTB retries
-# Done marks alone wait this long to go in one batch: nothing waits for
-# them, and every write queues behind SQLite's one writer with the turns'.
-SETTLE_BATCH_DELAY = 0.5
 
 
 class StoredTurns(Protocol):
@@ -74,8 +70,7 @@ class UpdateInbox:
         self._noted = 0  # updates given to note(), ever
         self._written = 0  # of those, the ones committed
         self._progress = asyncio.Condition()
-        self._wake = asyncio.Event()  # something to write
-        self._receipts_waiting = asyncio.Event()  # ... and a poll waits for it
+        self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._before: int | None = None  # ids up to this one were received by an earlier run
         self._recent: deque[int] = deque(maxlen=RECENT_IDS)
@@ -135,7 +130,6 @@ class UpdateInbox:
         self._to_write.append((update_id, json.dumps(data, ensure_ascii=False, separators=(",", ":"))))
         self._noted += 1
         self._wake.set()
-        self._receipts_waiting.set()
 
     def settle(self, update_id: int) -> None:
         """Handled: marked in the next batch (losing the mark to a crash only
@@ -195,11 +189,7 @@ class UpdateInbox:
         attempt = 0
         while True:
             await self._wake.wait()
-            if not self._to_write:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._receipts_waiting.wait(), SETTLE_BATCH_DELAY)
             self._wake.clear()
-            self._receipts_waiting.clear()
             receipts, settled = self._take()
             try:
                 await self._write(receipts, settled)
