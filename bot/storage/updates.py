@@ -53,30 +53,31 @@ class UpdateClaims:
 
     # The single process's inbox -------------------------------------------
 
-    async def receive(self, updates: Sequence[tuple[int, str]], receiver: str) -> None:
-        """Keeps updates (id, JSON) until they are handled; an update kept
-        already (Telegram sent it again) stays as it was."""
-        if not updates:
+    async def receive(
+        self, updates: Sequence[tuple[int, str]], receiver: str, *, settled: Sequence[int] = ()
+    ) -> None:
+        """Keeps updates (id, JSON) until they are handled, and marks
+        ``settled`` ones handled, in one transaction. An update kept already
+        (Telegram sent it again) stays as it was; a handled one keeps its id
+        (for the high-water mark) until pruned, not its JSON."""
+        if not updates and not settled:
             return
         now = utcnow()
-        rows = [
-            {"update_id": update_id, "status": RECEIVED, "worker": receiver[:64], "claimed_at": now, "payload": data}
-            for update_id, data in updates
-        ]
         async with self._db.session() as s:
-            await s.execute(insert_for(s)(TelegramUpdate).values(rows).on_conflict_do_nothing(index_elements=["update_id"]))
-
-    async def settle(self, update_ids: Sequence[int]) -> None:
-        """Handled: the update itself is no longer needed (its id stays, for
-        the high-water mark, until pruned)."""
-        if not update_ids:
-            return
-        async with self._db.session() as s:
-            await s.execute(
-                update(TelegramUpdate)
-                .where(TelegramUpdate.update_id.in_(update_ids))
-                .values(status=DONE, payload=None)
-            )
+            if updates:
+                rows = [
+                    {"update_id": update_id, "status": RECEIVED, "worker": receiver[:64], "claimed_at": now,
+                     "payload": data}
+                    for update_id, data in updates
+                ]
+                statement = insert_for(s)(TelegramUpdate).values(rows)
+                await s.execute(statement.on_conflict_do_nothing(index_elements=["update_id"]))
+            if settled:
+                await s.execute(
+                    update(TelegramUpdate)
+                    .where(TelegramUpdate.update_id.in_(settled))
+                    .values(status=DONE, payload=None)
+                )
 
     async def received_not_done(self) -> list[tuple[int, str]]:
         """The kept updates that were never handled, oldest first."""

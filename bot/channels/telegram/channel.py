@@ -141,7 +141,7 @@ class TelegramChannel(Channel):
         processor = ChatOrderedProcessor(
             cfg.max_concurrent_updates,
             PasteMerger(cfg.paste_merge_window),
-            on_done=inbox.settle if inbox is not None else None,
+            on_done=_settle_in(inbox) if inbox is not None else None,
         )
         builder = application_builder(cfg.token, cfg.api_url)
         if inbox is not None:
@@ -232,7 +232,7 @@ class TelegramChannel(Channel):
         fresh = []
         for data in kept:
             if await self._inbox.turn_stored(update_request_id(data["update_id"])):
-                self._inbox.settle(data["update_id"])
+                self._inbox.settle([data["update_id"]], urgent=False)
             else:
                 fresh.append(data)
         if fresh:
@@ -249,7 +249,7 @@ class TelegramChannel(Channel):
         except Exception:  # noqa: BLE001 - one unreadable update must not keep the bot from starting
             log.exception("could not handle kept update %s; dropping it", data.get("update_id"))
             assert self._inbox is not None
-            self._inbox.settle(data["update_id"])  # not again at every start
+            self._inbox.settle([data["update_id"]], urgent=True)  # not again at every start
             return False
         return True
 
@@ -417,6 +417,17 @@ class TelegramChannel(Channel):
             except TelegramError as exc:
                 log.error("could not report the error to the chat: %s", exc)
         current_request_id.set("-")
+
+
+def _settle_in(inbox: UpdateInbox) -> Callable[[Update, list[int]], None]:
+    """Marks handled updates done; a command's or a button's at once (see UpdateInbox.settle)."""
+
+    def settle(update: Update, update_ids: list[int]) -> None:
+        text = update.message.text if update.message is not None else None
+        command = text is not None and text.startswith("/")
+        inbox.settle(update_ids, urgent=command or update.callback_query is not None)
+
+    return settle
 
 
 def _rate_limiter(cfg: TelegramConfig) -> BaseRateLimiter[Any]:

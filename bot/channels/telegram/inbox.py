@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -48,6 +49,7 @@ RETRY_PAUSES = (0.2, 1.0, 5.0)  # between attempts to write while the database f
 # Turns read at start to find the newest update an earlier run stored a turn
 # of (turns of concurrent chats are stored a little out of update order).
 NEWEST_TURNS_READ = 200
+SETTLE_WITHIN = 1.0  # a chat turn's done mark is written this soon at the latest
 CONFIRM_WAIT = 10.0  # longest a getUpdates request waits for the writes; then it fails and PTB retries
 
 
@@ -71,6 +73,7 @@ class UpdateInbox:
         self._written = 0  # of those, the ones committed
         self._progress = asyncio.Condition()
         self._wake = asyncio.Event()
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._before: int | None = None  # ids up to this one were received by an earlier run
         self._recent: deque[int] = deque(maxlen=RECENT_IDS)
@@ -91,7 +94,7 @@ class UpdateInbox:
                 updates.append(json.loads(payload))
             except ValueError:
                 log.error("update %s was kept unreadable; dropping it", update_id)
-                self.settle(update_id)
+                self.settle([update_id], urgent=True)
         return updates
 
     async def seen_before(self, update_id: int) -> bool:
@@ -131,10 +134,20 @@ class UpdateInbox:
         self._noted += 1
         self._wake.set()
 
-    def settle(self, update_id: int) -> None:
-        """Handled: marked in the next batch (losing the mark to a crash only
-        makes the next start look the update's turn up)."""
-        self._to_settle.append(update_id)
+    def settle(self, update_ids: Sequence[int], *, urgent: bool) -> None:
+        """Handled. ``urgent``: a command or button, written at once (handled
+        again at the next start, it would act twice). Otherwise (a chat turn,
+        whose stored turn the next start finds anyway, or chatter) the mark
+        goes with the next update's write, or within SETTLE_WITHIN: one
+        transaction per turn instead of two."""
+        self._to_settle.extend(update_ids)
+        if urgent:
+            self._wake.set()
+        elif self._settle_timer is None:
+            self._settle_timer = asyncio.get_running_loop().call_later(SETTLE_WITHIN, self._wake_for_marks)
+
+    def _wake_for_marks(self) -> None:
+        self._settle_timer = None
         self._wake.set()
 
     async def written(self, timeout: float | None = None) -> bool:
@@ -162,6 +175,9 @@ class UpdateInbox:
         self._writer.cancel()
         await asyncio.gather(self._writer, return_exceptions=True)
         self._writer = None
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         receipts, settled = self._take()
         try:
             await self._write(receipts, settled)
@@ -178,9 +194,8 @@ class UpdateInbox:
         self._to_settle[:0] = settled
 
     async def _write(self, receipts: list[tuple[int, str]], settled: list[int]) -> None:
-        # Receipts first: an update handled very fast may be settled in the same batch.
-        await self._claims.receive(receipts, RECEIVER)
-        await self._claims.settle(settled)
+        # One transaction; receipts first: an update handled very fast may be settled in the same batch.
+        await self._claims.receive(receipts, RECEIVER, settled=settled)
         async with self._progress:
             self._written += len(receipts)
             self._progress.notify_all()

@@ -104,11 +104,15 @@ class PasteMerger:
 class ChatOrderedProcessor(BaseUpdateProcessor):
     """Different chats run concurrently (up to ``max_concurrent``); updates of
     one chat run one at a time, in arrival order (asyncio.Lock is FIFO).
-    ``on_done`` hears the id of every update whose handlers returned (with
-    the parts of a paste it headed), e.g. the inbox (inbox.py)."""
+    ``on_done`` hears of every update whose handlers returned, with the ids
+    it covers (its own, and those of the paste parts it headed), e.g. the
+    inbox (inbox.py)."""
 
     def __init__(
-        self, max_concurrent: int, merger: PasteMerger, on_done: Callable[[int], None] | None = None
+        self,
+        max_concurrent: int,
+        merger: PasteMerger,
+        on_done: Callable[[Update, list[int]], None] | None = None,
     ) -> None:
         super().__init__(_UNBOUNDED)
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -135,8 +139,7 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
 
     def _done(self, update: object) -> None:
         if self.on_done is not None and isinstance(update, Update):
-            for update_id in (update.update_id, *self.merger.parts_of(update.update_id)):
-                self.on_done(update_id)
+            self.on_done(update, [update.update_id, *self.merger.parts_of(update.update_id)])
 
     async def _in_order(self, update: object, coroutine: Awaitable[Any]) -> None:
         key = chat_key(update)
