@@ -105,11 +105,15 @@ class Running:
     async def ready(self) -> None:
         await asyncio.wait_for(self.server.ready.wait(), READY_WAIT)
 
-    async def call(self, tool: str, arguments: dict[str, Any], role: Role = Role.USER) -> Any:
-        """Through the registry and the executor, as a turn calls it."""
+    async def call(
+        self, tool: str, arguments: dict[str, Any], role: Role = Role.USER, key: str | None = None
+    ) -> Any:
+        """Through the registry and the executor, as a turn calls it (``key``: the call's tool_call_key)."""
         found = self.registry.get(tool)
         assert found is not None, f"{tool} is not offered; offered: {[t.name for t in self.registry.tools()]}"
-        ctx = make_ctx(user_id=42, role=role, language="ru", tz="Europe/Berlin")
+        ctx = make_ctx(user_id=42, role=role, language="ru", tz="Europe/Berlin").model_copy(
+            update={"tool_call_key": key}
+        )
         bound = self.registry.bind(found, ctx, parse_arguments(found, json.dumps(arguments)))
         return await self.executor.run(found.name, ctx.user_id, bound, is_async=True, timeout=found.timeout)
 
@@ -353,6 +357,16 @@ async def test_user_context_is_sent_only_when_configured(running: Any, http_faul
     assert (await private.call("private__whoami", {})).content == "null"
     told = json.loads((await shared.call("shared__whoami", {})).content)
     assert told == {"id": 42, "language": "ru", "timezone": "Europe/Berlin"}
+
+
+async def test_a_call_carries_its_idempotency_key_whether_or_not_user_context_is_sent(
+    running: Any, http_fault_server: str
+) -> None:
+    private = await running("private", McpServerSettings(url=http_fault_server))
+    await private.ready()
+    assert json.loads((await private.call("private__call_key", {}, key="tg7:0123abcd")).content) == "tg7:0123abcd"
+    assert (await private.call("private__whoami", {}, key="tg7:0123abcd")).content == "null", "still no user"
+    assert (await private.call("private__call_key", {})).content == "null"
 
 
 async def test_roles_and_tool_lists_decide_what_is_offered(running: Any, http_fault_server: str) -> None:

@@ -81,6 +81,13 @@ def whoami(ctx: Context) -> str:
 
 
 @server.tool()
+def call_key(ctx: Context) -> str:
+    """The idempotency key the client sent with this call, if any."""
+    meta = ctx.request_context.meta or {}
+    return json.dumps(dict(meta).get("arium/idempotency_key"))
+
+
+@server.tool()
 def malformed() -> str:
     """Answered by the ASGI layer, never by this function."""
     return "unreachable"

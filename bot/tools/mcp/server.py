@@ -263,7 +263,7 @@ class McpServer:
             self._in_flight -= 1
 
     async def _call(self, client: Client, remote_name: str, ctx: RequestContext, arguments: dict[str, Any]) -> str:
-        meta = self._user_meta(ctx) if self.config.send_user_context else None
+        meta = _request_meta(ctx, with_user=self.config.send_user_context)
         try:
             async with asyncio.timeout(self.config.timeout):
                 result = await client.call_tool(remote_name, arguments, meta=meta)  # type: ignore[arg-type]
@@ -294,9 +294,18 @@ class McpServer:
         self.error = why
         self._broken.set()
 
-    @staticmethod
-    def _user_meta(ctx: RequestContext) -> dict[str, Any]:
-        return {"arium/user": {"id": ctx.user_id, "language": ctx.language, "timezone": ctx.timezone}}
+
+
+def _request_meta(ctx: RequestContext, *, with_user: bool) -> dict[str, Any] | None:
+    """The call's metadata: its idempotency key always (the same when a turn
+    cut short by a crash makes the call again; it names no user), who asks
+    only where configured."""
+    meta: dict[str, Any] = {}
+    if ctx.tool_call_key is not None:
+        meta["arium/idempotency_key"] = ctx.tool_call_key
+    if with_user:
+        meta["arium/user"] = {"id": ctx.user_id, "language": ctx.language, "timezone": ctx.timezone}
+    return meta or None
 
 
 async def probe_server(name: str, config: McpServerSettings, log_dir: Path) -> ServerView:
