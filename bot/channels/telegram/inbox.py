@@ -132,7 +132,10 @@ class UpdateInbox:
         """Keep this update; written in the background (``written`` waits for it)."""
         self._to_write.append((update_id, json.dumps(data, ensure_ascii=False, separators=(",", ":"))))
         self._noted += 1
-        self._wake.set()
+        # A turn later, so that the update's handler (PTB creates its task
+        # when the queue wakes it) starts before the write's ~0.7 ms of CPU
+        # on the loop: only the next poll waits for the write.
+        asyncio.get_running_loop().call_soon(self._wake.set)
 
     def settle(self, update_ids: Sequence[int], *, urgent: bool) -> None:
         """Handled. ``urgent``: a command or button, written at once (handled
@@ -235,7 +238,9 @@ class InboxQueue(asyncio.Queue[object]):
             if await self._inbox.seen_before(item.update_id):
                 log.info("update %s was received before (handled at start); not again", item.update_id)
                 return
+            await super().put(item)
             self._inbox.note(item.update_id, item.to_dict())
+            return
         await super().put(item)
 
 
