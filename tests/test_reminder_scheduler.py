@@ -324,3 +324,25 @@ async def test_pruning_health_and_backup_jobs(rig: Rig) -> None:
     finally:
         aps.shutdown(wait=False)
     assert await rig.repo.get(old.id) is None and await rig.repo.get(recent.id) is not None
+
+
+async def test_a_firing_recovered_by_the_next_leader_is_not_recorded_again_by_the_old_one(rig: Rig) -> None:
+    """The scaled mode's handover: leader A claimed a reminder and is still
+    sending it when it loses the lead; leader B finds the claim stale and
+    records the firing. A's outcome then arrives: it is not recorded a
+    second time (one firing counted), and neither is a retry or a give-up."""
+    await rig.user(1)
+    daily = await rig.add(1, START - timedelta(minutes=1), rule=Rule("daily", at=time(8, 59)))
+    claimed = await rig.repo.claim(daily.id, daily.revision, START)
+    assert claimed is not None
+    [stale] = await rig.repo.stale_claims(START + timedelta(seconds=1))
+    assert stale.claimed_at == claimed.claimed_at
+    recovered = await rig.repo.delivered(daily.id, stale.claimed_at, START, START + timedelta(days=1))
+    assert recovered is not None and recovered.fire_count == 1
+
+    late = START + timedelta(seconds=5)
+    assert await rig.repo.delivered_many({daily.id: (claimed.claimed_at, START + timedelta(days=1))}, late) == []
+    assert await rig.repo.release(daily.id, claimed.claimed_at, late, max_attempts=3) == 0
+    assert await rig.repo.gave_up(daily.id, claimed.claimed_at, late, START + timedelta(days=1)) is None
+    stored = await rig.repo.get(daily.id)
+    assert stored is not None and (stored.fire_count, stored.status, stored.attempts) == (1, "active", 0)

@@ -90,7 +90,8 @@ class ReminderScheduler:
         # Outcomes of sends, written in batches: a row stays claimed until its
         # outcome is written, and a claimed row counts as delivered after a
         # crash, so batching loses nothing and saves a transaction per send.
-        self._outcomes: dict[int, tuple[int, datetime | None]] = {}  # id -> (revision, next firing)
+        # id -> (revision, the claim's mark, next firing)
+        self._outcomes: dict[int, tuple[int, datetime, datetime | None]] = {}
         self._outcomes_ready = asyncio.Event()
         self._recorder: asyncio.Task[None] | None = None
         self._started_at: datetime | None = None
@@ -260,7 +261,7 @@ class ReminderScheduler:
             return
         self.delivered += 1
         self.lateness.append((self._clock.now() - claimed.due_at).total_seconds())
-        self._outcomes[reminder_id] = (revision, next_at)
+        self._outcomes[reminder_id] = (revision, claimed.claimed_at, next_at)
         self._outcomes_ready.set()
 
     async def _record_outcomes(self) -> None:
@@ -281,12 +282,13 @@ class ReminderScheduler:
             return
         batch, self._outcomes = self._outcomes, {}
         try:
-            updated = await self._repo.delivered_many({i: nxt for i, (_, nxt) in batch.items()}, self._clock.now())
+            firings = {i: (claimed_at, nxt) for i, (_, claimed_at, nxt) in batch.items()}
+            updated = await self._repo.delivered_many(firings, self._clock.now())
         except BaseException:
             self._outcomes = {**batch, **self._outcomes}
             self._outcomes_ready.set()
             raise
-        for reminder_id, (revision, _) in batch.items():
+        for reminder_id, (revision, _, _) in batch.items():
             self._forget(reminder_id, revision)
         for record in updated:
             self.track(record)
@@ -304,7 +306,10 @@ class ReminderScheduler:
 
     async def _retry_or_give_up(self, claimed: Claimed, next_at: datetime | None, exc: BaseException) -> None:
         record = claimed.record
-        attempts = await self._repo.release(record.id, self._clock.now())
+        attempts = await self._repo.release(record.id, claimed.claimed_at, self._clock.now(), self.config.max_attempts)
+        if attempts == 0:  # another scheduler recorded this firing meanwhile
+            self._forget(record.id, record.revision)
+            return
         if attempts < self.config.max_attempts:
             delay = self.config.retry_delay * attempts
             log.warning("reminder %s not delivered (%s); retry %d in %.0f s", record.id, exc, attempts, delay)
@@ -313,7 +318,7 @@ class ReminderScheduler:
             return
         self.failed += 1
         log.error("reminder %s not delivered after %d attempts (%s); giving up on this firing", record.id, attempts, exc)
-        updated = await self._repo.gave_up(record.id, self._clock.now(), next_at)
+        updated = await self._repo.gave_up(record.id, claimed.claimed_at, self._clock.now(), next_at)
         self._forget(record.id, record.revision)
         if updated is not None:
             self.track(updated)
@@ -328,7 +333,9 @@ class ReminderScheduler:
                 record.id,
             )
             now = self._clock.now()
-            updated = await self._repo.delivered(record.id, now, next_firing(record, max(now, claimed.due_at)))
+            updated = await self._repo.delivered(
+                record.id, claimed.claimed_at, now, next_firing(record, max(now, claimed.due_at))
+            )
             if updated is not None:
                 self.track(updated)
 

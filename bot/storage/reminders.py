@@ -4,6 +4,7 @@ race with a firing are conditional UPDATEs on ``revision``."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,8 @@ from bot.errors import StorageError
 from bot.identity import channel_of_chat
 from bot.storage.db import Database, insert_for
 from bot.storage.models import Message, Reminder, User
+
+log = logging.getLogger(__name__)
 
 ACTIVE = "active"
 PAUSED = "paused"
@@ -63,6 +66,10 @@ class Claimed:
     due_at: datetime
     language: str
     user_name: str
+    # The claim's own mark: an outcome is recorded only while the row still
+    # holds it, so a scheduler that lost its leadership mid-send cannot
+    # record a firing its successor already recovered (the scaled mode).
+    claimed_at: datetime
 
 
 def _record(row: Reminder) -> ReminderRecord:
@@ -255,43 +262,59 @@ class ReminderRepository:
                 return None
             row, language, first_name = (await s.execute(_with_user(reminder_id))).one()
             assert row.next_fire_at is not None
-            return Claimed(_record(row), row.next_fire_at, language or "en", first_name or "")
+            return Claimed(_record(row), row.next_fire_at, language or "en", first_name or "", now)
 
-    async def delivered(self, reminder_id: int, now: datetime, next_fire_at: datetime | None) -> ReminderRecord | None:
-        """Record a firing: a one-shot is now FIRED, a recurring one moves on."""
-        return await self._finish(reminder_id, now, next_fire_at, FIRED)
+    async def delivered(
+        self, reminder_id: int, claimed_at: datetime, now: datetime, next_fire_at: datetime | None
+    ) -> ReminderRecord | None:
+        """Record a firing: a one-shot is now FIRED, a recurring one moves on.
+        None when the row no longer holds that claim (recorded by another)."""
+        return await self._finish(reminder_id, claimed_at, now, next_fire_at, FIRED)
 
-    async def delivered_many(self, firings: dict[int, datetime | None], now: datetime) -> list[ReminderRecord]:
-        """Record several firings (id -> next firing) in one transaction."""
+    async def delivered_many(
+        self, firings: dict[int, tuple[datetime, datetime | None]], now: datetime
+    ) -> list[ReminderRecord]:
+        """Record several firings (id -> the claim's mark, the next firing)
+        in one transaction; a row no longer holding that claim is left as it is."""
         async with self._db.session() as s:
             rows = (await s.execute(select(Reminder).where(Reminder.id.in_(list(firings))))).scalars()
             records = []
             for row in rows:
-                _record_firing(row, now, firings[row.id], FIRED)
-                records.append(row)
+                claimed_at, next_fire_at = firings[row.id]
+                if _holds(row, claimed_at):
+                    _record_firing(row, now, next_fire_at, FIRED)
+                    records.append(row)
             await s.flush()
             return [_record(r) for r in records]
 
-    async def gave_up(self, reminder_id: int, now: datetime, next_fire_at: datetime | None) -> ReminderRecord | None:
+    async def gave_up(
+        self, reminder_id: int, claimed_at: datetime, now: datetime, next_fire_at: datetime | None
+    ) -> ReminderRecord | None:
         """Delivery failed for good: a one-shot is FAILED, a recurring one moves on."""
-        return await self._finish(reminder_id, now, next_fire_at, FAILED)
+        return await self._finish(reminder_id, claimed_at, now, next_fire_at, FAILED)
 
-    async def _finish(self, reminder_id: int, now: datetime, next_fire_at: datetime | None, one_shot_status: str) -> ReminderRecord | None:
+    async def _finish(
+        self, reminder_id: int, claimed_at: datetime, now: datetime, next_fire_at: datetime | None,
+        one_shot_status: str,
+    ) -> ReminderRecord | None:
         async with self._db.session() as s:
             row = await s.get(Reminder, reminder_id)
-            if row is None:
+            if row is None or not _holds(row, claimed_at):
                 return None
             _record_firing(row, now, next_fire_at, one_shot_status)
             return _record(row)
 
-    async def release(self, reminder_id: int, now: datetime) -> int:
-        """A send failed for a transient reason: unclaim it, count the attempt."""
+    async def release(self, reminder_id: int, claimed_at: datetime, now: datetime, max_attempts: int) -> int:
+        """A send failed for a transient reason: count the attempt, and unclaim
+        it for a retry unless that was the last attempt (then the claim stays
+        for ``gave_up``). 0 when the row no longer holds that claim: not ours."""
         async with self._db.session() as s:
             row = await s.get(Reminder, reminder_id)
-            if row is None:
+            if row is None or not _holds(row, claimed_at):
                 return 0
-            row.claimed_at = None
             row.attempts += 1
+            if row.attempts < max_attempts:
+                row.claimed_at = None
             row.updated_at = now  # the revision stays: the armed retry must still match
             return row.attempts
 
@@ -315,8 +338,9 @@ class ReminderRepository:
         )
         async with self._db.session() as s:
             return [
-                Claimed(_record(row), row.next_fire_at or row.updated_at, lang or "en", name or "")
+                Claimed(_record(row), row.next_fire_at or row.updated_at, lang or "en", name or "", row.claimed_at)
                 for row, lang, name in (await s.execute(query)).all()
+                if row.claimed_at is not None  # the query's own condition
             ]
 
     # --- housekeeping -----------------------------------------------------------------
@@ -346,6 +370,14 @@ class ReminderRepository:
         counts = {str(k): int(v) for k, v in by_status.items()}
         counts["overdue"] = int(overdue or 0)
         return counts
+
+
+def _holds(row: Reminder, claimed_at: datetime) -> bool:
+    """Whether the row still holds this claim (no other scheduler recorded its outcome)."""
+    if row.claimed_at == claimed_at:
+        return True
+    log.warning("reminder %s: its claim was recorded by another scheduler; leaving it as it is", row.id)
+    return False
 
 
 def _record_firing(row: Reminder, now: datetime, next_fire_at: datetime | None, one_shot_status: str) -> None:
