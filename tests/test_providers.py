@@ -3,7 +3,9 @@ streaming, tool calls, usage, and SDK errors translated into ours."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -67,6 +69,51 @@ async def test_streams_text_and_usage(server: FakeModelServer, dialect: str) -> 
     sent = server.chat_requests(dialect)[0].body
     assert sent["stream"] is True
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+
+
+async def test_a_finished_stream_leaves_its_connection_for_the_next_request(
+    server: FakeModelServer, dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read to its end after [DONE], a stream's connection goes back to the
+    pool: the next turn's request does not wait for a new TCP connection."""
+    connects = 0
+    real = asyncio.BaseEventLoop.create_connection
+
+    async def counting(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> Any:
+        nonlocal connects
+        connects += 1
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", counting)
+    server.script(Reply(text="one"), Reply(text="two"), Reply(text="three"))
+    provider = make_provider(dialect, server)
+    try:
+        answers = [(await collect(provider))[1].text for _ in range(3)]
+    finally:
+        await provider.aclose()
+    assert answers == ["one", "two", "three"]
+    assert connects == 1
+
+
+async def test_what_follows_done_never_holds_up_or_breaks_the_answer() -> None:
+    from bot.llm.base import DRAIN_AFTER_DONE, sse_chunks
+
+    async def stalls_after_done() -> AsyncIterator[str]:
+        yield 'data: {"choices": [{"delta": {"content": "hi"}}]}'
+        yield "data: [DONE]"
+        await asyncio.sleep(30)
+        yield "data: never read"
+
+    async def breaks_after_done() -> AsyncIterator[str]:
+        yield 'data: {"choices": [{"delta": {"content": "hi"}}]}'
+        yield "data: [DONE]"
+        raise ConnectionResetError("the server cut the connection")
+
+    for lines in (stalls_after_done(), breaks_after_done()):
+        started = asyncio.get_running_loop().time()
+        chunks = [chunk async for chunk in sse_chunks(lines)]
+        assert chunks == [{"choices": [{"delta": {"content": "hi"}}]}]
+        assert asyncio.get_running_loop().time() - started < DRAIN_AFTER_DONE + 1.0
 
 
 async def test_tool_calls_are_parsed_from_the_stream(server: FakeModelServer, dialect: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,13 @@ from bot.errors import (
     StreamBrokenError,
 )
 from bot.llm.types import ChatRequest, Completion, StreamEvent, TextDelta
+
+# After [DONE], how long the rest of the response body (the chunked
+# encoding's last empty chunk, normally already on its way) may take. Read
+# to its end, the connection goes back to the pool for the next request; left
+# unread, the client closes it, and the next model request pays a new TCP
+# (and TLS) connection before it can leave.
+DRAIN_AFTER_DONE = 0.05
 
 
 def display_url(url: str | None, default: str) -> str:
@@ -141,6 +149,7 @@ async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]
             continue
         data = line[5:].strip()
         if data == "[DONE]":
+            await _drain(lines)
             return
         chunk = json.loads(data)
         if not isinstance(chunk, dict):
@@ -149,3 +158,14 @@ async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]
             # OpenAI-compatible servers report failures inside a 200 stream this way.
             raise ModelTransientError(f"error event in the stream: {str(chunk['error'])[:200]}")
         yield chunk
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """The rest of a finished stream, read so its connection can be reused;
+    a server that keeps it open longer only loses the connection."""
+    try:
+        async with asyncio.timeout(DRAIN_AFTER_DONE):
+            async for _ in lines:
+                pass
+    except Exception:  # noqa: BLE001 - timed out, or the server cut it: the answer is complete anyway
+        pass
