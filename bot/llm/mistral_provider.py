@@ -13,6 +13,7 @@ from mistralai.client import Mistral, errors as mistral_errors, models as mistra
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
 from bot.llm.base import Provider, classify_status, display_url, parse_retry_after, sse_chunks
+from bot.llm.mistral_sdk import release_sdk_models, reuse_sdk_models
 from bot.llm.types import (
     ChatMessage,
     ChatRequest,
@@ -53,6 +54,9 @@ class MistralProvider(Provider):
             async_client=async_client,
             timeout_ms=int(timeout * 1000),
         )
+        # The SDK's per-request pydantic classes, built once per type (bot/llm/mistral_sdk.py).
+        reuse_sdk_models()
+        self._reusing = True
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         kwargs: dict[str, Any] = {
@@ -115,6 +119,9 @@ class MistralProvider(Provider):
             raise error from exc
 
     async def aclose(self) -> None:
+        if self._reusing:
+            self._reusing = False
+            release_sdk_models()
         await self._async_client.aclose()
 
 
