@@ -127,6 +127,12 @@ class Conversation:
         )
         return await self._answer(ctx, text, content, start, hits, sink, started, images)
 
+    def prefetch_recall(self, user_id: int, text: str) -> None:
+        """``text`` is about to reach ``handle`` in ``user_id``'s private chat
+        (it is passing the gates): memory may start on its recall now."""
+        if self._memory is not None:
+            self._memory.prefetch(user_id, text)
+
     async def note_preview(self, request_id: str, message_ids: tuple[int, ...]) -> None:
         """The channel's messages showing this running turn's answer so far
         (a group's live preview), kept with the turn for a finish after a crash."""

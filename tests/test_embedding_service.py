@@ -121,3 +121,42 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others_in_its_batch(
     assert np.array_equal(await running, [one_hot("x")])
     assert np.array_equal(await patient, [one_hot("zzz")])
     assert impatient.cancelled()
+
+
+async def test_a_prefetched_text_is_encoded_once_and_its_encode_one_takes_that_result(
+    service: EmbeddingService, gated: GatedEmbedder
+) -> None:
+    gated.gate.clear()
+    service.prefetch("where do I work?")
+    assert await asyncio.to_thread(gated.started.wait, WAIT), "the prefetch did not start at once"
+    waiting = asyncio.ensure_future(service.encode_one("where do I work?"))
+    await asyncio.sleep(0.01)
+    gated.gate.set()
+    assert np.array_equal(await waiting, one_hot("where do I work?"))
+    assert gated.calls == [["where do I work?"]]
+    # Claimed once: the same text later is encoded again.
+    assert np.array_equal(await service.encode_one("where do I work?"), one_hot("where do I work?"))
+    assert len(gated.calls) == 2
+
+
+async def test_unclaimed_prefetches_are_bounded_and_a_failed_one_stays_quiet(
+    service: EmbeddingService, gated: GatedEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.memory.embedder import MAX_EARLY
+
+    service.prefetch("boom")  # fails on the thread; nobody ever claims it
+    for i in range(MAX_EARLY + 5):
+        service.prefetch(f"text {i}")
+    assert np.array_equal(await service.encode_one("other"), one_hot("other"))
+    assert len(service._early) == MAX_EARLY
+    assert "never retrieved" not in caplog.text
+
+
+async def test_prefetch_before_the_model_is_ready_does_nothing() -> None:
+    gated = GatedEmbedder()
+    embeddings = EmbeddingService(lambda: gated, TaskTracker())
+    embeddings.prefetch("too early")  # not started: no model, no error
+    embeddings.start()
+    assert await embeddings.wait_ready(WAIT)
+    assert gated.calls == []
+    await embeddings.close()

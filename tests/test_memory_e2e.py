@@ -300,6 +300,55 @@ async def test_recall_puts_relevant_memories_into_the_system_prompt(
     assert "(nothing relevant remembered)" in system_prompt(model.chat_requests()[-1])
 
 
+async def test_a_known_chats_question_is_embedded_once_starting_before_the_gates(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The query embedding starts when the message arrives (its chat's last
+    message was admitted) and recall takes that result: one encode per
+    question. A refused message forgets the chat: the next one is not
+    embedded before it passes the gates."""
+    from bot.storage.models import User
+
+    app = await start_bot()
+    await seed(app, ANN, "Allergic to peanuts")
+    tg.user_text("Can you suggest a snack for the trip?")  # admits the chat; recall loads the index
+    await tg.wait_messages(ANN, 1)
+    embeddings = app.memory.embeddings
+    encoded: list[str] = []
+    prefetched: list[str] = []
+    submit, prefetch = embeddings._submit, embeddings.prefetch  # noqa: SLF001
+
+    def counting_submit(embedder: Embedder, batch: Any) -> Any:
+        encoded.extend(batch)
+        return submit(embedder, batch)
+
+    def noting_prefetch(text: str) -> None:
+        prefetched.append(text)
+        prefetch(text)
+
+    monkeypatch.setattr(embeddings, "_submit", counting_submit)
+    monkeypatch.setattr(embeddings, "prefetch", noting_prefetch)
+    tg.user_text("What about my  peanut allergy?")
+    await tg.wait_messages(ANN, 2)
+    assert "- Allergic to peanuts" in system_prompt(model.chat_requests()[-1])
+    assert prefetched == ["What about my peanut allergy?"]
+    assert encoded.count("What about my peanut allergy?") == 1
+    assert not embeddings._early  # noqa: SLF001 - claimed by the recall
+
+    async with app.db.session() as s:
+        (await s.get(User, ANN)).role = "banned"  # type: ignore[union-attr]
+    tg.user_text("Is peanut butter fine?")  # still embedded early: the chat's last message was admitted
+    await tg.wait_messages(ANN, 3)
+    tg.user_text("And peanut oil?")  # refused in silence (one notice per interval)
+
+    async def refused() -> int:
+        return sum(app.gates.refusals.values())
+
+    await eventually(refused, lambda n: n == 2)
+    assert prefetched == ["What about my peanut allergy?", "Is peanut butter fine?"]
+    assert len(model.chat_requests()) == 2
+
+
 async def test_the_bot_answers_before_the_embedder_is_loaded(
     tg: FakeTelegram, model: FakeModelServer, embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

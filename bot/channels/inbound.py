@@ -6,6 +6,7 @@ show a notice and supplies a ReplySink for the answer."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,9 @@ from bot.storage.repositories import UserProfile
 Say = Callable[[str], Awaitable[None]]
 
 DEFAULT_MAX_INPUT_CHARS = 40_000
+# Private chats whose last message passed the gates, remembered for starting
+# the next message's recall early (~100 bytes each).
+MAX_ADMITTED_CHATS = 100_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class Arrival:
     # The turn's request id when the channel derives one from its own message
     # id (Telegram's update id: a redelivered update finds its stored turn).
     request_id: str | None = None
+    # A private chat's text as the conversation will read it (None for
+    # anything else): its recall may start while the gates run.
+    text: str | None = None
 
 
 class InboundPath:
@@ -52,15 +59,39 @@ class InboundPath:
         self._gates = gates
         self.conversation = conversation
         self.max_input_chars = max_input_chars
+        # Private chat -> the user its last admitted message came from.
+        self._admitted: OrderedDict[int, int] = OrderedDict()
 
     async def admit(self, arrival: Arrival, say: Say) -> RequestContext | None:
         """The context for a message the bot should act on, else None. A
         gate's notice (at most once per interval, so a flood is not answered
         message by message) is shown through ``say``."""
+        self._start_recall(arrival)
         ctx, result = await self.check(arrival)
+        self._note_admission(arrival, ctx, result.passed)
         for notice in result.notices:
             await say(notice)
         return ctx if result.passed else None
+
+    def _start_recall(self, arrival: Arrival) -> None:
+        """The query embedding is the longest step before the model request:
+        for a private text from a chat whose last message was admitted, it
+        starts before the gates and the user's row are read. A refused
+        message forgets the chat, so a refused flood costs one embedding."""
+        if arrival.text is None:
+            return
+        user_id = self._admitted.get(arrival.chat_id)
+        if user_id is not None:
+            self.conversation.prefetch_recall(user_id, arrival.text)
+
+    def _note_admission(self, arrival: Arrival, ctx: RequestContext, passed: bool) -> None:
+        if not (passed and ctx.chat_type is ChatType.PRIVATE):
+            self._admitted.pop(arrival.chat_id, None)
+            return
+        self._admitted[arrival.chat_id] = ctx.user_id
+        self._admitted.move_to_end(arrival.chat_id)
+        if len(self._admitted) > MAX_ADMITTED_CHATS:
+            self._admitted.popitem(last=False)
 
     async def check(self, arrival: Arrival) -> tuple[RequestContext, GateResult]:
         """The context and the gates' verdict, for channels that answer a

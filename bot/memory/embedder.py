@@ -31,6 +31,9 @@ BUNDLED_MODEL_NAME = "bundled:all-MiniLM-L6-v2"
 # Texts per model call: large enough to batch well, small enough that a
 # waiting recall is not stuck behind a huge rebuild.
 MAX_BATCH_TEXTS = 64
+# Texts encoded ahead of their encode_one (prefetch) kept at most; the oldest
+# unclaimed one goes first.
+MAX_EARLY = 32
 # Seconds before loading a provider's embedder again after it did not answer.
 LOAD_RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)
 
@@ -194,6 +197,8 @@ class EmbeddingService:
         self._closed = False
         self._started = False
         self._retry: asyncio.TimerHandle | None = None
+        # Encodes started by prefetch, by text, until encode_one claims them.
+        self._early: dict[str, asyncio.Future[np.ndarray]] = {}
 
     # Loading --------------------------------------------------------------
 
@@ -220,6 +225,7 @@ class EmbeddingService:
             log.error("embedding model failed to load; memory recall uses keyword search only: %s", self._failed)
         else:
             self._embedder = embedder
+            self._early.clear()  # another model's vectors (a provider loaded again) must not be claimed
             self._failed = None
             log.info("embedding model %s ready (%d dimensions)", embedder.name, embedder.dim)
         finally:
@@ -279,6 +285,9 @@ class EmbeddingService:
         embedder = self._require()
         if not texts:
             return np.zeros((0, embedder.dim), dtype=np.float32)
+        return await self._submit(embedder, texts)
+
+    def _submit(self, embedder: Embedder, texts: Sequence[str]) -> asyncio.Future[np.ndarray]:
         loop = asyncio.get_running_loop()
         request = _Request(list(texts), loop.create_future())
         self._queue.append(request)
@@ -292,11 +301,27 @@ class EmbeddingService:
             try:
                 self._worker = self._tasks.spawn(self._drain(embedder, batch, running), "embedder-batch")
             except RuntimeError:  # shutting down: this caller's batch is already running
-                return await running
-        return await request.future
+                return running
+        return request.future
 
     async def encode_one(self, text: str) -> np.ndarray:
+        early = self._early.pop(text, None)
+        if early is not None and not early.cancelled():
+            return (await early)[0]
         return (await self.encode([text]))[0]
+
+    def prefetch(self, text: str) -> None:
+        """Start encoding ``text`` now for an ``encode_one(text)`` about to
+        come (a message's recall, started while the message still passes
+        the gates and is stored); nothing while the model is not ready. An
+        unclaimed result is dropped once MAX_EARLY newer ones wait."""
+        if self._embedder is None or self._closed or text in self._early:
+            return
+        future = self._submit(self._embedder, [text])
+        future.add_done_callback(_claimed_or_not)
+        self._early[text] = future
+        while len(self._early) > MAX_EARLY:
+            self._early.pop(next(iter(self._early)))
 
     async def _drain(
         self, embedder: Embedder, batch: list[_Request], running: asyncio.Future[np.ndarray]
@@ -347,6 +372,12 @@ def _deliver(batch: list[_Request], vectors: np.ndarray) -> None:
         if not request.future.done():  # the caller may have given up waiting
             request.future.set_result(vectors[start:end])
         start = end
+
+
+def _claimed_or_not(future: asyncio.Future[np.ndarray]) -> None:
+    """A prefetch nobody claims must not log "exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(batch: list[_Request], exc: Exception) -> None:

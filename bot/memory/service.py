@@ -230,6 +230,18 @@ class MemoryService:
             self._spawn(self.repository.touch(user_id, ids), "memory-touch")
         return hits
 
+    def prefetch(self, user_id: int, query: str) -> None:
+        """The query embedding of a recall about to come, started now (the
+        message is still passing the gates and being stored): only where
+        that recall would embed it, i.e. a user whose loaded index holds
+        memories, and a query with content words."""
+        query = " ".join(query.split())[:2000]
+        if not query or self.policy.k <= 0 or not self.embeddings.ready or not query_terms(query):
+            return
+        entry = self._cache.get(user_id)
+        if entry is not None and entry.index.size > 0:
+            self.embeddings.prefetch(query)
+
     async def nearest(self, user_id: int, text: str, vector: np.ndarray | None, k: int) -> list[Hit]:
         """Stored memories close to a new fact, for deciding add / update / nothing."""
         return await self.search(user_id, text, k, vector=vector)

@@ -93,6 +93,13 @@ class TurnMemory:
             log.exception("memory recall failed; answering without memories")
             return []
 
+    def prefetch(self, user_id: int, text: str) -> None:
+        """A private message's recall is coming: its query embedding may start now."""
+        try:
+            self._memory.prefetch(user_id, text)
+        except Exception:  # an extra: recall embeds the query itself
+            log.exception("could not start the query embedding early")
+
     def after_turn(
         self,
         ctx: RequestContext,

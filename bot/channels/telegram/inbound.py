@@ -55,7 +55,23 @@ def arrival_of(update: Update, *, reaches_model: bool | None = None) -> Arrival 
         reaches_model=_reaches_model(update) if reaches_model is None else reaches_model,
         start_payload=start_payload(update),
         request_id=update_request_id(update.update_id),
+        text=conversation_text(update),
     )
+
+
+def conversation_text(update: Update) -> str | None:
+    """A new plain text in a private chat as the conversation will read it
+    (the text handler strips the bot's mention too); None for anything else."""
+    message = update.message
+    if message is None or not message.text or message.text.startswith("/"):
+        return None
+    if message.chat.type != TgChatType.PRIVATE:
+        return None
+    try:
+        username = message.get_bot().username
+    except RuntimeError:  # an update built without a bot (tests)
+        username = None
+    return strip_mention(message.text, username).strip()
 
 
 def update_request_id(update_id: int) -> str:
