@@ -225,8 +225,8 @@ class TelegramChannel(Channel):
         """Updates an earlier run received and never handled (a crash came
         first), handled now, before new ones: those whose turn was stored
         were finished by turn recovery already. Returns how many were handled
-        here."""
-        if self._inbox is None:
+        here; once per start (start_receiving makes sure of it)."""
+        if self._inbox is None or self._inbox.opened:
             return 0
         kept = await self._inbox.open()
         fresh = []
@@ -254,6 +254,7 @@ class TelegramChannel(Channel):
         return True
 
     async def start_receiving(self) -> None:
+        await self.handle_kept_updates()  # if the core did not ask first: nothing is received unwritten
         if self._config.webhook_mode:
             await self._set_webhook()
         else:

@@ -12,11 +12,12 @@ Now every update is written to ``telegram_updates`` (with its JSON) before
 the next getUpdates request may leave (``InboxFirstRequest``) and before a
 webhook delivery is answered. The write runs beside the handler, so a turn
 does not wait for it: the next long poll does. An update is marked done
-when its handlers returned (its turn is stored by then); marks are written
-in batches, off every turn's path. At the next start, updates received and
-never done are handled before new ones (``TelegramChannel.start_receiving``):
-one whose turn was stored was finished by turn recovery already and is only
-marked; the rest are handled as if they had just arrived.
+when its handlers returned (its turn is stored by then): a command's mark at
+once, a chat turn's with the next update's write. At the next start, after
+turn recovery and before new updates, those received and never done are
+handled (``TelegramChannel.handle_kept_updates``): one whose turn was stored
+was finished by turn recovery already and is only marked; the rest are
+handled as if they had just arrived.
 
 The scaled mode needs none of this: the gateway answers Telegram only after
 the broker confirmed, and workers claim each delivery (bot/scale/worker.py)."""
@@ -78,6 +79,7 @@ class UpdateInbox:
         self._before: int | None = None  # ids up to this one were received by an earlier run
         self._recent: deque[int] = deque(maxlen=RECENT_IDS)
         self._recent_set: set[int] = set()
+        self.opened = False  # open() ran: the writer is there
 
     async def open(self) -> list[dict[str, Any]]:
         """Starts the writer; returns the updates an earlier run received and
@@ -88,6 +90,7 @@ class UpdateInbox:
         waiting = await self._claims.received_not_done()
         await self._claims.prune(utcnow() - KEPT)
         self._writer = self._tasks.spawn(self._write_forever(), "telegram-inbox")
+        self.opened = True
         updates = []
         for update_id, payload in waiting:
             try:
@@ -98,12 +101,12 @@ class UpdateInbox:
         return updates
 
     async def seen_before(self, update_id: int) -> bool:
-        """Whether this update was received before (is_new), or its turn
+        """Whether this update was received before (_first_time), or its turn
         was stored by an earlier run whose write of the update itself had
         not committed at a crash (Telegram sends it again: it was not
         confirmed). Only an update no newer than the newest turn an
         earlier run stored is looked up: after a start, a few at most."""
-        if not self.is_new(update_id):
+        if not self._first_time(update_id):
             return True
         if self._turns_up_to is not None and update_id <= self._turns_up_to:
             return await self.turn_stored(update_request_id(update_id))
@@ -113,11 +116,11 @@ class UpdateInbox:
         """Whether a turn of this request id was stored (by any run)."""
         return await self._turns.turn_of_request(request_id) is not None
 
-    def is_new(self, update_id: int) -> bool:
+    def _first_time(self, update_id: int) -> bool:
         """False for an update this bot received before: at or below the
         high-water mark of the last run (Telegram sends it again when the
         crash came before the confirm), or seen in this run (a webhook
-        delivered twice)."""
+        delivered twice). True remembers it as seen."""
         if self._before is not None and update_id <= self._before:
             return False
         if update_id in self._recent_set:
