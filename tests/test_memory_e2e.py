@@ -288,6 +288,10 @@ async def test_recall_puts_relevant_memories_into_the_system_prompt(
     app = await start_bot()
     await seed(app, ANN, "Works as a nurse at the city hospital", "Allergic to peanuts", "Сестра Катя живёт в Казани")
     await seed(app, BOB, "Works as a pilot")
+    # Relevance is the point here, not a cold start: with the index loaded,
+    # a turn's bounded wait for the dense half (1 s) cannot run out on a
+    # loaded machine (the restart case has its own test).
+    await app.memory.search(ANN, "warm up", 1)
     tg.user_text("Can you suggest a snack? Remember my allergy.")
     await tg.wait_messages(ANN, 1)
     prompt = system_prompt(model.chat_requests()[-1])
