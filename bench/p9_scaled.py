@@ -68,6 +68,7 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 
+from bot.scale.broker import Topology, remove
 from bench.harness import percentile
 from tests.fakes.model_server import FakeModelServer, Reply, Request
 from tests.fakes.telegram_server import Call, FakeTelegram
@@ -426,10 +427,7 @@ class Deployment:
         if self.workers:
             with contextlib.suppress(Exception):
                 connection = await aio_pika.connect(BROKER)
-                channel = await connection.channel()
-                for number in range(self.partitions):
-                    await channel.queue_delete(f"{self.prefix}.updates.{number}")
-                await channel.exchange_delete(f"{self.prefix}.updates")
+                await remove(await connection.channel(), Topology(self.prefix, self.partitions))
                 await connection.close()
         if self._env.get("REDIS_URL"):
             with contextlib.suppress(Exception):
@@ -733,7 +731,7 @@ async def broker_confirms(count: int) -> dict[str, list[float]]:
     update-sized message to a durable queue, transient and persistent; and
     the gateway's own call (UpdatePublisher.publish: persistent, mandatory,
     through a consistent-hash exchange of as many partitions as the bot's)."""
-    from bot.scale.broker import Topology, UpdatePublisher
+    from bot.scale.broker import UpdatePublisher
     from bot.settings import Settings
 
     update = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": 5, "type": "private"},
@@ -766,9 +764,7 @@ async def broker_confirms(count: int) -> dict[str, list[float]]:
         with contextlib.suppress(Exception):
             channel = await connection.channel()
             await channel.queue_delete(name)
-            for queue in topology.queues():
-                await channel.queue_delete(queue)
-            await channel.exchange_delete(topology.exchange)
+            await remove(channel, topology)
         await connection.close()
     return times
 

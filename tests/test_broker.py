@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bot.runtime.tasks import TaskTracker
-from bot.scale.broker import BrokerUnavailable, PartitionConsumer, Topology, UpdatePublisher, chat_of
+from bot.scale.broker import BrokerUnavailable, PartitionConsumer, Topology, UpdatePublisher, chat_of, remove
 from bot.scale.gateway import Gateway
 from bot.settings import Settings
 from tests.limits import WAIT_LIMIT
@@ -43,10 +43,7 @@ async def topology() -> AsyncIterator[Topology]:
     made = Topology(f"test-{uuid.uuid4().hex[:10]}", 8)
     yield made
     connection = await aio_pika.connect(BROKER)
-    channel = await connection.channel()
-    for name in made.queues():
-        await channel.queue_delete(name)
-    await channel.exchange_delete(made.exchange)
+    await remove(await connection.channel(), made)
     await connection.close()
 
 

@@ -184,11 +184,10 @@ async def _rabbitmq_prefix() -> str:
 async def _delete_topology(prefix: str, partitions: int) -> None:
     import aio_pika
 
+    from bot.scale.broker import Topology, remove
+
     connection = await aio_pika.connect(SCALED_BROKER)
-    channel = await connection.channel()
-    for number in range(partitions):
-        await channel.queue_delete(f"{prefix}.updates.{number}")
-    await channel.exchange_delete(f"{prefix}.updates")
+    await remove(await connection.channel(), Topology(prefix, partitions))
     await connection.close()
 
 

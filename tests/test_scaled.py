@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.scale.broker import Topology, remove
 from tests.conftest import reset_postgres
 from tests.fakes.model_server import FakeModelServer, Reply, Request
 from tests.fakes.telegram_server import FakeTelegram
@@ -122,10 +123,7 @@ class Cluster:
 
     async def delete_topology(self) -> None:
         connection = await aio_pika.connect(BROKER)
-        channel = await connection.channel()
-        for number in range(PARTITIONS):
-            await channel.queue_delete(f"{self.prefix}.updates.{number}")
-        await channel.exchange_delete(f"{self.prefix}.updates")
+        await remove(await connection.channel(), Topology(self.prefix, PARTITIONS))
         await connection.close()
 
     def logs(self) -> str:

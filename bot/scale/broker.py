@@ -72,6 +72,14 @@ async def declare(channel: AbstractChannel, topology: Topology) -> AbstractExcha
     return exchange
 
 
+async def remove(channel: AbstractChannel, topology: Topology) -> None:
+    """``declare``'s inverse: the partition queues (their messages too) and
+    the exchange (tests and benchmarks clean up their own prefix with it)."""
+    for name in topology.queues():
+        await channel.queue_delete(name)
+    await channel.exchange_delete(topology.exchange)
+
+
 def chat_of(update: dict[str, Any]) -> int:
     """The chat an update belongs to (its routing key): a message's chat, a
     button's message's chat, a member change's chat; else the sender (an
