@@ -251,7 +251,7 @@ async def run(sizes: list[int], runs: int, pin_threads: bool) -> list[Row]:
         for user_id in range(1, len(sizes) + 1):
             await users.touch(UserProfile(user_id, f"user{user_id}"), "user")
         start = time.perf_counter()
-        embedder = await asyncio.to_thread(SentenceTransformerEmbedder)
+        embedder = await asyncio.to_thread(SentenceTransformerEmbedder, int8=True)  # as the bot runs it
         rows.append(Row("P4", "memory", "embedding model load (import + weights)", f"{time.perf_counter() - start:.1f} s"))
         index_dir = Path(tmp) / "memory"
         tasks = TaskTracker()

@@ -3,6 +3,7 @@ does the fact a question needs reach the prompt, and how many memories do.
 
     .venv/bin/python -m bench.recall_quality            # the shipped settings (~1 min)
     .venv/bin/python -m bench.recall_quality --tune     # plus the search that chose them
+    .venv/bin/python -m bench.recall_quality --exact    # the fp32 model (BOT_EMBEDDING_INT8=false)
 
 One user holds every fact and distractor of both languages (stored in a
 shuffled order, so newer-first tie-breaks favour no one), through the real
@@ -96,10 +97,13 @@ def score(probes: Iterable[Probe], policy: RecallPolicy, mode: str = "hybrid") -
     return Score(hits / max(answered, 1), injected / max(answered, 1), empty_injected / max(unanswerable, 1))
 
 
-async def collect(model: str | None) -> tuple[list[Probe], list[tuple[Probe, list[int]]], str, RecallPolicy]:
+async def collect(
+    model: str | None, *, int8: bool = True
+) -> tuple[list[Probe], list[tuple[Probe, list[int]]], str, RecallPolicy]:
     """Stores the set for one user and asks every question once; returns the
     probes, what MemoryService.recall itself injected for each, the
-    embedder's name and the policy recall ran with (the shipped defaults)."""
+    embedder's name and the policy recall ran with (the shipped defaults).
+    ``int8``: the int8 variant, as the bot runs by default (BOT_EMBEDDING_INT8)."""
     rng = random.Random(SEED)
     texts = [case.fact for case in CASES] + list(DISTRACTORS)
     rng.shuffle(texts)
@@ -107,7 +111,7 @@ async def collect(model: str | None) -> tuple[list[Probe], list[tuple[Probe, lis
         db = Database(f"sqlite+aiosqlite:///{tmp}/bench.db")
         await db.migrate()
         await UserRepository(db, "UTC").touch(UserProfile(USER, "eval"), "user")
-        embedder = await asyncio.to_thread(SentenceTransformerEmbedder, model)
+        embedder = await asyncio.to_thread(SentenceTransformerEmbedder, model, int8=int8)
         tasks = TaskTracker()
         embeddings = EmbeddingService(lambda: embedder, tasks)
         service = MemoryService(MemoryRepository(db), embeddings, tasks, MemoryConfig(index_dir=Path(tmp) / "m"))
@@ -209,8 +213,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", action="store_true", help="also search the policy grid (two-fold)")
     parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL"), help="embedding model (path or name)")
+    parser.add_argument("--exact", action="store_true", help="the fp32 model, as with BOT_EMBEDDING_INT8=false")
     args = parser.parse_args()
-    probes, shipped, name, policy = await collect(args.model)
+    probes, shipped, name, policy = await collect(args.model, int8=not args.exact)
     agree = sum(replay(probe, policy) == ids for probe, ids in shipped)
     print(f"embedder {name}; {len(CASES)} facts + {len(DISTRACTORS)} distractors, "
           f"{len(UNANSWERABLE)} unanswerable questions; shipped policy: {describe(policy)}")

@@ -659,6 +659,7 @@ class Arium:
             return load_embedder(
                 settings.embedding_model,
                 onnx=settings.bot_embedding_onnx,
+                int8=settings.bot_embedding_int8,
                 cache_dir=settings.bot_data_dir.resolve() / "models",
             )
 

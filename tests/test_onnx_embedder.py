@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from bot.memory.embedder import SentenceTransformerEmbedder, resolve_model
-from bot.memory.onnx_runtime import OnnxSentenceRuntime, source_key, supported_shape, write_manifest
+from bot.memory.onnx_runtime import (
+    INT8_AGREEMENT,
+    INT8_SUFFIX,
+    PROBE,
+    OnnxSentenceRuntime,
+    source_key,
+    supported_shape,
+    write_manifest,
+)
 
 TEXTS = [
     "My sister moved to Paris last spring.",
@@ -119,3 +127,85 @@ def test_a_changed_model_folder_has_another_key(tmp_path: Path) -> None:
     assert source_key(tmp_path) == before
     (tmp_path / "weights.bin").write_bytes(b"12345")
     assert source_key(tmp_path) != before
+
+
+# The int8 variant (BOT_EMBEDDING_INT8) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Path:
+    """A cache folder as a first start with BOT_EMBEDDING_INT8 leaves it:
+    the fp32 export, its int8 variant and the variant's manifest."""
+    cache = tmp_path_factory.mktemp("int8")
+    runtime = embedder._onnx_runtime(cache, 1, int8=True)
+    assert runtime is not None and runtime.int8
+    return cache
+
+
+def _quantized_matmuls(path: Path) -> int:
+    import onnx
+
+    return sum(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
+               for node in onnx.load(str(path)).graph.node)
+
+
+def test_the_int8_variant_quantizes_the_feed_forward_layers_only(
+    int8_export: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    [fp32] = [p for p in int8_export.glob("*.onnx") if INT8_SUFFIX not in p.name]
+    [int8] = int8_export.glob(f"*{INT8_SUFFIX}.onnx")
+    assert _quantized_matmuls(fp32) == 0
+    assert _quantized_matmuls(int8) == 12  # two per encoder layer, six layers; attention stays fp32
+    runtime = OnnxSentenceRuntime.from_manifest(Path(resolve_model(None)[0]), int8_export, int8=True)
+    assert runtime is not None and runtime.int8
+    closeness = np.sum(runtime.encode(TEXTS) * embedder.encode(TEXTS), axis=1)
+    assert closeness.min() > INT8_AGREEMENT, "close to fp32"
+    assert closeness.max() < 0.99999, "but other vectors: the name has to tell them apart"
+    # A text's vector does not depend on the texts encoded with it (a stored
+    # memory was embedded in a batch, the query alone).
+    batch = runtime.encode(TEXTS)
+    for i, text in enumerate(TEXTS):
+        assert np.allclose(runtime.encode([text])[0], batch[i], atol=1e-6)
+
+
+def test_a_later_start_runs_the_int8_variant_without_torch_and_names_it(
+    int8_export: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    out = tmp_path / "vectors.npy"
+    script = (
+        "import json, sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from bot.memory.embedder import load_embedder\n"
+        f"e = load_embedder(cache_dir=Path({str(int8_export)!r}), int8=True)\n"
+        f"np.save({str(out)!r}, e.encode(json.loads(sys.argv[1])))\n"
+        "print(type(e).__name__, e.name, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(TEXTS)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert done.stdout.split() == ["OnnxEmbedder", embedder.name + INT8_SUFFIX, "False"]
+    runtime = OnnxSentenceRuntime.from_manifest(Path(resolve_model(None)[0]), int8_export, int8=True)
+    assert runtime is not None
+    assert np.allclose(np.load(out), runtime.encode(TEXTS), atol=1e-5)
+
+
+def test_the_int8_and_fp32_manifests_never_stand_in_for_each_other(int8_export: Path) -> None:
+    folder = Path(resolve_model(None)[0])
+    assert OnnxSentenceRuntime.from_manifest(folder, int8_export, int8=True) is not None
+    assert OnnxSentenceRuntime.from_manifest(folder, int8_export, int8=False) is None, "only the int8 manifest is there"
+
+
+def test_a_damaged_int8_file_is_made_again(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    fp32 = OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
+    reference = embedder._encode_torch([PROBE])[0]
+    first = fp32.to_int8(reference)
+    assert first is not None and first.export_path is not None
+    first.export_path.write_bytes(b"not a model")
+    again = fp32.to_int8(reference)
+    assert again is not None and again.export_path == first.export_path
+    assert np.allclose(again.encode(TEXTS), first.encode(TEXTS), atol=1e-5), "the same quantization again"
+    assert float(again.encode([PROBE])[0] @ reference) > INT8_AGREEMENT
+
+
+def test_an_int8_variant_that_strays_is_not_used(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    fp32 = OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
+    assert fp32.to_int8(-embedder._encode_torch([PROBE])[0]) is None
