@@ -13,6 +13,7 @@ import abc
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -313,6 +314,7 @@ class EmbeddingService:
             # longest part of a recall.
             batch = self._take_batch()
             running = loop.run_in_executor(self._executor, embedder.encode, _texts(batch))
+            _let_it_start()
             try:
                 self._worker = self._tasks.spawn(self._drain(embedder, batch, running), "embedder-batch")
             except RuntimeError:  # shutting down: this caller's batch is already running
@@ -374,6 +376,16 @@ class EmbeddingService:
         self._queue.clear()
         # Waits for a load or encode in progress; a thread cannot be interrupted.
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+
+def _let_it_start() -> None:
+    """Let the embedder thread, just handed a batch, take the GIL now.
+    It needs the GIL for a moment before ONNX Runtime runs without it, and the
+    event loop keeps it while it runs Python (checking and storing the
+    message), so the thread waited up to the interpreter's switch interval:
+    a P1 query embedding started 1.9 ms after the message arrived, 0.4 ms
+    with this. A zero sleep releases the GIL to a thread waiting for it."""
+    time.sleep(0)
 
 
 def _texts(batch: list[_Request]) -> list[str]:
