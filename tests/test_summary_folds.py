@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from bot.errors import ModelBadRequest
 from bot.llm.types import ChatRequest, Completion
@@ -22,9 +21,8 @@ class Messages:
     """The three queries the summarizer makes, over a list in memory."""
 
     def __init__(self, count: int, tokens: int = 60) -> None:
-        now = datetime.now(timezone.utc)
         self.rows = [
-            StoredMessage(i, "user" if i % 2 else "assistant", f"message {i}", tokens, "complete", 1, now)
+            StoredMessage(i, "user" if i % 2 else "assistant", f"message {i}", tokens, "complete", 1)
             for i in range(1, count + 1)
         ]
         self.summary: str | None = None
