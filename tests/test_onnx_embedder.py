@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,7 +195,11 @@ def test_the_int8_and_fp32_manifests_never_stand_in_for_each_other(int8_export: 
     assert OnnxSentenceRuntime.from_manifest(folder, int8_export, int8=False) is None, "only the int8 manifest is there"
 
 
-def test_a_damaged_int8_file_is_made_again(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_a_damaged_int8_file_is_made_again(
+    int8_export: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    for exported in int8_export.glob("*.onnx"):  # a copy of the cache: no export, no quantization
+        shutil.copy(exported, tmp_path)
     fp32 = OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
     reference = embedder._encode_torch([PROBE])[0]
     first = fp32.to_int8(reference)
@@ -206,6 +211,6 @@ def test_a_damaged_int8_file_is_made_again(tmp_path: Path, embedder: SentenceTra
     assert float(again.encode([PROBE])[0] @ reference) > INT8_AGREEMENT
 
 
-def test_an_int8_variant_that_strays_is_not_used(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
-    fp32 = OnnxSentenceRuntime.from_model(embedder._model, tmp_path)
+def test_an_int8_variant_that_strays_is_not_used(int8_export: Path, embedder: SentenceTransformerEmbedder) -> None:
+    fp32 = OnnxSentenceRuntime.from_model(embedder._model, int8_export)  # the cached export and variant
     assert fp32.to_int8(-embedder._encode_torch([PROBE])[0]) is None
