@@ -299,7 +299,7 @@ class Settings(BaseSettings):
     bot_embedding_onnx: bool = True
     # On ONNX Runtime, run the model's feed-forward layers in int8: a query
     # embedding (most of a recall's cost) about a third faster, vectors within
-    # cosine 0.985 of fp32, the same recall on bench's evaluation set. Its
+    # cosine 0.98 of fp32, the same recall on bench's evaluation set. Its
     # vectors are another model's: switching re-embeds in the background.
     bot_embedding_int8: bool = True
     # Keep the embedding thread and SQLite's threads on different CPUs (see

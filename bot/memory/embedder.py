@@ -65,7 +65,7 @@ class SentenceTransformerEmbedder(Embedder):
     exported file is cached in ``cache_dir``. Torch stays the fallback.
 
     ``int8``: on ONNX Runtime, run the variant with int8 feed-forward layers
-    (about a third faster per query, vectors within cosine 0.985 of fp32; see
+    (about a third faster per query, vectors within cosine 0.98 of fp32; see
     bot/memory/onnx_runtime.py). Its name ends in INT8_SUFFIX. Off by
     default here; the bot turns it on (BOT_EMBEDDING_INT8)."""
 
