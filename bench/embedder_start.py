@@ -28,7 +28,9 @@ start = time.perf_counter()
 from pathlib import Path
 from bot.memory.embedder import SentenceTransformerEmbedder, load_embedder
 cache = Path(sys.argv[2])
-embedder = load_embedder(cache_dir=cache) if sys.argv[1] == "fast" else SentenceTransformerEmbedder(cache_dir=cache)
+# int8: as the bot runs it (BOT_EMBEDDING_INT8)
+embedder = (load_embedder(cache_dir=cache, int8=True) if sys.argv[1] == "fast"
+            else SentenceTransformerEmbedder(cache_dir=cache, int8=True))
 embedder.encode(["What kind of car do I have?"])
 print(json.dumps({
     "seconds": time.perf_counter() - start,

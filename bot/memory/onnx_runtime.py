@@ -26,7 +26,7 @@ from the checked fp32 export. A 42-token question encodes in 7.6 ms against
 11.3 ms here; the vectors stay within cosine 0.98 of fp32 (median 0.993),
 and recall on bench/recall_set.py is the same as fp32's. Quantizing the
 attention projections as well was faster still but lost recall, so they stay
-fp32 (BENCHMARKS.md, "P1 within budget: an int8 query encoder and the
+fp32 (BENCHMARKS.md, "P1: an int8 query encoder and the
 embedder's GIL"). These are other vectors than fp32's, so the embedder's name
 says so and stored memories are re-embedded."""
 
