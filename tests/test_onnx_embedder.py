@@ -88,19 +88,27 @@ def test_a_later_start_runs_the_checked_export_without_torch(
 ) -> None:
     """In a fresh interpreter, as at a restart: torch and sentence-transformers
     are never imported, and the vectors are torch's."""
+    said, vectors = _load_in_a_fresh_interpreter(checked_export, tmp_path, int8=False)
+    assert said == ["OnnxEmbedder", embedder.name, str(embedder.dim), "False", "False"]
+    assert np.min(np.sum(vectors * embedder._encode_torch(TEXTS), axis=1)) > 0.9999
+
+
+def _load_in_a_fresh_interpreter(cache: Path, tmp_path: Path, *, int8: bool) -> tuple[list[str], np.ndarray]:
+    """What ``load_embedder`` gives at a restart, from ``cache``: its class,
+    name, dimension, whether torch and sentence-transformers were imported,
+    and its vectors for TEXTS."""
     out = tmp_path / "vectors.npy"
     script = (
         "import json, sys, numpy as np\n"
         "from pathlib import Path\n"
         "from bot.memory.embedder import load_embedder\n"
-        f"e = load_embedder(cache_dir=Path({str(checked_export)!r}))\n"
+        f"e = load_embedder(cache_dir=Path({str(cache)!r}), int8={int8!r})\n"
         f"np.save({str(out)!r}, e.encode(json.loads(sys.argv[1])))\n"
         "print(type(e).__name__, e.name, e.dim, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", script, json.dumps(TEXTS)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
-    assert done.stdout.split() == ["OnnxEmbedder", embedder.name, str(embedder.dim), "False", "False"]
-    assert np.min(np.sum(np.load(out) * embedder._encode_torch(TEXTS), axis=1)) > 0.9999
+    return done.stdout.split(), np.load(out)
 
 
 def test_a_manifest_that_does_not_reproduce_torch_is_not_trusted(checked_export: Path, tmp_path: Path) -> None:
@@ -172,21 +180,11 @@ def test_the_int8_variant_quantizes_the_feed_forward_layers_only(
 def test_a_later_start_runs_the_int8_variant_without_torch_and_names_it(
     int8_export: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> None:
-    out = tmp_path / "vectors.npy"
-    script = (
-        "import json, sys, numpy as np\n"
-        "from pathlib import Path\n"
-        "from bot.memory.embedder import load_embedder\n"
-        f"e = load_embedder(cache_dir=Path({str(int8_export)!r}), int8=True)\n"
-        f"np.save({str(out)!r}, e.encode(json.loads(sys.argv[1])))\n"
-        "print(type(e).__name__, e.name, 'torch' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(TEXTS)], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
-    assert done.stdout.split() == ["OnnxEmbedder", embedder.name + INT8_SUFFIX, "False"]
+    said, vectors = _load_in_a_fresh_interpreter(int8_export, tmp_path, int8=True)
+    assert said == ["OnnxEmbedder", embedder.name + INT8_SUFFIX, str(embedder.dim), "False", "False"]
     runtime = OnnxSentenceRuntime.from_manifest(Path(resolve_model(None)[0]), int8_export, int8=True)
     assert runtime is not None
-    assert np.allclose(np.load(out), runtime.encode(TEXTS), atol=1e-5)
+    assert np.allclose(vectors, runtime.encode(TEXTS), atol=1e-5)
 
 
 def test_the_int8_and_fp32_manifests_never_stand_in_for_each_other(int8_export: Path) -> None:

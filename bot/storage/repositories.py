@@ -651,7 +651,7 @@ class MessageRepository:
         return HistoryWindow(picked, summary, overflow or len(rows) == HISTORY_ROW_LIMIT, unsummarized)
 
 
-def _message_columns() -> Select[Any]:
+def _message_columns() -> Select[int, str, str, int, str, int | None]:
     # Plain columns, not ORM objects: a turn reads up to 200 rows, and
     # building mapped instances for them was most of the query's cost.
     return select(Message.id, Message.role, Message.content, Message.tokens, Message.status, Message.user_id)
