@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.runtime.cpus import pin_current_thread
 from bot.errors import EmbedderUnavailable
-from bot.memory.onnx_runtime import INT8_SUFFIX, PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees, write_manifest
+from bot.memory.onnx_runtime import PROBE, OnnxSentenceRuntime, UnsupportedModel, agrees, write_manifest
 from bot.runtime.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     ``int8``: on ONNX Runtime, run the variant with int8 feed-forward layers
     (about a third faster per query, vectors within cosine 0.98 of fp32; see
-    bot/memory/onnx_runtime.py). Its name ends in INT8_SUFFIX. Off by
+    bot/memory/onnx_runtime.py). Its name says so. Off by
     default here; the bot turns it on (BOT_EMBEDDING_INT8)."""
 
     def __init__(
@@ -96,8 +96,8 @@ class SentenceTransformerEmbedder(Embedder):
             raise EmbedderUnavailable(f"embedding model {self.name!r} does not report its dimension")
         self.dim = int(dim)
         self._onnx = self._onnx_runtime(cache_dir, threads or 1, int8) if onnx else None
-        if self._onnx is not None and self._onnx.int8:
-            self.name += INT8_SUFFIX
+        if self._onnx is not None:
+            self.name = self._onnx.named(self.name)
 
     @property
     def runtime(self) -> str:
@@ -165,7 +165,7 @@ def load_embedder(
     if onnx and cache_dir is not None and Path(path).is_dir():
         runtime = OnnxSentenceRuntime.from_manifest(Path(path), cache_dir, threads=threads, int8=int8)
         if runtime is not None:
-            return OnnxEmbedder(name + INT8_SUFFIX if runtime.int8 else name, runtime)
+            return OnnxEmbedder(runtime.named(name), runtime)
     return SentenceTransformerEmbedder(model, onnx=onnx, cache_dir=cache_dir, threads=threads, int8=int8)
 
 

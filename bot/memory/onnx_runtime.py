@@ -114,35 +114,25 @@ class OnnxSentenceRuntime:
             def tokenize(texts: list[str]) -> dict[str, np.ndarray]:
                 return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np"))
 
-        path = _exported_model(model, cache_dir)
-        try:
-            session = _session(path, threads)
-        except Exception:  # noqa: BLE001 - a damaged cache file: export once more
-            log.warning("the cached ONNX export %s does not load; exporting again", path)
-            path.unlink(missing_ok=True)
-            path = _exported_model(model, cache_dir)
-            session = _session(path, threads)
+        path, session = _cached_session(lambda: _exported_model(model, cache_dir), threads)
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return cls(session, tokenize, int(dimension()), export_path=path, max_length=max_length)
+
+    def named(self, model_name: str) -> str:
+        """The name stored with this runtime's vectors: the int8 variant's are another model's."""
+        return model_name + INT8_SUFFIX if self.int8 else model_name
 
     def to_int8(self, reference: np.ndarray, *, threads: int = 1) -> OnnxSentenceRuntime | None:
         """This fp32 export's int8 variant, or None when the graph has no
         feed-forward MatMuls we recognize or the variant strays from
         ``reference`` (torch's vector for PROBE)."""
-        if self.export_path is None:
-            return None
-        path = _int8_export(self.export_path)
-        if path is None:
+        export = self.export_path
+        if export is None:
             return None
         try:
-            session = _session(path, threads)
-        except Exception:  # noqa: BLE001 - a damaged cache file: make it once more
-            log.warning("the cached int8 model %s does not load; making it again", path)
-            path.unlink(missing_ok=True)
-            path = _int8_export(self.export_path)
-            if path is None:
-                return None
-            session = _session(path, threads)
+            path, session = _cached_session(lambda: _int8_export(export), threads)
+        except UnsupportedModel:
+            return None
         runtime = OnnxSentenceRuntime(session, self._tokenize, self.dim, export_path=path,
                                       max_length=self.max_length, int8=True)
         closeness = float(runtime.encode([PROBE])[0] @ reference)
@@ -202,6 +192,19 @@ class OnnxSentenceRuntime:
         pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.ascontiguousarray(pooled / np.clip(norms, 1e-12, None), dtype=np.float32)
+
+
+def _cached_session(make: Callable[[], Path], threads: int) -> tuple[Path, Any]:
+    """A session on the file ``make`` returns (made once, then cached); a
+    cached file that does not load (damaged) is made once more."""
+    path = make()
+    try:
+        return path, _session(path, threads)
+    except Exception:  # noqa: BLE001 - a damaged cache file
+        log.warning("the cached model %s does not load; making it again", path)
+        path.unlink(missing_ok=True)
+        path = make()
+        return path, _session(path, threads)
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -368,9 +371,9 @@ class _QuantizerChatter(logging.Filter):
         return record.name != "root"
 
 
-def _int8_export(path: Path) -> Path | None:
-    """The int8 variant of an fp32 export, made once beside it; None when the
-    graph has no feed-forward MatMuls to quantize."""
+def _int8_export(path: Path) -> Path:
+    """The int8 variant of an fp32 export, made once beside it. Raises
+    UnsupportedModel when the graph has no feed-forward MatMuls to quantize."""
     target = path.with_name(f"{path.stem}{INT8_SUFFIX}.onnx")
     if target.exists():
         return target
@@ -379,7 +382,7 @@ def _int8_export(path: Path) -> Path | None:
 
     nodes = feed_forward_matmuls(onnx.load(str(path), load_external_data=False).graph)
     if not nodes:
-        return None
+        raise UnsupportedModel("no feed-forward MatMuls to quantize")
     temporary = target.with_suffix(f".{os.getpid()}.tmp")
     chatter = _QuantizerChatter()
     logging.getLogger().addFilter(chatter)
