@@ -49,9 +49,14 @@ async def test_user_touch_creates_updates_and_keeps_bans(database_url: str) -> N
     users = UserRepository(db, default_timezone="Europe/Berlin")
     try:
         first = await users.touch(UserProfile(5, "Ann", username="ann", language="ru"), "user")
-        assert (first.timezone, first.language, first.role) == ("Europe/Berlin", "ru", "user")
-        renamed = await users.touch(UserProfile(5, "Anna", username="anna"), "user")
-        assert (renamed.first_name, renamed.username, renamed.language) == ("Anna", "anna", "ru")
+        assert (first.timezone, first.language, first.role, first.first_contact) == ("Europe/Berlin", "ru", "user", True)
+        renamed = await users.touch(UserProfile(5, "Anna", "K.", username="anna"), "user")
+        assert (renamed.first_name, renamed.last_name, renamed.username, renamed.language) == ("Anna", "K.", "anna", "ru")
+        assert not renamed.first_contact
+        # A channel that knows no name or language keeps the stored ones; the rest is what it says.
+        nameless = await users.touch(UserProfile(5, "", None, None, None), "user")
+        assert (nameless.first_name, nameless.last_name, nameless.username, nameless.language) == ("Anna", None, None, "ru")
+        assert nameless.last_seen_at >= renamed.last_seen_at and nameless.active
         async with db.session() as s:
             from bot.storage.models import User
 

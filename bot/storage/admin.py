@@ -7,14 +7,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
 from bot.runtime.events import AdminAction, TurnFinished
-from bot.storage.db import Database, insert_for
-from bot.storage.models import AuditEntry, UsageDaily
+from bot.storage.db import Database, dialect_insert
+from bot.storage.models import AuditEntry, UsageDaily, table_of
 
 UsageKey = tuple[date, int, str]
+USAGE_COUNTS = ("turns", "failures", "tokens_in", "tokens_out")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ def usage_day(at: datetime) -> date:
     return at.astimezone(timezone.utc).date()
 
 
+def _usage_upsert(dialect: str) -> Any:
+    """Adds a row's counts to the stored ones (built once: building it cost
+    as much CPU as running it)."""
+    table = table_of(UsageDaily)
+    statement = dialect_insert(dialect)(table)
+    return statement.on_conflict_do_update(
+        index_elements=["day", "user_id", "model"],
+        set_={name: table.c[name] + statement.excluded[name] for name in USAGE_COUNTS},
+    )
+
+
 def _aggregate(events: Sequence[TurnFinished]) -> dict[UsageKey, Counter[str]]:
     totals: dict[UsageKey, Counter[str]] = {}
     for event in events:
@@ -63,6 +76,7 @@ def _aggregate(events: Sequence[TurnFinished]) -> dict[UsageKey, Counter[str]]:
 class UsageRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._add = _usage_upsert(db.dialect)
 
     async def add_turns(self, events: Sequence[TurnFinished]) -> None:
         """Adds a batch of turns to the per-day counters: one upsert per
@@ -70,17 +84,13 @@ class UsageRepository:
         totals = _aggregate(events)
         if not totals:
             return
-        async with self._db.session() as s:
-            insert_ = insert_for(s)
-            for (day, user_id, model), counts in sorted(totals.items()):
-                values = {name: int(counts[name]) for name in ("turns", "failures", "tokens_in", "tokens_out")}
-                statement = insert_(UsageDaily).values(day=day, user_id=user_id, model=model, **values)
-                await s.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["day", "user_id", "model"],
-                        set_={name: getattr(UsageDaily, name) + statement.excluded[name] for name in values},
-                    )
-                )
+        rows = [
+            {"day": day, "user_id": user_id, "model": model, **{name: int(counts[name]) for name in USAGE_COUNTS}}
+            # Sorted: concurrent writers (the scaled mode's workers) lock rows in one order.
+            for (day, user_id, model), counts in sorted(totals.items())
+        ]
+        async with self._db.writing() as conn:
+            await conn.execute(self._add, rows)
 
     async def tokens_on(self, user_id: int, day: date) -> int:
         query = select(func.coalesce(func.sum(UsageDaily.tokens_in + UsageDaily.tokens_out), 0)).where(

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.errors import ConfigError, StorageError
 from bot.storage import sqlite_driver
@@ -94,6 +94,33 @@ class Database:
         """A transaction that only reads (SQLite WAL readers never wait for the writer)."""
         async with self._transaction() as session:
             yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction on a plain connection, for Core statements
+        built once: a turn's own writes. Each runs in about half the CPU it
+        takes through an ORM session, whose bookkeeping costs more than such
+        a statement (measured in BENCHMARKS.md, "P2: a turn's SQL")."""
+        if self._write_lock is None:
+            async with self._connection(write=True) as conn:
+                yield conn
+            return
+        async with self._write_lock, self._connection(write=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[AsyncConnection]:
+        """``reading()`` on a plain connection, for Core statements built once."""
+        async with self._connection(write=False) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _connection(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() if write else self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
@@ -173,5 +200,9 @@ def check_database_url(url: str) -> None:
 def insert_for(session: AsyncSession) -> Callable[..., Any]:
     """The session's dialect's INSERT, which has ON CONFLICT (SQLite's and
     PostgreSQL's take the same arguments): upserts and insert-or-ignore."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    return dialect_insert(session.bind.dialect.name if session.bind else "sqlite")
+
+
+def dialect_insert(dialect: str) -> Callable[..., Any]:
+    """``insert_for`` by the dialect's name (``Database.dialect``), for statements built once."""
     return pg_insert if dialect == "postgresql" else sqlite_insert

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -54,6 +55,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """A mapped class's table, typed for Core statements built once."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 # Users the evaluation harness creates (bot/eval/) take ids from here up:

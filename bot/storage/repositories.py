@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, Select, String, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.identity import TELEGRAM, channel_of_chat
-from bot.storage.db import Database, insert_for
-from bot.storage.models import UNFINISHED, Base, Chat, Conversation, Identity, Message, User
+from bot.storage.db import Database, dialect_insert, insert_for
+from bot.storage.models import UNFINISHED, Base, Chat, Conversation, Identity, Message, User, table_of
 from bot.runtime.clock import utcnow
 
 # How many recent rows a history query reads before applying the token budget;
@@ -48,6 +48,9 @@ class UserRecord:
     allowed: bool = False
     active: bool = True
     token_budget: int | None = None
+    # The call that returned this record created the user (a first contact):
+    # nothing about them is stored yet, no memories, no history.
+    first_contact: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,52 @@ async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[
 # message would only say what a write per minute says.
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 
+# The statements every message runs, built once as Core statements: building
+# one cost about as much CPU as running it, and the ORM's unit of work more
+# than both ("P2: a turn's SQL" in BENCHMARKS.md).
+_USERS = table_of(User)
+_IDENTITIES = table_of(Identity)
+_USER_RECORD = (
+    _USERS.c.id, _USERS.c.first_name, _USERS.c.last_name, _USERS.c.username, _USERS.c.language,
+    _USERS.c.timezone, _USERS.c.role, _USERS.c.last_seen_at, _USERS.c.allowed, _USERS.c.active,
+    _USERS.c.token_budget,
+)
+_USER_BY_IDENTITY = (
+    select(*_USER_RECORD)
+    .join_from(_USERS, _IDENTITIES, _IDENTITIES.c.user_id == _USERS.c.id)
+    .where(_IDENTITIES.c.channel == bindparam("channel"), _IDENTITIES.c.external_id == bindparam("external_id"))
+)
+_USER_BY_ID = select(*_USER_RECORD).where(_USERS.c.id == bindparam("user_id"))
+# A message's refresh of its sender: the profile as the channel tells it (an
+# empty first name or no language keeps the stored one), seen now, active
+# again (writing to the bot undoes "blocked the bot"), and the role, except
+# that a ban is kept in the database (only the admin role, which follows
+# configuration, replaces it).
+_NEW_ROLE = bindparam("new_role", type_=String())
+_REFRESH_USER = (
+    update(_USERS)
+    .where(_USERS.c.id == bindparam("user_id", type_=BigInteger()))
+    .values(
+        first_name=func.coalesce(bindparam("new_first_name", type_=String()), _USERS.c.first_name),
+        last_name=bindparam("new_last_name", type_=String()),
+        username=bindparam("new_username", type_=String()),
+        language=func.coalesce(bindparam("new_language", type_=String()), _USERS.c.language),
+        role=case((and_(_USERS.c.role == "banned", _NEW_ROLE != "admin"), _USERS.c.role), else_=_NEW_ROLE),
+        last_seen_at=bindparam("now", type_=_USERS.c.last_seen_at.type),
+        active=True,
+    )
+    .returning(*_USER_RECORD)
+)
+
 
 class UserRepository:
     def __init__(self, db: Database, default_timezone: str) -> None:
         self._db = db
         self._default_timezone = default_timezone
+        insert_ = dialect_insert(db.dialect)
+        # Two first messages of one user at once must not race.
+        self._add_user = insert_(_USERS).on_conflict_do_nothing()
+        self._add_identity = insert_(_IDENTITIES).on_conflict_do_nothing()
 
     async def visit(
         self, profile: UserProfile, decide_role: Callable[[str | None], str], *, channel: str | None = None
@@ -106,61 +150,49 @@ class UserRepository:
         return current
 
     async def _by_identity(self, channel: str, external_id: int) -> UserRecord | None:
-        query = (
-            select(User)
-            .join(Identity, Identity.user_id == User.id)
-            .where(Identity.channel == channel, Identity.external_id == str(external_id))
-        )
-        async with self._db.reading() as s:
-            user = (await s.execute(query)).scalar_one_or_none()
-            return _user_record(user) if user else None
+        async with self._db.connected() as conn:
+            row = (await conn.execute(_USER_BY_IDENTITY, {"channel": channel, "external_id": str(external_id)})).first()
+        return _record_of(row) if row else None
 
     async def touch(self, profile: UserProfile, role: str, *, identity: str | None = None) -> UserRecord:
         """Create the user on first contact, refresh the profile, record the
         role; with ``identity``, also record that channel's identity
         (``profile.id`` there) for the user of the same id."""
         now = utcnow()
-        async with self._db.session() as s:
-            await _insert_ignore(
-                s,
-                User,
-                {
-                    "id": profile.id,
-                    "first_name": profile.first_name,
-                    "last_name": profile.last_name,
-                    "username": profile.username,
-                    "language": (profile.language or "en")[:16],
-                    "timezone": self._default_timezone,
-                    "role": role,
-                    "created_at": now,
-                    "last_seen_at": now,
-                    "allowed": False,
-                    "active": True,
-                },
-            )
+        async with self._db.writing() as conn:
+            added = await conn.execute(self._add_user, {
+                "id": profile.id,
+                "first_name": profile.first_name,
+                "last_name": profile.last_name,
+                "username": profile.username,
+                "language": (profile.language or "en")[:16],
+                "timezone": self._default_timezone,
+                "role": role,
+                "created_at": now,
+                "last_seen_at": now,
+                "allowed": False,
+                "active": True,
+            })
             if identity is not None:
-                await _insert_ignore(
-                    s, Identity,
+                await conn.execute(
+                    self._add_identity,
                     {"channel": identity, "external_id": str(profile.id), "user_id": profile.id, "created_at": now},
                 )
-            user = (await s.execute(select(User).where(User.id == profile.id))).scalar_one()
-            user.first_name = profile.first_name or user.first_name
-            user.last_name = profile.last_name
-            user.username = profile.username
-            if profile.language:
-                user.language = profile.language[:16]
-            # A ban is kept in the database; the admin role follows configuration.
-            if user.role != "banned" or role == "admin":
-                user.role = role
-            user.last_seen_at = now
-            # Writing to the bot again undoes "blocked the bot" (a 403 seen by a broadcast).
-            user.active = True
-            return _user_record(user)
+            refreshed = await conn.execute(_REFRESH_USER, {
+                "user_id": profile.id,
+                "new_first_name": profile.first_name or None,
+                "new_last_name": profile.last_name,
+                "new_username": profile.username,
+                "new_language": profile.language[:16] if profile.language else None,
+                "new_role": role,
+                "now": now,
+            })
+            return _record_of(refreshed.one(), first_contact=added.rowcount == 1)
 
     async def get(self, user_id: int) -> UserRecord | None:
-        async with self._db.reading() as s:
-            user = await s.get(User, user_id)
-            return _user_record(user) if user else None
+        async with self._db.connected() as conn:
+            row = (await conn.execute(_USER_BY_ID, {"user_id": user_id})).first()
+        return _record_of(row) if row else None
 
     async def count(self) -> int:
         async with self._db.reading() as s:
@@ -263,6 +295,24 @@ def _stale(current: UserRecord, profile: UserProfile, role: str) -> bool:
     )
 
 
+def _record_of(row: Any, *, first_contact: bool = False) -> UserRecord:
+    """A row of ``_USER_RECORD``'s columns as a record."""
+    return UserRecord(
+        id=row.id,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        username=row.username,
+        language=row.language,
+        timezone=row.timezone,
+        role=row.role,
+        last_seen_at=row.last_seen_at,
+        allowed=bool(row.allowed),
+        active=bool(row.active),
+        token_budget=row.token_budget,
+        first_contact=first_contact,
+    )
+
+
 def _user_record(user: User) -> UserRecord:
     return UserRecord(
         id=user.id,
@@ -333,9 +383,45 @@ class TurnStart:
     unsummarized_tokens: int = 0
 
 
+_CHATS = table_of(Chat)
+_CONVERSATIONS = table_of(Conversation)
+_MESSAGES = table_of(Message)
+_CHAT_STATE = select(_CHATS.c.active_conversation_id, _CHATS.c.title).where(_CHATS.c.id == bindparam("chat_id"))
+_SUMMARY_STATE = select(_CONVERSATIONS.c.summary, _CONVERSATIONS.c.summary_until_id).where(
+    _CONVERSATIONS.c.id == bindparam("conversation_id")
+)
+# Message ids are positive and far below this: "no bound" for the window's id range.
+_NO_ID_BOUND = 2**62
+# Plain columns, not ORM objects: a turn reads up to 200 rows, and building
+# mapped instances for them was most of the query's cost. The id range keeps
+# the statement one (cached) shape: after the summary, before a given message.
+_WINDOW = (
+    select(_MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.tokens, _MESSAGES.c.status,
+           _MESSAGES.c.user_id)
+    .where(
+        _MESSAGES.c.conversation_id == bindparam("conversation_id"),
+        _MESSAGES.c.status != "failed",
+        _MESSAGES.c.id > bindparam("after_id"),
+        _MESSAGES.c.id < bindparam("before_id"),
+    )
+    .order_by(_MESSAGES.c.id.desc())
+    .limit(HISTORY_ROW_LIMIT)
+)
+_ADD_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+_SET_STATUS = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message_id")).values(
+    status=bindparam("new_status", type_=String())
+)
+_OPEN_CONVERSATION = insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
+_SET_ACTIVE = update(_CHATS).where(_CHATS.c.id == bindparam("chat_id")).values(
+    active_conversation_id=bindparam("conversation_id", type_=BigInteger())
+)
+_RETITLE = update(_CHATS).where(_CHATS.c.id == bindparam("chat_id")).values(title=bindparam("new_title", type_=String()))
+
+
 class MessageRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._add_chat = dialect_insert(db.dialect)(_CHATS).on_conflict_do_nothing()
 
     async def start_turn(
         self,
@@ -352,32 +438,30 @@ class MessageRepository:
         """Record the user's message and return the history before it. The
         history is read before the write transaction, so the write lock is
         held only for the insert."""
-        async with self._db.reading() as s:
-            chat = await s.get(Chat, chat_id)
+        async with self._db.connected() as conn:
+            chat = (await conn.execute(_CHAT_STATE, {"chat_id": chat_id})).first()
             conversation_id = chat.active_conversation_id if chat else None
             retitle = chat is not None and bool(chat_title) and chat.title != chat_title
-            window = await self._window(s, conversation_id, history_tokens) if conversation_id else HistoryWindow([])
-        async with self._db.session() as s:
+            window = await self._window(conn, conversation_id, history_tokens) if conversation_id else HistoryWindow([])
+        async with self._db.writing() as conn:
             if conversation_id is None or retitle:
-                conversation_id = await self._active_conversation(s, chat_id, chat_type, chat_title)
-            message = Message(
-                conversation_id=conversation_id,
-                chat_id=chat_id,
-                user_id=user_id,
-                role="user",
-                content=text,
-                tokens=tokens,
+                conversation_id = await self._active_conversation(conn, chat_id, chat_type, chat_title)
+            added = await conn.execute(_ADD_MESSAGE, {
+                "conversation_id": conversation_id,
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "role": "user",
+                "content": text,
+                "tokens": tokens,
                 # Until the answer is stored: a turn cut short by a crash is
                 # found by this status at the next start (bot/recovery.py).
-                status=PENDING,
-                request_id=request_id,
-                created_at=utcnow(),
-            )
-            s.add(message)
-            await s.flush()
+                "status": PENDING,
+                "request_id": request_id,
+                "created_at": utcnow(),
+            })
             return TurnStart(
                 conversation_id,
-                message.id,
+                added.scalar_one(),
                 window.history,
                 window.summary,
                 window.overflow,
@@ -402,33 +486,31 @@ class MessageRepository:
     ) -> int:
         """Stores an answer; ``answers``: the user message it answers, which
         is marked answered in the same transaction."""
-        async with self._db.session() as s:
+        async with self._db.writing() as conn:
             if answers is not None:
-                await s.execute(update(Message).where(Message.id == answers).values(status="complete"))
-            message = Message(
-                conversation_id=conversation_id,
-                chat_id=chat_id,
-                user_id=user_id,
-                role="assistant",
-                content=text,
-                tokens=tokens,
-                status=status,
-                request_id=request_id,
-                model=model,
-                prompt_version=prompt_version,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                created_at=utcnow(),
-            )
-            s.add(message)
-            await s.flush()
-            return message.id
+                await conn.execute(_SET_STATUS, {"message_id": answers, "new_status": "complete"})
+            added = await conn.execute(_ADD_MESSAGE, {
+                "conversation_id": conversation_id,
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "role": "assistant",
+                "content": text,
+                "tokens": tokens,
+                "status": status,
+                "request_id": request_id,
+                "model": model,
+                "prompt_version": prompt_version,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "created_at": utcnow(),
+            })
+            return int(added.scalar_one())
 
     async def settle(self, message_id: int, status: str) -> None:
         """A user message whose turn ended without a stored answer: UNANSWERED
         (the user was told the model failed) or MISSED (told it was lost)."""
-        async with self._db.session() as s:
-            await s.execute(update(Message).where(Message.id == message_id).values(status=status))
+        async with self._db.writing() as conn:
+            await conn.execute(_SET_STATUS, {"message_id": message_id, "new_status": status})
 
     async def unfinished_turns(self, channels: Collection[str]) -> list[UnfinishedTurn]:
         """User messages of these channels' chats whose turn never ended (a
@@ -535,22 +617,22 @@ class MessageRepository:
 
     async def new_conversation(self, chat_id: int, chat_type: str, chat_title: str | None) -> int:
         """Start a fresh conversation; the old one stays stored (for export)."""
-        async with self._db.session() as s:
-            await self._ensure_chat(s, chat_id, chat_type, chat_title)
-            return await self._open_conversation(s, chat_id)
+        async with self._db.writing() as conn:
+            await self._ensure_chat(conn, chat_id, chat_type, chat_title)
+            return await self._open_conversation(conn, chat_id)
 
     async def history(self, chat_id: int, history_tokens: int) -> list[StoredMessage]:
-        async with self._db.reading() as s:
-            chat = await s.get(Chat, chat_id)
+        async with self._db.connected() as conn:
+            chat = (await conn.execute(_CHAT_STATE, {"chat_id": chat_id})).first()
             if chat is None or chat.active_conversation_id is None:
                 return []
-            return (await self._window(s, chat.active_conversation_id, history_tokens)).history
+            return (await self._window(conn, chat.active_conversation_id, history_tokens)).history
 
     async def window(self, conversation_id: int, history_tokens: int, before_id: int | None = None) -> HistoryWindow:
         """The summary and the budgeted history of a conversation (messages
         before ``before_id`` only, when given)."""
-        async with self._db.reading() as s:
-            return await self._window(s, conversation_id, history_tokens, before_id)
+        async with self._db.connected() as conn:
+            return await self._window(conn, conversation_id, history_tokens, before_id)
 
     async def summary_state(self, conversation_id: int) -> tuple[str | None, int | None]:
         """(running summary, id of the last message folded into it)."""
@@ -591,52 +673,46 @@ class MessageRepository:
             await s.execute(delete(Message).where(Message.chat_id == chat_id))
 
     async def _active_conversation(
-        self, s: AsyncSession, chat_id: int, chat_type: str, chat_title: str | None
+        self, conn: AsyncConnection, chat_id: int, chat_type: str, chat_title: str | None
     ) -> int:
-        chat = await self._ensure_chat(s, chat_id, chat_type, chat_title)
-        if chat.active_conversation_id is not None:
-            return chat.active_conversation_id
-        return await self._open_conversation(s, chat_id)
+        active = await self._ensure_chat(conn, chat_id, chat_type, chat_title)
+        if active is not None:
+            return active
+        return await self._open_conversation(conn, chat_id)
 
     async def _ensure_chat(
-        self, s: AsyncSession, chat_id: int, chat_type: str, chat_title: str | None
-    ) -> Chat:
+        self, conn: AsyncConnection, chat_id: int, chat_type: str, chat_title: str | None
+    ) -> int | None:
+        """Creates the chat on first contact, keeps its title current;
+        returns its active conversation's id."""
         channel = channel_of_chat(chat_id)
-        await _insert_ignore(
-            s,
-            Chat,
-            {
-                "id": chat_id, "type": chat_type, "title": chat_title, "created_at": utcnow(), "channel": channel,
-                # A console or API chat's id already names its user (bot/identity.py).
-                "external_id": str(chat_id) if channel == TELEGRAM else None,
-            },
-        )
-        chat = (await s.execute(select(Chat).where(Chat.id == chat_id))).scalar_one()
+        await conn.execute(self._add_chat, {
+            "id": chat_id, "type": chat_type, "title": chat_title, "created_at": utcnow(), "channel": channel,
+            # A console or API chat's id already names its user (bot/identity.py).
+            "external_id": str(chat_id) if channel == TELEGRAM else None,
+        })
+        chat = (await conn.execute(_CHAT_STATE, {"chat_id": chat_id})).one()
         if chat_title and chat.title != chat_title:
-            chat.title = chat_title
-        return chat
+            await conn.execute(_RETITLE, {"chat_id": chat_id, "new_title": chat_title})
+        return chat.active_conversation_id
 
-    async def _open_conversation(self, s: AsyncSession, chat_id: int) -> int:
-        conversation = Conversation(chat_id=chat_id, started_at=utcnow())
-        s.add(conversation)
-        await s.flush()
-        await s.execute(
-            update(Chat).where(Chat.id == chat_id).values(active_conversation_id=conversation.id)
-        )
-        return conversation.id
+    async def _open_conversation(self, conn: AsyncConnection, chat_id: int) -> int:
+        conversation_id = int((await conn.execute(
+            _OPEN_CONVERSATION, {"chat_id": chat_id, "started_at": utcnow()}
+        )).scalar_one())
+        await conn.execute(_SET_ACTIVE, {"chat_id": chat_id, "conversation_id": conversation_id})
+        return conversation_id
 
     async def _window(
-        self, s: AsyncSession, conversation_id: int, history_tokens: int, before_id: int | None = None
+        self, conn: AsyncConnection, conversation_id: int, history_tokens: int, before_id: int | None = None
     ) -> HistoryWindow:
-        conversation = await s.get(Conversation, conversation_id)
-        summary = conversation.summary if conversation else None
-        until_id = conversation.summary_until_id if conversation else None
-        query = _message_columns().where(Message.conversation_id == conversation_id, Message.status != "failed")
-        if until_id is not None:
-            query = query.where(Message.id > until_id)
-        if before_id is not None:
-            query = query.where(Message.id < before_id)
-        rows = list(await s.execute(query.order_by(Message.id.desc()).limit(HISTORY_ROW_LIMIT)))
+        state = (await conn.execute(_SUMMARY_STATE, {"conversation_id": conversation_id})).first()
+        summary, until_id = (state.summary, state.summary_until_id) if state else (None, None)
+        rows = list(await conn.execute(_WINDOW, {
+            "conversation_id": conversation_id,
+            "after_id": until_id if until_id is not None else 0,
+            "before_id": before_id if before_id is not None else _NO_ID_BOUND,
+        }))
         picked: list[StoredMessage] = []
         used = 0
         overflow = False

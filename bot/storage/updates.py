@@ -7,18 +7,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 
 from bot.runtime.clock import utcnow
-from bot.storage.db import Database, insert_for
-from bot.storage.models import TelegramUpdate
+from bot.storage.db import Database, dialect_insert, insert_for
+from bot.storage.models import TelegramUpdate, table_of
 
 RECEIVED, STARTED, DONE = "received", "started", "done"
+_UPDATES = table_of(TelegramUpdate)
+# The inbox writes with every update (a single process): built once.
+_SETTLE = (
+    update(_UPDATES)
+    .where(_UPDATES.c.update_id.in_(bindparam("ids", expanding=True)))
+    .values(status=DONE, payload=None)
+)
 
 
 class UpdateClaims:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Telegram sends an update again when its confirmation was lost: the first copy is kept.
+        self._keep = dialect_insert(db.dialect)(_UPDATES).on_conflict_do_nothing(index_elements=["update_id"])
 
     async def claim(self, update_id: int, worker: str) -> tuple[str, str] | None:
         """Take an update: None when it is new (now ours), else the status
@@ -63,21 +72,16 @@ class UpdateClaims:
         if not updates and not settled:
             return
         now = utcnow()
-        async with self._db.session() as s:
+        async with self._db.writing() as conn:
             if updates:
                 rows = [
                     {"update_id": update_id, "status": RECEIVED, "worker": receiver[:64], "claimed_at": now,
                      "payload": data}
                     for update_id, data in updates
                 ]
-                statement = insert_for(s)(TelegramUpdate).values(rows)
-                await s.execute(statement.on_conflict_do_nothing(index_elements=["update_id"]))
+                await conn.execute(self._keep, rows)
             if settled:
-                await s.execute(
-                    update(TelegramUpdate)
-                    .where(TelegramUpdate.update_id.in_(settled))
-                    .values(status=DONE, payload=None)
-                )
+                await conn.execute(_SETTLE, {"ids": list(settled)})
 
     async def received_not_done(self) -> list[tuple[int, str]]:
         """The kept updates that were never handled, oldest first."""
