@@ -58,6 +58,9 @@ class RequestContext(BaseModel):
     # A turn a crash cut short, finished at the next start (bot/recovery.py):
     # request_id is the original turn's, so its recorded tool rounds are found.
     resumed: bool = False
+    # This message created the user: nothing is stored about them yet (no
+    # memories to recall).
+    first_contact: bool = False
     # Set only on the copy a tool function receives (bot/tools/manager.py):
     # the turn's request id plus a hash of the tool's name and arguments, so
     # the same call made again by the same turn after a crash has the same
@@ -266,4 +269,5 @@ class ContextMiddleware:
             received_at=received_at or datetime.now(timezone.utc),
             allowed=user.allowed,
             token_budget=user.token_budget,
+            first_contact=user.first_contact,
         )

@@ -57,8 +57,10 @@ async def test_middleware_resolves_roles_from_config_and_database(tmp_path: Path
     middleware = ContextMiddleware(users, AuthProvider(frozenset({42})))
     try:
         admin = await middleware.build(UserProfile(42, "Boss", language="en"), chat_id=42, chat_type="private")
-        assert admin.role is Role.ADMIN and admin.timezone == "Asia/Tokyo"
+        assert admin.role is Role.ADMIN and admin.timezone == "Asia/Tokyo" and admin.first_contact
         assert current_request_id.get() == admin.request_id
+        again = await middleware.build(UserProfile(42, "Boss", language="en"), chat_id=42, chat_type="private")
+        assert not again.first_contact
         user = await middleware.build(UserProfile(7, "", username="seven"), chat_id=-5, chat_type="supergroup")
         assert user.role is Role.USER and user.user_name == "@seven" and not user.is_private
         async with db.session() as s:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import event
 
 from bot.app import Arium
 from bot.memory.embedder import Embedder
@@ -304,6 +305,36 @@ async def test_recall_puts_relevant_memories_into_the_system_prompt(
     assert "(nothing relevant remembered)" in system_prompt(model.chat_requests()[-1])
 
 
+async def test_a_new_users_first_message_reads_no_memories(
+    start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer
+) -> None:
+    """Nothing can be remembered about a user their own message just
+    created: that turn skips recall (no keyword query, no index load); the
+    next one recalls as always."""
+    app = await start_bot()
+    await app.memory.search(BOB, "warm up", 1)  # lazy first-use work is not the turn's
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(app.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        tg.user_text("Can you suggest a snack for a hike?")
+        await tg.wait_messages(ANN, 1)
+        first_turn = [s for s in statements if "memories" in s]
+        await seed(app, ANN, "Allergic to peanuts")
+        statements.clear()
+        tg.user_text("And one without peanuts?")
+        await tg.wait_messages(ANN, 2)
+        second_turn = [s for s in statements if "memories" in s]
+    finally:
+        event.remove(app.db.engine.sync_engine, "before_cursor_execute", record)
+    assert first_turn == []
+    assert second_turn, "the second message recalls"
+    assert "- Allergic to peanuts" in system_prompt(model.chat_requests()[-1])
+
+
 async def test_a_known_chats_question_is_embedded_once_starting_before_the_gates(
     start_bot: BotFactory, tg: FakeTelegram, model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -586,6 +617,10 @@ async def test_deleteme_erases_everything_after_confirmation(
     await asyncio.to_thread(app.files.write, ANN, "notes.md", "private notes")
     await seed(app, ANN, "Loves hiking in the Alps")
     await seed(app, BOB, "Loves sailing")
+    # A recall loads Ann's index (her first message recalled nothing: she was new), which saves its file.
+    assert [hit.memory.text for hit in await app.memory.search(ANN, "hiking in the Alps", 5)] == [
+        "Loves hiking in the Alps"
+    ]
     index_file = app.settings.bot_data_dir.resolve() / "memory" / f"{ANN}.faiss"
     await eventually(lambda: _async(index_file.exists()), bool)
 

@@ -85,7 +85,9 @@ class TurnMemory:
         self._batches: dict[int, _Batch] = {}
 
     async def recall(self, ctx: RequestContext, text: str) -> list[Hit]:
-        if not ctx.is_private:
+        # A user met just now has nothing to recall: no query or index load
+        # for the first message of each of a crowd of new users.
+        if not ctx.is_private or ctx.first_contact:
             return []
         try:
             return await self._memory.recall(ctx.user_id, text)
