@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import BigInteger, and_, bindparam, column, delete, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import TextualSelect
 
 from bot.errors import StorageError
@@ -23,7 +23,7 @@ from bot.memory import keyword
 from bot.memory.records import MemoryRecord, NewMemory
 from bot.storage import memory_versions
 from bot.storage.db import Database
-from bot.storage.models import Memory, UTCDateTime
+from bot.storage.models import Memory, UTCDateTime, table_of
 from bot.runtime.clock import utcnow
 
 
@@ -68,8 +68,18 @@ _RECORD_COLUMNS = (
 )
 
 
-def _alive(now: datetime) -> ColumnElement[bool]:
+def _alive(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     return or_(Memory.expires_at.is_(None), Memory.expires_at > now)
+
+
+# A recall reads the rows of its dense hits on every turn: built once, run on
+# a plain connection (a new statement per call, through a session, cost
+# more CPU than the query).
+_LIVE_RECORDS = select(*_RECORD_COLUMNS).where(
+    Memory.user_id == bindparam("user_id"),
+    Memory.id.in_(bindparam("ids", expanding=True)),
+    _alive(bindparam("now", type_=table_of(Memory).c.expires_at.type)),
+)
 
 
 class MemoryRepository:
@@ -243,14 +253,9 @@ class MemoryRepository:
     async def get_many(self, user_id: int, ids: Sequence[int]) -> dict[int, MemoryRecord]:
         if not ids:
             return {}
-        # Plain columns (no ORM objects, no ~1.5 KB embedding per row): recall
-        # runs this on every turn.
-        async with self._db.reading() as s:
-            rows = await s.execute(
-                select(*_RECORD_COLUMNS).where(
-                    Memory.user_id == user_id, Memory.id.in_(list(ids)), _alive(utcnow())
-                )
-            )
+        # Plain columns (no ORM objects, no ~1.5 KB embedding per row).
+        async with self._db.connected() as conn:
+            rows = await conn.execute(_LIVE_RECORDS, {"user_id": user_id, "ids": list(ids), "now": utcnow()})
             return {row.id: MemoryRecord(**row._asdict()) for row in rows}
 
     async def made_by(self, user_id: int, idempotency_key: str) -> MemoryRecord | None:
@@ -323,8 +328,8 @@ class MemoryRepository:
         terms = keyword.query_terms(query)
         if not terms or limit <= 0:
             return [], None
-        async with self._db.reading() as s:
-            rows = await s.execute(
+        async with self._db.connected() as conn:
+            rows = await conn.execute(
                 self._keyword_statement(len(terms)),
                 # Twice the rows wanted inside: spares for expired rows not swept yet.
                 {**self._term_params(user_id, terms), "user": user_id, "now": utcnow(),
