@@ -98,9 +98,9 @@ class Database:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction on a plain connection, for Core statements
-        built once: a turn's own writes. Each runs in about half the CPU it
-        takes through an ORM session, whose bookkeeping costs more than such
-        a statement (measured in BENCHMARKS.md, "P2: a turn's SQL")."""
+        built once: a turn's own writes. A turn's calls take a third to a
+        half of the CPU they took through an ORM session, whose bookkeeping
+        cost more than such statements (BENCHMARKS.md, "P2: a turn's SQL")."""
         if self._write_lock is None:
             async with self._connection(write=True) as conn:
                 yield conn

@@ -220,7 +220,7 @@ class UserRepository:
             return {}
         async with self._db.reading() as s:
             rows = (await s.execute(select(User).where(User.id.in_(set(user_ids))))).scalars().all()
-            return {user.id: _user_record(user) for user in rows}
+            return {user.id: _record_of(user) for user in rows}
 
     async def find_by_username(self, username: str) -> UserRecord | None:
         """The user who last had ``username`` (without the @, any case).
@@ -237,7 +237,7 @@ class UserRepository:
         )
         async with self._db.reading() as s:
             user = (await s.execute(query)).scalar_one_or_none()
-            return _user_record(user) if user else None
+            return _record_of(user) if user else None
 
     async def set_role(self, user_id: int, role: str, *, create: bool = False) -> UserRecord | None:
         """Store ``role`` (user / banned); None if the user is unknown and
@@ -261,7 +261,7 @@ class UserRepository:
                 return None
             for name, value in values.items():
                 setattr(user, name, value)
-            return _user_record(user)
+            return _record_of(user)
 
     def _placeholder(self, user_id: int) -> dict[str, Any]:
         """A user an admin named by id before they ever wrote. Inactive: the
@@ -296,7 +296,7 @@ def _stale(current: UserRecord, profile: UserProfile, role: str) -> bool:
 
 
 def _record_of(row: Any, *, first_contact: bool = False) -> UserRecord:
-    """A row of ``_USER_RECORD``'s columns as a record."""
+    """A row of ``_USER_RECORD``'s columns, or a ``User``, as a record."""
     return UserRecord(
         id=row.id,
         first_name=row.first_name,
@@ -310,22 +310,6 @@ def _record_of(row: Any, *, first_contact: bool = False) -> UserRecord:
         active=bool(row.active),
         token_budget=row.token_budget,
         first_contact=first_contact,
-    )
-
-
-def _user_record(user: User) -> UserRecord:
-    return UserRecord(
-        id=user.id,
-        first_name=user.first_name,
-        last_name=user.last_name,
-        username=user.username,
-        language=user.language,
-        timezone=user.timezone,
-        role=user.role,
-        last_seen_at=user.last_seen_at,
-        allowed=bool(user.allowed),
-        active=bool(user.active),
-        token_budget=user.token_budget,
     )
 
 
