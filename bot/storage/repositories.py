@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, String, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import BigInteger, String, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.identity import TELEGRAM, channel_of_chat
@@ -376,12 +376,17 @@ _SUMMARY_STATE = select(_CONVERSATIONS.c.summary, _CONVERSATIONS.c.summary_until
 )
 # Message ids are positive and far below this: "no bound" for the window's id range.
 _NO_ID_BOUND = 2**62
-# Plain columns, not ORM objects: a turn reads up to 200 rows, and building
-# mapped instances for them was most of the query's cost. The id range keeps
-# the statement one (cached) shape: after the summary, before a given message.
+# StoredMessage's fields, in order. Plain columns, not ORM objects: a turn
+# reads up to 200 rows, and building mapped instances for them was most of
+# the query's cost.
+_STORED_MESSAGE = (
+    _MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.tokens, _MESSAGES.c.status,
+    _MESSAGES.c.user_id,
+)
+# The id range keeps the statement one (cached) shape: after the summary,
+# before a given message.
 _WINDOW = (
-    select(_MESSAGES.c.id, _MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.tokens, _MESSAGES.c.status,
-           _MESSAGES.c.user_id)
+    select(*_STORED_MESSAGE)
     .where(
         _MESSAGES.c.conversation_id == bindparam("conversation_id"),
         _MESSAGES.c.status != "failed",
@@ -629,7 +634,9 @@ class MessageRepository:
     async def unsummarized(self, conversation_id: int, after_id: int | None, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` newest messages after ``after_id``, oldest first."""
         async with self._db.reading() as s:
-            query = _message_columns().where(Message.conversation_id == conversation_id, Message.status != "failed")
+            query = select(*_STORED_MESSAGE).where(
+                Message.conversation_id == conversation_id, Message.status != "failed"
+            )
             if after_id is not None:
                 query = query.where(Message.id > after_id)
             rows = list(await s.execute(query.order_by(Message.id.desc()).limit(limit)))
@@ -711,10 +718,6 @@ class MessageRepository:
         return HistoryWindow(picked, summary, overflow or len(rows) == HISTORY_ROW_LIMIT, unsummarized)
 
 
-def _message_columns() -> Select[int, str, str, int, str, int | None]:
-    # Plain columns, not ORM objects: a turn reads up to 200 rows, and
-    # building mapped instances for them was most of the query's cost.
-    return select(Message.id, Message.role, Message.content, Message.tokens, Message.status, Message.user_id)
 
 
 def _unfinished(m: Message, chat_type: str, title: str | None) -> UnfinishedTurn:
