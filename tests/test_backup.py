@@ -336,6 +336,11 @@ async def test_start_sh_foreground_names_the_bot_in_the_pid_file(tmp_path: Path)
         pid_file = tmp_path / "data" / "arium.pid"
         try:
             await wait_for_file(pid_file, timeout=90)
+            # `echo $$ >file` creates the file before it writes the pid: read once it is written.
+            deadline = asyncio.get_running_loop().time() + 10
+            while not pid_file.read_text().strip():
+                assert asyncio.get_running_loop().time() < deadline, "the pid file stayed empty"
+                await asyncio.sleep(0.02)
             assert int(pid_file.read_text()) == process.pid
             cmdline = Path(f"/proc/{process.pid}/cmdline")
             deadline = asyncio.get_running_loop().time() + 60
