@@ -78,6 +78,9 @@ class Rig:
     # time that setting up took (seconds on a loaded machine) does not make a
     # reminder due "soon" already late when the scheduler starts.
     set_to: datetime = START
+    # The APScheduler of the scheduler ``running`` started, for tests that
+    # hold its timers (``running(timers_paused=True)``) and release them.
+    aps: AsyncIOScheduler | None = None
 
     def set_clock(self, moment: datetime) -> None:
         self.set_to = moment
@@ -93,9 +96,12 @@ class Rig:
         )
 
     @asynccontextmanager
-    async def running(self, **config: object) -> AsyncIterator[ReminderScheduler]:
+    async def running(self, *, timers_paused: bool = False, **config: object) -> AsyncIterator[ReminderScheduler]:
         aps = AsyncIOScheduler(timezone=pytz.utc)
-        aps.start()
+        # Paused, timers are armed but none runs until ``aps.resume()``; a job
+        # that fell due meanwhile runs then (misfire_grace_time=None).
+        aps.start(paused=timers_paused)
+        self.aps = aps
         scheduler = ReminderScheduler(
             self.repo, self.notifier, scheduler=aps, clock=self.clock, pacer=Pacer(1000),
             tasks=TaskTracker(), on_error=lambda exc, name: self.errors.append((exc, name)),
@@ -227,11 +233,17 @@ async def test_cancelled_and_snoozed_reminders_do_not_fire_at_the_old_time(rig: 
     cancelled = await rig.add(1, START + SOON)
     snoozed = await rig.add(1, START + SOON)
     kept = await rig.add(1, START + SOON * 2)
-    async with rig.running() as scheduler:
+    # The timers stay held while the user acts: on a loaded machine the two
+    # changes can take longer than SOON, and a snooze after the reminder fired
+    # is a legitimate snooze of a delivered reminder, not what is tested here.
+    async with rig.running(timers_paused=True) as scheduler:
+        assert scheduler.health()["armed"] == 3
         assert await rig.repo.cancel(cancelled.id, 1, START) is not None
         moved = await rig.repo.reschedule(snoozed.id, 1, START + timedelta(hours=1), START)
         assert moved is not None
         scheduler.track(moved)  # beyond the horizon: its old timer is disarmed
+        assert rig.aps is not None
+        rig.aps.resume()
         await eventually(lambda: len(rig.notifier.delivered) == 1)
         await nothing_left_to_fire(scheduler)  # the cancelled one's timer fired and found nothing
     assert [d.id for d in rig.notifier.delivered] == [kept.id]
