@@ -601,3 +601,36 @@ async def test_the_crash_safety_migration_keeps_rows_and_adds_unique_keys(databa
         assert kept == 2
     finally:
         await db.dispose()
+
+
+async def test_text_with_nul_characters_is_stored_without_them(database_url: str) -> None:
+    """PostgreSQL's text type refuses NUL; a console line, an API request or a
+    reminder carrying one must not fail its write. Both databases store the
+    same text: the NULs go, every other character stays."""
+    from datetime import datetime, timedelta, timezone
+
+    from bot.memory.records import NewMemory
+    from bot.memory.repository import MemoryRepository
+    from bot.storage.reminders import ReminderRepository
+
+    db = await migrated(database_url)
+    try:
+        await UserRepository(db, "UTC").touch(UserProfile(42, "Ann"), "user")
+        messages = MessageRepository(db)
+        await messages.start_turn(
+            chat_id=42, chat_type="private", chat_title=None, user_id=42, text="a\x00b\x00 c",
+            tokens=3, request_id="nul-1", history_tokens=1000,
+        )
+        assert [m.content for m in await messages.history(42, 1000)] == ["ab c"]
+        now = datetime(2026, 12, 5, 9, 0, tzinfo=timezone.utc)
+        reminder = await ReminderRepository(db).add(
+            user_id=42, chat_id=42, text="call\x00 mom", timezone="UTC", rule=None,
+            first=now + timedelta(hours=1), now=now, max_active=10,
+        )
+        stored = await ReminderRepository(db).get(reminder.id)
+        assert stored is not None and stored.text == "call mom"
+        memories = MemoryRepository(db)
+        [memory] = (await memories.add(42, [NewMemory("likes\x00 tea")], [None], None)).value
+        assert [r.text for r in await memories.keyword_records(42, "tea", 10)] == ["likes tea"]
+    finally:
+        await db.dispose()

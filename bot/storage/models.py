@@ -53,6 +53,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class StoredText(TypeDecorator[str]):
+    """Text without NUL characters. PostgreSQL's text type refuses them (a
+    console line, an API request or a reminder carrying one failed its whole
+    write there); they carry nothing a reader could see, so both databases
+    store the text without them."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "")
+        return value
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -134,7 +149,7 @@ class Conversation(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    summary: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(StoredText)
     # The last message folded into `summary`; history sent to the model starts after it.
     summary_until_id: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -157,7 +172,7 @@ class Message(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
     user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     role: Mapped[str] = mapped_column(String(16))  # user | assistant
-    content: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(StoredText)
     tokens: Mapped[int] = mapped_column(Integer, default=0)  # estimate, for the history budget
     status: Mapped[str] = mapped_column(String(16), default="complete")  # complete | partial | failed
     request_id: Mapped[str | None] = mapped_column(String(32))
@@ -168,7 +183,7 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # A user message's answer as a group's live preview shows it (JSON list
     # of Telegram message ids), so a turn finished after a crash edits them.
-    preview_message_ids: Mapped[str | None] = mapped_column(Text)
+    preview_message_ids: Mapped[str | None] = mapped_column(StoredText)
 
 
 class ToolEvent(Base):
@@ -211,7 +226,7 @@ class Reminder(Base):
     # The channel of chat_id: the reminder is delivered through it, or, where
     # that channel cannot send (the API) or is not running, to its owner on Telegram.
     channel: Mapped[str] = mapped_column(String(16), server_default="telegram")
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(StoredText)
     timezone: Mapped[str] = mapped_column(String(64))
     rule: Mapped[str | None] = mapped_column(String(128))  # Rule.encode(); None for one-shot
     status: Mapped[str] = mapped_column(String(16))  # active | paused | fired | done | cancelled | failed
@@ -246,7 +261,7 @@ class Memory(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(StoredText)
     kind: Mapped[str] = mapped_column(String(16), default="fact")
     importance: Mapped[int] = mapped_column(Integer, default=3)  # 1 (trivia) .. 5 (asked to remember)
     source: Mapped[str] = mapped_column(String(16), default="extracted")  # extracted | explicit
@@ -261,7 +276,7 @@ class Memory(Base):
     embedding_model: Mapped[str | None] = mapped_column(String(256))
     # The Snowball stems of the text's content words (bot/memory/keyword.py),
     # written with it: what keyword search matches, on either database.
-    search_terms: Mapped[str] = mapped_column(Text, default="", server_default="")
+    search_terms: Mapped[str] = mapped_column(StoredText, default="", server_default="")
     # The turn and tool call that stored it (the remember tool), as for reminders.
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
 
@@ -292,7 +307,7 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     admin_id: Mapped[int] = mapped_column(BigInteger)
     action: Mapped[str] = mapped_column(String(32))
-    arguments: Mapped[str] = mapped_column(Text, default="")
+    arguments: Mapped[str] = mapped_column(StoredText, default="")
     outcome: Mapped[str] = mapped_column(String(300), default="")
 
 
@@ -316,7 +331,7 @@ class RuntimeSetting(Base):
     __tablename__ = "runtime_settings"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(StoredText)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -329,7 +344,7 @@ class Broadcast(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     created_by: Mapped[int] = mapped_column(BigInteger)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(StoredText)
     status: Mapped[str] = mapped_column(String(16))  # draft | running | done | cancelled
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -424,7 +439,7 @@ class ToolRound(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # /deleteme erases these too
-    payload: Mapped[str] = mapped_column(Text)  # JSON: text, calls, answers
+    payload: Mapped[str] = mapped_column(StoredText)  # JSON: text, calls, answers
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -438,7 +453,7 @@ class EvalRun(Base):
     suite: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished | failed
-    variants: Mapped[str] = mapped_column(Text)  # JSON: {"A": "what configured it", "B": ...}
+    variants: Mapped[str] = mapped_column(StoredText)  # JSON: {"A": "what configured it", "B": ...}
     tasks_total: Mapped[int] = mapped_column(Integer, default=0)  # tasks x variants
     concurrency: Mapped[int] = mapped_column(Integer, default=1)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -458,8 +473,8 @@ class EvalResult(Base):
     task_id: Mapped[str] = mapped_column(String(64))
     category: Mapped[str] = mapped_column(String(32))
     passed: Mapped[bool] = mapped_column(Boolean)
-    checks: Mapped[str] = mapped_column(Text)  # JSON: [{"check", "passed", "detail"}]
-    transcript: Mapped[str] = mapped_column(Text)  # JSON: [{"user", "assistant"}]
+    checks: Mapped[str] = mapped_column(StoredText)  # JSON: [{"check", "passed", "detail"}]
+    transcript: Mapped[str] = mapped_column(StoredText)  # JSON: [{"user", "assistant"}]
     error: Mapped[str | None] = mapped_column(String(500))  # timeout, tool-call cap, no answer
     first_token_ms: Mapped[int | None] = mapped_column(Integer)
     total_ms: Mapped[int] = mapped_column(Integer)
@@ -467,7 +482,7 @@ class EvalResult(Base):
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float | None] = mapped_column(Float)  # USD by MODEL_PRICES; None when unpriced
     tool_calls: Mapped[int] = mapped_column(Integer, default=0)
-    tools: Mapped[str] = mapped_column(Text, default="[]")  # JSON: names in call order
+    tools: Mapped[str] = mapped_column(StoredText, default="[]")  # JSON: names in call order
     model: Mapped[str | None] = mapped_column(String(128))  # the endpoint that answered last
     fallbacks: Mapped[int] = mapped_column(Integer, default=0)  # turns answered by a later tier
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -504,7 +519,7 @@ class AgentPlan(Base):
     request_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
-    payload: Mapped[str] = mapped_column(Text)  # JSON: the steps, their status and results
+    payload: Mapped[str] = mapped_column(StoredText)  # JSON: the steps, their status and results
     status: Mapped[str] = mapped_column(String(16))  # running | done | stopped
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -534,4 +549,4 @@ class TelegramUpdate(Base):
     worker: Mapped[str] = mapped_column(String(64))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The update itself while it is not done (the single process's inbox).
-    payload: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(StoredText)
