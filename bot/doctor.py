@@ -133,7 +133,8 @@ def _last_backup(settings: Settings, report: Report) -> bool:
 
 
 async def _disk(settings: Settings) -> str:
-    from bot.admin.backup import human_size, sqlite_path, tree_size
+    from bot.admin.backup import sqlite_path, tree_size
+    from bot.runtime.units import human_size
 
     data_dir = settings.bot_data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

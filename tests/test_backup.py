@@ -459,3 +459,14 @@ async def test_doctor_checks_backups_disk_and_logs(tmp_path: Path) -> None:
         lines.clear()
         assert await run_doctor(settings, lines.append) == 1
         assert any(line.startswith("FAIL last backup: 20200101-033000") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KB"), (1536, "1.5 KB"), (20 * 1024**2, "20.0 MB"),
+     (3 * 1024**3, "3.0 GB"), (5 * 1024**4, "5.0 TB"), (2048 * 1024**4, "2048.0 TB")],
+)
+def test_sizes_are_shown_in_the_largest_unit_that_keeps_the_number_at_one_or_more(size: int, shown: str) -> None:
+    from bot.runtime.units import human_size
+
+    assert human_size(size) == shown

@@ -51,6 +51,7 @@ from sqlalchemy.exc import ArgumentError
 
 from bot import __version__
 from bot.errors import AriumError
+from bot.runtime.units import human_size
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -170,15 +171,6 @@ def tree_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @contextmanager

@@ -22,7 +22,8 @@ from bot.media.documents import (
     UnreadableDocument,
     read_document,
 )
-from bot.tools.sandbox import FileSandbox, SandboxError, human_size
+from bot.runtime.units import human_size
+from bot.tools.sandbox import FileSandbox, SandboxError
 from bot.tools.web.extract import excerpt
 
 # Shown when a sender's app gives no file name.

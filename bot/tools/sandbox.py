@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ToolError
+from bot.runtime.units import human_size
 
 MAX_DEPTH = 8
 MAX_PATH_CHARS = 512
@@ -119,14 +120,6 @@ def _check_name(name: str) -> None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise SandboxError("the path is not valid text") from None
-
-
-def human_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
 
 
 class FileSandbox:

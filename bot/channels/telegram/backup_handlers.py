@@ -14,7 +14,8 @@ from telegram import Update
 from telegram.ext import Application, ContextTypes
 
 import bot.admin.backup_strings  # noqa: F401  (registers the strings)
-from bot.admin.backup import BackupBusy, BackupResult, human_size
+from bot.admin.backup import BackupBusy, BackupResult
+from bot.runtime.units import human_size
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext, SecretMasker
 from bot.runtime.errorlog import summarize

@@ -27,7 +27,7 @@ from bot.context import RequestContext
 from bot.errors import TranscriptionFailed
 from bot.i18n import add_strings, t
 from bot.media.transcription import AudioClip, Transcriber, upload_name
-from bot.tools.sandbox import human_size
+from bot.runtime.units import human_size
 
 log = logging.getLogger(__name__)
 
