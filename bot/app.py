@@ -110,7 +110,7 @@ from bot.tools.web import register_web_tools
 from bot.media.document_reader import DocumentLimits, DocumentReader
 from bot.media.images import ImageLimits
 from bot.media.transcription import Transcriber
-from bot.userdata import FilesSection, RemindersSection, core_sections
+from bot.personal_data import FilesSection, RemindersSection, core_sections
 
 if TYPE_CHECKING:
     from bot.agents.desk import AgentDesk

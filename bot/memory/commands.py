@@ -16,7 +16,7 @@ from bot.i18n import t
 from bot.memory.records import MemoryRecord
 from bot.memory.service import MemoryService
 from bot.memory.tools import clear_matches
-from bot.userdata import UserData
+from bot.personal_data import UserData
 
 SHOWN_CHARS = 300  # per memory in a list, so a page stays far below Telegram's 4096
 FORGET_SEARCH = 10

@@ -44,7 +44,7 @@ from bot.storage.api_keys import ApiKeyRepository
 from bot.storage.reminders import ReminderRecord
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.runtime.tasks import TaskTracker
-from bot.userdata import UserData
+from bot.personal_data import UserData
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from bot.reminders import views as reminder_views
 from bot.reminders.notifier import DueReminder, Notifier
 from bot.reminders.service import ReminderService
 from bot.storage.repositories import UserProfile
-from bot.userdata import UserData
+from bot.personal_data import UserData
 
 if TYPE_CHECKING:
     from bot.agents.desk import AgentDesk

@@ -37,7 +37,7 @@ from bot.memory.commands import (
     memory_page,
     page_argument,
 )
-from bot.userdata import UserData
+from bot.personal_data import UserData
 
 log = logging.getLogger(__name__)
 
