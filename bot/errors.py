@@ -28,6 +28,12 @@ meets them (``raise X(...) from exc``), so callers catch only these classes.
         ├── ModelUnavailable        every tier failed; ``failures`` lists why
         └── NoVisionModel           the request carries images and no enabled
                                     endpoint takes them (``vision = true``)
+    SendError                       a message could not reach its chat (a reminder,
+    │                               a broadcast); each sender has its own kinds
+    ├── RecipientBlocked            the chat will not take messages: the user blocked
+    │                               the bot, or the account or chat is gone
+    ├── DeliveryError               a reminder's (bot/reminders/notifier.py)
+    └── BroadcastSendError          a broadcast's (bot/admin/broadcast.py)
     ToolError                       a tool refuses or fails in a way the model may
                                     be told (bad path, over quota, unknown zone)
     UpdateNotAccepted               an incoming update (a webhook's) cannot be taken
@@ -155,6 +161,16 @@ class ModelUnavailable(ModelError):
 
 class NoVisionModel(ModelError):
     """A request with images, and no enabled endpoint of the chain can see."""
+
+
+class SendError(AriumError):
+    """A message could not reach its chat."""
+
+
+class RecipientBlocked(SendError):
+    """The chat will not take messages (the user blocked the bot, or the
+    account or chat is gone): never retried. Reminders to it pause; a
+    broadcast marks the user inactive."""
 
 
 class ToolError(AriumError):

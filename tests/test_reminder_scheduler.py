@@ -18,7 +18,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.runtime.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs, daily_at
 from bot.reminders.clock import ShiftedClock
-from bot.reminders.notifier import DeliveryFailed, DueReminder, RecipientBlocked
+from bot.errors import RecipientBlocked
+from bot.reminders.notifier import DeliveryFailed, DueReminder
 from bot.reminders.recurrence import Rule
 from bot.storage.db import Database
 from bot.storage.reminders import ReminderRecord, ReminderRepository

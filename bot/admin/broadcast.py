@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from bot.errors import AriumError
+from bot.errors import AriumError, RecipientBlocked, SendError
 from bot.runtime.pacing import Pacer
 from bot.storage.broadcasts import (
     BLOCKED,
@@ -69,13 +69,9 @@ log = logging.getLogger(__name__)
 # --- the seam to a channel ----------------------------------------------------------------
 
 
-class BroadcastSendError(AriumError):
-    """A broadcast message could not be delivered to one recipient."""
-
-
-class RecipientBlocked(BroadcastSendError):
-    """The user blocked the bot or their account is gone (Telegram's 403):
-    they are marked inactive and not tried again."""
+class BroadcastSendError(SendError):
+    """A broadcast message could not be delivered to one recipient (besides
+    RecipientBlocked, shared with reminders)."""
 
 
 class FloodControl(BroadcastSendError):
@@ -445,12 +441,12 @@ class Broadcaster:
                     await run.halt.wait()
         return None
 
-    async def _attempt(self, run: _Run, slot: int, user_id: int) -> BroadcastSendError | None:
+    async def _attempt(self, run: _Run, slot: int, user_id: int) -> SendError | None:
         """One send; ``sending[slot]`` marks it as in flight, so a stop lets it finish."""
         run.sending[slot] = user_id
         try:
             await self._sender.send(user_id, run.record.text)
-        except BroadcastSendError as exc:
+        except SendError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - a sender bug: count it failed, never resend
             self._tasks.report_error(exc, f"broadcast {run.id} sender")

@@ -1,6 +1,7 @@
 """The seam between the scheduler and a channel. The scheduler knows nothing
 of Telegram: it hands each due reminder to a Notifier, and the channel's
-notifier translates its own errors into the two below."""
+notifier translates its own errors into two: ``bot.errors.RecipientBlocked``
+(shared with broadcasts) and ``DeliveryFailed`` below."""
 
 from __future__ import annotations
 
@@ -9,18 +10,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from bot.errors import AriumError
+from bot.errors import SendError
 from bot.identity import TELEGRAM
 from bot.reminders.recurrence import Rule
 
 
-class DeliveryError(AriumError):
+class DeliveryError(SendError):
     """A reminder could not be delivered."""
-
-
-class RecipientBlocked(DeliveryError):
-    """The chat will not take messages (the user blocked the bot, or the chat
-    is gone): its reminders are paused, never retried."""
 
 
 class DeliveryFailed(DeliveryError):

@@ -30,7 +30,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.runtime.pacing import Pacer
 from bot.reminders.clock import Clock
-from bot.reminders.notifier import DeliveryFailed, DueReminder, Notifier, RecipientBlocked
+from bot.errors import RecipientBlocked
+from bot.reminders.notifier import DeliveryFailed, DueReminder, Notifier
 from bot.reminders.recurrence import Rule, RuleError
 from bot.storage.reminders import Claimed, ReminderRecord, ReminderRepository
 from bot.runtime.tasks import ErrorHandler, TaskTracker

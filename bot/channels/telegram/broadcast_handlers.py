@@ -35,12 +35,12 @@ from bot.admin.broadcast import (
     Confirmed,
     FloodControl,
     ProgressView,
-    RecipientBlocked,
     SendFailed,
     State,
 )
 from bot.channels.telegram.admin_base import AdminCommands, reply
 from bot.context import RequestContext
+from bot.errors import RecipientBlocked
 from bot.runtime.events import EventBus
 from bot.i18n import t
 

@@ -19,7 +19,8 @@ from bot.channels.telegram.replies import answer_button, edit_after_button, repl
 from bot.context import RequestContext
 from bot.i18n import t
 from bot.reminders import views
-from bot.reminders.notifier import DeliveryFailed, DueReminder, RecipientBlocked
+from bot.errors import RecipientBlocked
+from bot.reminders.notifier import DeliveryFailed, DueReminder
 from bot.reminders.parsing import ReminderInputError
 from bot.reminders.service import SNOOZE_OPTIONS, ReminderService
 from bot.reminders.timezones import describe, lookup_zone, zone_near
