@@ -26,7 +26,7 @@ from bot.storage.models import EVAL_USER_MIN, AgentTurn
 from tests.conftest import BotFactory, HeadlessStarter as Starter, eventually
 from tests.fakes.model_server import FakeModelServer, Reply, Request, Step
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_stats import ADMIN, MINI, MISTRAL, PRICES, command, png_size
+from tests.support.admin import ADMIN, MINI, MISTRAL, PRICES, command, png_size
 
 # Keyword rules route without asking the classifier, so the fake model only answers turns.
 AGENTS: dict[str, Any] = {

@@ -21,9 +21,10 @@ from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Reply, Request, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_api import ANN, Api, key_for
-from tests.test_recovery import Starter, bot_process, kill_hard, stop  # noqa: F401  (bot_process: a fixture)
-from tests.test_e2e_chat import PRIVATE
+from tests.support.api import ANN, Api, key_for
+from tests.support.chat import PRIVATE
+from tests.support.processes import Starter, kill_hard, stop
+from tests.support.processes import fixture_bot_process  # noqa: F401  (the bot_process fixture)
 
 AGENTS: dict[str, Any] = {
     "coder": {
@@ -342,7 +343,7 @@ keywords = ["plan"]
 
 
 async def test_a_plan_cut_short_by_a_crash_resumes_from_the_steps_not_done(
-    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path,  # noqa: F811 (the fixture)
+    bot_process: Starter, tg: FakeTelegram, model: FakeModelServer, tmp_path: Path,
 ) -> None:
     """Killed while the plan's second step waits for the model: after the
     restart the turn is finished once, late and saying so; the first step

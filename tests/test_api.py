@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import openai
 import pytest
 
 from bot.app import Arium
@@ -19,46 +17,18 @@ from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_operations import cli
-
-ANN, BOB = 2001, 2002
+from tests.support.api import ANN, BOB, Api, error_of, key_for
+from tests.support.processes import cli
 
 
 def system_prompt(request: Request) -> str:
     return str(request.messages[0]["content"])
 
 
-async def key_for(app: Arium, user_id: int, name: str) -> str:
-    if await app.users.get(user_id) is None:
-        await app.users.touch(UserProfile(user_id, f"User{user_id}"), "user")
-    _, key = await app.api_keys.create(name, user_id)
-    return key
-
-
-class Api:
-    def __init__(self, app: Arium) -> None:
-        assert app.api is not None
-        self.root = f"http://127.0.0.1:{app.api.port}"
-
-    def sdk(self, key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=f"{self.root}/v1", api_key=key, max_retries=0)
-
-    async def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with httpx.AsyncClient(base_url=self.root, timeout=30) as client:
-            return await client.request(method, path, headers=headers | kwargs.pop("headers", {}), **kwargs)
-
-
 @pytest.fixture
 async def api_bot(start_bot: BotFactory) -> AsyncIterator[tuple[Arium, Api]]:
     app = await start_bot(api_enabled=True, api_port=0)
     yield app, Api(app)
-
-
-def error_of(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"} and {"message", "type", "code"} <= set(body["error"]), body
-    return body["error"]
 
 
 async def test_the_openai_sdk_chats_with_the_user_s_memories_streamed_or_not(

@@ -23,7 +23,7 @@ from tests.conftest import BotFactory, eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import FAKE_EMBEDDINGS, cli
+from tests.support.processes import FAKE_EMBEDDINGS, REPO, clean_env, cli
 
 ADMIN = 555
 USER = 1001
@@ -320,8 +320,6 @@ async def test_start_sh_foreground_names_the_bot_in_the_pid_file(tmp_path: Path)
     it: the pid file holds the bot's own pid, so restore and stop.sh find it."""
     import os
     import signal
-
-    from tests.test_operations import REPO, clean_env
 
     async with FakeTelegram() as tg, FakeModelServer() as model:
         env = clean_env(

@@ -21,18 +21,9 @@ from bot.scale.broker import BrokerUnavailable, PartitionConsumer, Topology, Upd
 from bot.scale.gateway import Gateway
 from bot.settings import Settings
 from tests.limits import WAIT_LIMIT
+from tests.support.broker import BROKER, broker_up
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 REFUSED = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
-
-
-async def broker_up() -> bool:
-    try:
-        connection = await aio_pika.connect(BROKER, timeout=3)
-    except Exception:  # noqa: BLE001 - any failure means no broker here
-        return False
-    await connection.close()
-    return True
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from bot.errors import ToolError
 import plugins.calc as calc
 from plugins.calc import calculate, evaluate
 from plugins.time import convert_time, current_time, resolve_zone
-from tests.test_tools_registry import make_ctx
+from tests.support.contexts import make_ctx
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from tests.conftest import BotFactory, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
+from tests.support.processes import FAKE_EMBEDDINGS, REPO, clean_env
 
 OWNER = 4242
 

@@ -17,22 +17,7 @@ from bot.context import (
 )
 from bot.storage.db import Database
 from bot.storage.repositories import UserProfile, UserRepository
-
-
-def context(**overrides: object) -> RequestContext:
-    values: dict[str, object] = {
-        "user_id": 1,
-        "chat_id": 1,
-        "chat_type": "private",
-        "role": "user",
-        "language": "ru-RU",
-        "timezone": "Europe/Moscow",
-        "user_name": "Ann",
-        "request_id": "abc",
-        "received_at": datetime(2026, 11, 21, 9, 0),
-    }
-    values.update(overrides)
-    return RequestContext.model_validate(values)
+from tests.support.contexts import context
 
 
 def test_context_is_validated_normalized_and_serializable() -> None:

@@ -39,7 +39,7 @@ from bot.media.documents import (
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_e2e_chat import PRIVATE, last_user_text
+from tests.support.chat import PRIVATE, last_user_text
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(200)
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(100)

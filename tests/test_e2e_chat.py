@@ -9,13 +9,7 @@ from bot.channels.telegram.render import utf16_len
 from tests.conftest import BotFactory, eventually, handled_so_far
 from tests.fakes.model_server import FakeModelServer, Fault, Reply, StreamFault
 from tests.fakes.telegram_server import FakeTelegram
-
-PRIVATE = 1001
-GROUP = -100777
-
-
-def last_user_text(model: FakeModelServer, index: int = -1) -> str:
-    return str(model.chat_requests()[index].body["messages"][-1]["content"])
+from tests.support.chat import GROUP, PRIVATE, last_user_text
 
 
 async def test_private_turn_streams_drafts_then_sends_formatted_answer(

@@ -24,7 +24,7 @@ from bot.storage.evals import CheckOutcome, EvalRepository, TaskOutcome
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_api import key_for
+from tests.support.api import key_for
 
 ADMIN, USER = 4242, 5151
 CHROMIUM = "/usr/bin/chromium"

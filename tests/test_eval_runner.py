@@ -22,6 +22,7 @@ from bot.storage.repositories import UserProfile
 from bot.storage.models import EVAL_USER_MIN, User
 from tests.conftest import HeadlessStarter
 from tests.fakes.model_server import FakeModelServer, Reply, Request, Step, ToolCallSpec
+from tests.support.processes import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,8 +147,6 @@ async def test_eval_users_stay_out_of_stats_user_lists_and_broadcasts(
 
 async def eval_cli(tmp_path: Path, model: FakeModelServer, *args: str) -> tuple[int, str, str]:
     """``python -m bot eval ...`` in a fresh process against the fake model server."""
-    from tests.test_operations import clean_env
-
     env = clean_env(
         tmp_path, PYTHONPATH=str(REPO), BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key",
         OPENAI_BASE_URL=model.openai_base_url, HF_HUB_OFFLINE="1",

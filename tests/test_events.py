@@ -8,10 +8,10 @@ from bot.runtime.events import AdminAction, BatchWriter, EventBus, TurnFinished
 from bot.storage.admin import AuditRepository, UsageRepository
 from bot.storage.db import Database
 from bot.runtime.tasks import TaskTracker
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_e2e_chat import PRIVATE, eventually
+from tests.support.chat import PRIVATE
 
 DAY = datetime(2026, 11, 20, 23, 30, tzinfo=timezone.utc)
 

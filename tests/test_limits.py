@@ -31,7 +31,7 @@ from bot.storage.models import User
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_context import context
+from tests.support.contexts import context
 
 ADMIN = 500
 USER = 1001

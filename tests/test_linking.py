@@ -26,7 +26,7 @@ from bot.tools.sandbox import FileSandbox, SandboxLimits
 from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
-from tests.test_api import Api, error_of, key_for
+from tests.support.api import Api, error_of, key_for
 
 ANN, BOB = 3001, 3002
 API_ONLY = 3999  # a user who has only an API key

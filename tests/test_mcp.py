@@ -31,9 +31,8 @@ from bot.tools.registry import ToolRegistry, parse_arguments
 from tests.conftest import BotFactory
 from tests.fakes.model_server import FakeModelServer, Reply, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_e2e_chat import PRIVATE
-from tests.test_tools_e2e import tool_results
-from tests.test_tools_registry import make_ctx
+from tests.support.chat import PRIVATE, tool_results
+from tests.support.contexts import make_ctx
 
 REPO = Path(__file__).resolve().parent.parent
 READY_WAIT = 60.0  # a cold interpreter importing the SDK on a busy machine

@@ -18,30 +18,9 @@ from bot.memory.repository import MemoryRepository
 from bot.memory.service import MemoryConfig, MemoryService
 from bot.storage.db import Database
 from bot.runtime.clock import utcnow
-from bot.storage.repositories import UserProfile, UserRepository
 from bot.runtime.tasks import TaskTracker
-
-ANN, BOB = 101, 202
-
-
-async def build_service(db: Database, embedder: Embedder, index_dir: Path, **config: object) -> MemoryService:
-    tasks = TaskTracker()
-    embeddings = EmbeddingService(lambda: embedder, tasks)
-    service = MemoryService(MemoryRepository(db), embeddings, tasks, MemoryConfig(index_dir=index_dir, **config))  # type: ignore[arg-type]
-    service.start()
-    assert await embeddings.wait_ready(30)
-    return service
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    users = UserRepository(database, "UTC")
-    for uid, name in ((ANN, "Ann"), (BOB, "Bob")):
-        await users.touch(UserProfile(uid, name), "user")
-    yield database
-    await database.dispose()
+from tests.support.memory_service import ANN, BOB, build_service
+from tests.support.memory_service import fixture_db  # noqa: F401  (the db fixture)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from bot.memory.records import NewMemory
 from bot.memory.service import MemoryService
 from bot.memory.tools import MemoryTools
 from bot.storage.db import Database
-from tests.test_memory_store import ANN, BOB, build_service, db  # noqa: F401  (fixture)
+from tests.support.memory_service import ANN, BOB, build_service
+from tests.support.memory_service import fixture_db  # noqa: F401  (the db fixture)
 
 
 def context(user_id: int, chat_type: ChatType = ChatType.PRIVATE) -> RequestContext:
@@ -36,7 +37,7 @@ def context(user_id: int, chat_type: ChatType = ChatType.PRIVATE) -> RequestCont
 
 
 @pytest.fixture
-async def memory(db: Database, embedder: Embedder, tmp_path: Path) -> AsyncIterator[MemoryService]:  # noqa: F811
+async def memory(db: Database, embedder: Embedder, tmp_path: Path) -> AsyncIterator[MemoryService]:
     service = await build_service(db, embedder, tmp_path / "memory")
     yield service
     await service.close()

@@ -5,40 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from bot.doctor import run_doctor
 from tests.conftest import fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-# For bots started as processes by tests that are not about memory: embeddings
-# from the fake model server, so a fresh process does not spend seconds of
-# both cores loading (or first exporting) the local embedding model.
-FAKE_EMBEDDINGS = "openai:text-embedding-3-small"
-
-
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The environment of a fresh shell: no Arium settings but the ones given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TELEGRAM_", "MISTRAL_", "OPENAI_", "DATABASE_"))}
-    env.update({"BOT_DATA_DIR": str(tmp_path / "data"), **values})
-    return env
-
-
-def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=tmp_path,  # no .env there
-        env=clean_env(tmp_path, PYTHONPATH=str(REPO), **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support.processes import FAKE_EMBEDDINGS, REPO, clean_env, cli
 
 
 def test_run_without_token_exits_with_one_clear_line(tmp_path: Path) -> None:

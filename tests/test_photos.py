@@ -16,7 +16,8 @@ from bot.media.images import ImageLimits, ImageUnreadable, fit_image
 from tests.conftest import BotFactory
 from tests.fakes.model_server import Fault, FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_e2e_chat import GROUP, PRIVATE
+from tests.support.api import ANN, Api, error_of, key_for
+from tests.support.chat import GROUP, PRIVATE
 
 BOTH = "mistral:mistral-small-latest,openai:gpt-4o-mini"
 
@@ -201,8 +202,6 @@ async def test_a_photo_in_a_group_counts_only_when_it_addresses_the_bot(
 
 
 async def test_the_http_api_takes_images_as_data_urls(start_bot: BotFactory, model: FakeModelServer) -> None:
-    from tests.test_api import ANN, Api, error_of, key_for
-
     model.script(Reply(text="A red square."))
     app = await start_bot(
         api_enabled=True, api_port=0, bot_models="openai:gpt-4o-mini", bot_vision_models="openai:gpt-4o-mini"

@@ -4,70 +4,24 @@ SIGKILL while a turn is in flight, then started again."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-
-import pytest
 
 from bot.app import Arium
 from bot.memory.embedder import Embedder
 from bot.recovery import RecoveryReport
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory, fake_settings
-from tests.test_memory_e2e import Brain, facts, requests_of, settle
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, StreamFault, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
+from tests.support.memory_bot import Brain, facts, requests_of, settle
+from tests.support.processes import Starter, kill_hard, stop
+from tests.support.processes import fixture_bot_process  # noqa: F401  (the bot_process fixture)
 
 CHAT = 1001
 GROUP_CHAT, ANN_IN_GROUP = -100555, 3003
 REMINDER = "Remind me to call mom tomorrow at 9"
-
-Starter = Callable[..., Awaitable[asyncio.subprocess.Process]]
-
-
-@pytest.fixture
-async def bot_process(tmp_path: Path, tg: FakeTelegram, model: FakeModelServer) -> AsyncIterator[Starter]:
-    """Starts `python -m bot run` over one data directory; every process
-    still running at the end is killed."""
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(**env: str) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run",
-            cwd=tmp_path,
-            env=clean_env(
-                tmp_path, PYTHONPATH=str(REPO), TELEGRAM_BOT_TOKEN=tg.TOKEN, TELEGRAM_API_URL=tg.url,
-                BOT_MODELS="openai:gpt-4o-mini", OPENAI_API_KEY="test-key", OPENAI_BASE_URL=model.openai_base_url,
-                BOT_POLL_TIMEOUT="1", BOT_MEMORY_EXTRACTION="false", BOT_ADMIN_IDS="",
-                EMBEDDING_MODEL=FAKE_EMBEDDINGS, **env,
-            ),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def kill_hard(process: asyncio.subprocess.Process) -> None:
-    os.kill(process.pid, signal.SIGKILL)
-    assert await asyncio.wait_for(process.wait(), WAIT_LIMIT) == -signal.SIGKILL
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), WAIT_LIMIT) == 0
 
 
 async def crash_during_a_turn(

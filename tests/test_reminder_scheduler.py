@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 
 import pytest
@@ -19,33 +19,18 @@ from bot.runtime.pacing import Pacer
 from bot.periodic import PeriodicTasks, RetentionConfig, SystemJobs, daily_at
 from bot.reminders.clock import ShiftedClock
 from bot.errors import RecipientBlocked
-from bot.reminders.notifier import DeliveryFailed, DueReminder
+from bot.reminders.notifier import DeliveryFailed
 from bot.reminders.recurrence import Rule
 from bot.storage.db import Database
 from bot.storage.reminders import ReminderRecord, ReminderRepository
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.reminders.scheduler import ReminderScheduler, SchedulerConfig
 from bot.runtime.tasks import TaskTracker
+from tests.fakes.notifier import RecordingNotifier
 from tests.limits import WAIT_LIMIT
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 SOON = timedelta(milliseconds=150)
-
-
-@dataclass
-class RecordingNotifier:
-    """Our own Notifier protocol, recording what it was given."""
-
-    delivered: list[DueReminder] = field(default_factory=list)
-    failures: dict[int, list[Exception]] = field(default_factory=dict)  # chat id -> errors to raise, in order
-    attempts: int = 0
-
-    async def deliver(self, reminder: DueReminder) -> None:
-        self.attempts += 1
-        queued = self.failures.get(reminder.chat_id)
-        if queued:
-            raise queued.pop(0)
-        self.delivered.append(reminder)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = WAIT_LIMIT) -> None:

@@ -28,8 +28,8 @@ from bot.storage.models import Reminder
 from bot.storage.reminders import ReminderRepository
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.runtime.tasks import TaskTracker
+from tests.fakes.notifier import RecordingNotifier
 from tests.limits import WAIT_LIMIT
-from tests.test_reminder_scheduler import RecordingNotifier
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc)
 

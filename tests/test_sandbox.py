@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bot.tools.sandbox import FileSandbox, SandboxError, SandboxLimits, safe_file_name, split_path
 from plugins import files as file_tools
-from tests.test_tools_registry import make_ctx
+from tests.support.contexts import make_ctx
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -27,8 +27,8 @@ from tests.conftest import reset_postgres
 from tests.fakes.model_server import FakeModelServer, Reply, Request
 from tests.fakes.telegram_server import FakeTelegram
 from tests.limits import WAIT_LIMIT
-from tests.test_broker import BROKER, broker_up
-from tests.test_operations import FAKE_EMBEDDINGS, REPO, clean_env
+from tests.support.broker import BROKER, broker_up
+from tests.support.processes import FAKE_EMBEDDINGS, REPO, clean_env
 
 REDIS = "redis://127.0.0.1:6379/0"
 SECRET = "scaled-test-secret"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import struct
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -45,22 +44,10 @@ from bot.memory.embedder import Embedder
 from tests.conftest import BotFactory, eventually, fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
+from tests.support.admin import ADMIN, MINI, MISTRAL, PRICES, command, png_size
 
-ADMIN = 1001
 STRANGER = 1002
 FAKE_KEY = "sk-fake-SECRET-key-4242"
-MINI = "openai:gpt-4o-mini/openai:gpt-4o-mini"  # what usage_daily holds for BOT_MODELS=openai:gpt-4o-mini
-MISTRAL = "primary/mistral:mistral-small-latest"
-PRICES = {"openai:gpt-4o-mini": (0.15, 0.60)}
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk, which must come first."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    length, kind = struct.unpack(">I4s", data[8:16])
-    assert kind == b"IHDR" and length == 13
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
 
 
 # --- Prices, model names, secrets -------------------------------------------------
@@ -430,13 +417,6 @@ def everything_sent(tg: FakeTelegram, chat_id: int) -> str:
     for call in tg.calls_of("answerCallbackQuery"):
         parts.append(str(call.params.get("text", "")))
     return "\n".join(parts)
-
-
-async def command(tg: FakeTelegram, text: str, chat_id: int = ADMIN, *, replies: int = 1, **kwargs: Any) -> list[Any]:
-    before = len(tg.messages(chat_id))
-    tg.user_text(text, chat_id=chat_id, **kwargs)
-    messages = await tg.wait_messages(chat_id, before + replies)
-    return messages[before:]
 
 
 async def test_non_admins_are_refused_as_if_the_commands_did_not_exist(

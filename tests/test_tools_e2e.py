@@ -6,14 +6,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, eventually
 from tests.fakes.model_server import FakeModelServer, Reply, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_e2e_chat import GROUP, PRIVATE, eventually, last_user_text
-
-
-def tool_results(model: FakeModelServer, index: int = -1) -> list[str]:
-    return [str(m["content"]) for m in model.chat_requests()[index].messages if m.get("role") == "tool"]
+from tests.support.chat import GROUP, PRIVATE, last_user_text, tool_results
 
 
 async def test_a_tool_turn_shows_a_hint_then_the_answer_and_is_recorded(

@@ -23,7 +23,7 @@ from bot.tools.executor import ToolExecutor
 from bot.tools.manager import ToolCallManager, ToolLoopConfig, ToolsRunning, tool_call_key
 from bot.tools.registry import ToolRegistry
 from tests.fakes.model_server import FakeModelServer, Reply, Request, ToolCallSpec
-from tests.test_tools_registry import make_ctx
+from tests.support.contexts import make_ctx
 
 WAIT = 10.0
 

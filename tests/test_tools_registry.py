@@ -3,13 +3,11 @@ arguments, injection of the context and services, visibility by role."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 from pydantic import BaseModel
 
 from bot.auth import Role
-from bot.context import ChatType, RequestContext
+from bot.context import RequestContext
 from bot.tools.registry import (
     InvalidArguments,
     Tool,
@@ -18,20 +16,7 @@ from bot.tools.registry import (
     build_tool,
     parse_arguments,
 )
-
-
-def make_ctx(user_id: int = 7, role: Role = Role.USER, language: str = "en", tz: str = "UTC") -> RequestContext:
-    return RequestContext(
-        user_id=user_id,
-        chat_id=user_id,
-        chat_type=ChatType.PRIVATE,
-        role=role,
-        language=language,
-        timezone=tz,
-        user_name="Ann",
-        request_id="req123",
-        received_at=datetime.now(timezone.utc),
-    )
+from tests.support.contexts import make_ctx
 
 
 class Notebook:

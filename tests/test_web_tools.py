@@ -33,8 +33,7 @@ from tests.fakes.model_server import FakeModelServer, Reply, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.web_server import FakeWeb
 from tests.limits import WAIT_LIMIT
-from tests.test_e2e_chat import PRIVATE
-from tests.test_tools_e2e import tool_results
+from tests.support.chat import PRIVATE, tool_results
 
 ARTICLE = """<!doctype html>
 <html><head><title>Otters | Nature Weekly</title></head>
