@@ -355,7 +355,7 @@ class Conversation:
         except StreamBrokenError as exc:
             log.warning("stream broke after %d chars: %s", len(exc.partial_text), exc)
             await sink.finish(f"{exc.partial_text}\n\n{t('stream_broken', ctx.language)}")
-            return TurnResult(exc.partial_text, "partial", None, prompt_ref)
+            return TurnResult(exc.partial_text, "partial", exc.answered_by or None, prompt_ref)
         except NoVisionModel:
             await sink.notice(t("vision_unavailable", ctx.language))
             return TurnResult("", "failed", None, prompt_ref)

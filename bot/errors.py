@@ -133,6 +133,9 @@ class StreamBrokenError(ModelError):
     def __init__(self, message: str, *, endpoint: str = "", partial_text: str = "") -> None:
         super().__init__(message, endpoint=endpoint)
         self.partial_text = partial_text
+        # "tier/provider:model", set by the fallback chain: the label a
+        # complete answer's Completion.endpoint carries, for usage and /stats.
+        self.answered_by = ""
 
 
 class TranscriptionFailed(ModelError):

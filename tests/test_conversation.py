@@ -239,6 +239,7 @@ async def test_a_stream_that_breaks_after_text_ends_as_a_partial_answer(rig: Rig
     result, sink = await rig.say(context(ANN), "what is six times seven?")
 
     assert (result.status, result.text) == ("partial", "The answer is forty")
+    assert result.model == "main/scripted:main-model", "usage and /stats name the endpoint that answered"
     # The user keeps what they already saw, with a note that it was cut off;
     # no other endpoint starts the answer afresh.
     assert len(sink.finished) == 1 and sink.notices == []

@@ -227,7 +227,8 @@ class FallbackChain:
                         self._answered()
                     yield event
                 return
-            except StreamBrokenError:
+            except StreamBrokenError as exc:
+                exc.answered_by = f"{tier.name}/{endpoint.provider.name}"
                 raise
             except ModelError as exc:
                 log.warning("model endpoint %s failed: %s: %s", endpoint.name, type(exc).__name__, exc)
