@@ -71,6 +71,38 @@ async def test_streams_text_and_usage(server: FakeModelServer, dialect: str) -> 
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085", "\x0b", "\x1c"], ids=["LS", "PS", "NEL", "VT", "FS"])
+async def test_line_separators_inside_the_answer_stay_in_the_answer(
+    server: FakeModelServer, dialect: str, separator: str
+) -> None:
+    # The fake writes raw UTF-8 JSON, as Python-based servers do: these
+    # characters reach the stream unescaped. Only CR and LF end an event's line.
+    text = f"one{separator}two"
+    server.script(Reply(text=text, chunks=[f"one{separator}", "two"]))
+    provider = make_provider(dialect, server)
+    try:
+        deltas, completion = await collect(provider)
+    finally:
+        await provider.aclose()
+    assert deltas == [f"one{separator}", "two"] and completion.text == text
+
+
+async def test_event_stream_lines_end_at_cr_lf_and_crlf_even_across_pieces() -> None:
+    from bot.llm.base import event_stream_lines
+
+    async def pieces(*texts: str) -> AsyncIterator[str]:
+        for text in texts:
+            yield text
+
+    async def lines(*texts: str) -> list[str]:
+        return [line async for line in event_stream_lines(pieces(*texts))]
+
+    assert await lines("data: a\r", "\ndata: b\n\n") == ["data: a", "data: b", ""]
+    assert await lines("data: a\rdata: b\r\n", "", "data: c") == ["data: a", "data: b", "data: c"]
+    assert await lines("da", "ta: x\u2028y\n") == ["data: x\u2028y"]
+    assert await lines("a\r", "\r", "\nb\n") == ["a", "", "b"]
+
+
 async def test_a_finished_stream_leaves_its_connection_for_the_next_request(
     server: FakeModelServer, dialect: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -139,6 +140,31 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date; rare from model APIs, and a backoff covers it
+
+
+# An event stream's lines end at CRLF, LF or CR, and nowhere else.
+_EVENT_STREAM_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def event_stream_lines(text: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The lines of a text/event-stream, from its decoded text as it arrives.
+    Not httpx's line iterators: they split where ``str.splitlines`` does,
+    also at U+2028, U+2029, U+0085 and other separators that a model's answer
+    may hold unescaped inside a chunk's JSON (a server writing raw UTF-8),
+    which cut the chunk in two and lost or broke the answer."""
+    rest = ""
+    after_cr = False  # the last piece ended in CR: a LF opening the next one is the same line end
+    async for piece in text:
+        if after_cr and piece.startswith("\n"):
+            piece = piece[1:]
+        if not piece:
+            continue
+        after_cr = piece.endswith("\r")
+        *lines, rest = _EVENT_STREAM_LINE_END.split(rest + piece)
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
 
 
 async def sse_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:

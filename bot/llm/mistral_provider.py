@@ -12,7 +12,7 @@ import httpx2
 from mistralai.client import Mistral, errors as mistral_errors, models as mistral_models
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, display_url, parse_retry_after, sse_chunks
+from bot.llm.base import Provider, classify_status, display_url, event_stream_lines, parse_retry_after, sse_chunks
 from bot.llm.mistral_sdk import release_sdk_models, reuse_sdk_models
 from bot.llm.types import (
     ChatMessage,
@@ -75,7 +75,7 @@ class MistralProvider(Provider):
         finish: str | None = None
         model = self.model
         async with stream:
-            async for chunk in sse_chunks(stream.response.aiter_lines()):
+            async for chunk in sse_chunks(event_stream_lines(stream.response.aiter_text())):
                 model = chunk.get("model") or model
                 reported = chunk.get("usage") or {}
                 if reported.get("prompt_tokens") is not None:

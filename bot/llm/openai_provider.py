@@ -12,7 +12,9 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.errors import ModelConnectError, ModelError, ModelTransientError
-from bot.llm.base import Provider, classify_status, display_url, parse_retry_after, sse_chunks as _sse_chunks
+from bot.llm.base import (
+    Provider, classify_status, display_url, event_stream_lines, parse_retry_after, sse_chunks as _sse_chunks,
+)
 from bot.llm.types import (
     ChatMessage,
     ChatRequest,
@@ -82,7 +84,7 @@ class OpenAIProvider(Provider):
         # CPU per chunk here, i.e. most of a turn's overhead); its streaming
         # response gives the same SSE lines, which are plain JSON.
         async with self._client.chat.completions.with_streaming_response.create(**kwargs) as response:
-            async for chunk in _sse_chunks(response.iter_lines()):
+            async for chunk in _sse_chunks(event_stream_lines(response.iter_text())):
                 model = chunk.get("model") or model
                 if chunk.get("usage"):
                     usage = Usage(chunk["usage"].get("prompt_tokens") or 0, chunk["usage"].get("completion_tokens") or 0)
