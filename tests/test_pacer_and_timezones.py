@@ -88,6 +88,12 @@ def test_a_pacer_needs_a_positive_rate() -> None:
         ("UTC", "UTC", None),
         ("UTC+3", "Etc/GMT-3", None),
         ("gmt-5", "Etc/GMT+5", None),
+        # The offsets run from UTC-12 to UTC+14; none beyond has a zone.
+        ("UTC+14", "Etc/GMT-14", None),
+        ("UTC-12", "Etc/GMT+12", None),
+        ("UTC-13", None, None),
+        ("GMT-14", None, None),
+        ("UTC+15", None, None),
         ("Moscow", None, "Europe/Moscow"),
         ("new york", None, "America/New_York"),
         ("Germany", None, "Europe/Berlin"),

@@ -98,9 +98,11 @@ def lookup_zone(text: str) -> ZoneLookup:
         sign, hours = offset.groups()
         if int(hours) == 0:
             return ZoneLookup("UTC")
-        if int(hours) <= 14:
-            # Etc/GMT names have the sign inverted (POSIX): UTC+3 is Etc/GMT-3.
-            return ZoneLookup(f"Etc/GMT{'-' if sign == '+' else '+'}{int(hours)}")
+        # Etc/GMT names have the sign inverted (POSIX): UTC+3 is Etc/GMT-3.
+        # They run from UTC-12 to UTC+14: UTC-13 has no zone to name.
+        name = f"Etc/GMT{'-' if sign == '+' else '+'}{int(hours)}"
+        if name.lower() in _zone_names():
+            return ZoneLookup(name)
     if key in _RUSSIAN_NAMES:
         key = _RUSSIAN_NAMES[key].lower() if "/" in _RUSSIAN_NAMES[key] else _RUSSIAN_NAMES[key]
         if "/" in key:
