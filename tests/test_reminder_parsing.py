@@ -104,12 +104,51 @@ def test_hours_count_real_time_and_days_keep_the_wall_clock_across_dst() -> None
         ("cron 0 9 * * 9 standup", "bad_cron"),
         ("cron 99 9 * * * standup", "bad_cron"),
         ("at 25:00 something", "no_time"),
+        # Past the calendar, or a rule that never fires: refused, not a crash.
+        ("in 99999999999999999999 minutes x", "out_of_range"),
+        ("in 100000 years far", "out_of_range"),
+        ("cron 0 0 31 2 * never", "bad_cron"),
+        ("cron 0 0 30 2 * never", "bad_cron"),
+        # An impossible date or time beside a possible one: not "tomorrow at 10".
+        ("2027-13-01 10:00 x", "bad_date"),
+        ("2027-02-30 10:00 x", "bad_date"),
+        ("tomorrow at 25:00 x", "bad_date"),
+        ("tomorrow at 23:60 x", "bad_date"),
+        ("tomorrow at 9:75 x", "bad_date"),
+        ("friday at 25:00 x", "bad_date"),
+        ("every day at 25:00 x", "bad_date"),
+        ("on 31.04 at 10 x", "bad_date"),
+        ("on February 30 at 9 x", "bad_date"),
+        ("30 февраля в 9 x", "bad_date"),
+        # Now is not a time to remind at, and not "no time given" (tomorrow morning).
+        ("in 0 minutes zero", "past"),
+        ("через 0 минут ноль", "past"),
     ],
 )
 def test_bad_requests_are_refused_not_guessed(request_text: str, code: str) -> None:
     with pytest.raises(ReminderInputError) as caught:
         parse_reminder(request_text, "Europe/Berlin", NOW)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("request_text", "text", "fires"),
+    [
+        ("in 5 minutes: the 14:00 call", "the 14:00 call", "2026-11-21 10:05"),
+        ("tomorrow at 9 buy 2.5 kg of apples", "buy 2.5 kg of apples", "2026-11-22 09:00"),
+        ("tomorrow at 9 read chapter march 45", "read chapter march 45", "2026-11-22 09:00"),
+        ("on february 29 at 9 leap", "leap", "2028-02-29 09:00"),
+    ],
+)
+def test_possible_dates_and_numbers_left_in_the_text_stay_there(request_text: str, text: str, fires: str) -> None:
+    parsed = parse_reminder(request_text, "Europe/Berlin", NOW)
+    assert (parsed.text, local(parsed.schedule.first, "Europe/Berlin")) == (text, fires)
+
+
+def test_the_tools_when_past_the_calendar_is_refused() -> None:
+    with pytest.raises(ReminderInputError) as caught:
+        parse_when("in 99999999999999999999 minutes", "Europe/Berlin", NOW)
+    assert caught.value.code == "out_of_range"
 
 
 def test_a_past_time_names_the_time_it_understood() -> None:

@@ -23,6 +23,8 @@ keeps the hour across a DST change)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -268,7 +270,8 @@ def _match_relative(tokens: list[Token], i: int) -> Match | None:
     if not found_any:
         return None
     found = Found(
-        elapsed=elapsed if elapsed else None,
+        # "in 0 minutes" is now, not "no time given" (which would be tomorrow morning).
+        elapsed=elapsed if elapsed or not (days or months) else None,
         wall_days=days or None,
         wall_months=months or None,
     )
@@ -729,8 +732,28 @@ def _best_span(tokens: list[Token]) -> tuple[int, int, Found] | None:
     return (best[1], best[2], best[3]) if best else None
 
 
+@contextmanager
+def _within_the_calendar() -> Iterator[None]:
+    """Input whose arithmetic leaves the calendar ("in 100000 years", a number
+    of minutes too big for a timedelta) or whose rule never fires (cron
+    "0 0 31 2 *") is refused like any unreadable time, not a crash."""
+    try:
+        yield
+    except ReminderInputError:
+        raise
+    except RuleError as exc:
+        raise ReminderInputError("bad_cron", detail=str(exc)) from None
+    except (OverflowError, ValueError):
+        raise ReminderInputError("out_of_range") from None
+
+
 def parse_reminder(request: str, tz_name: str, now: datetime) -> ParsedReminder:
     """/remind's argument: what to remind of and when. Raises ReminderInputError."""
+    with _within_the_calendar():
+        return _parse_reminder(request, tz_name, now)
+
+
+def _parse_reminder(request: str, tz_name: str, now: datetime) -> ParsedReminder:
     request = request.strip()
     if not request:
         raise ReminderInputError("empty")
@@ -746,9 +769,54 @@ def parse_reminder(request: str, tz_name: str, now: datetime) -> ParsedReminder:
     if span is None:
         raise ReminderInputError("no_time")
     start, end, found = span
+    _refuse_impossible_dates(tokens[:start] + tokens[end:])
     text = request[: tokens[start].start] + " " + request[tokens[end - 1].end :]
     text = _check_text(_clean_text(text))
     return ParsedReminder(text, _check_future(resolve(found, now, tz_name), now, tz_name))
+
+
+def _refuse_impossible_dates(leftover: list[Token]) -> None:
+    """A date or time the user wrote that no calendar has ("2027-13-01",
+    "25:00", "on 31.04", "February 30") is not read as a time, so the span
+    found beside it would set the reminder on a guess ("tomorrow at 10" for
+    "2027-13-01 10:00"). Refuse instead. Possible dates and times left in the
+    text stay part of it ("in 5 minutes: the 14:00 call")."""
+    for index, token in enumerate(leftover):
+        before = leftover[index - 1] if index > 0 else None
+        after = leftover[index + 1] if index + 1 < len(leftover) else None
+        impossible = _impossible_date(token, before, after)
+        if impossible:
+            raise ReminderInputError("bad_date", value=impossible)
+
+
+def _impossible_date(token: Token, before: Token | None, after: Token | None) -> str | None:
+    """The words of an impossible date or time starting at ``token``, else None."""
+    if token.kind == "clock":
+        hour, minute = (int(part) for part in token.text.split(":"))
+        return None if hour <= 23 and minute <= 59 else token.text
+    if token.kind == "iso":
+        year, month, day = (int(part) for part in token.text.split("-"))
+        return None if _is_date(year, month, day) else token.text
+    if token.kind == "dotted" and before is not None and before.text in ("on", "до", "на") and "," not in token.text:
+        # "on 31.04"; without the preposition it may be a number ("2.5 kg").
+        day, month = (int(part) for part in token.text.split(".")[:2])
+        return None if _is_date(2028, month, day) else token.text
+    if token.kind == "word" and token.text in _MONTHS and after is not None and after.kind == "num":
+        day = int(after.text)
+        # 2028 is a leap year: "February 29" exists. A number past 31 is not a day ("chapter march 45").
+        return None if day > 31 or _is_date(2028, _MONTHS[token.text], day) else f"{token.text} {after.text}"
+    if token.kind == "num" and after is not None and after.text in _MONTHS:
+        day = int(token.text)  # "30 February", "30 февраля"
+        return None if day > 31 or _is_date(2028, _MONTHS[after.text], day) else f"{token.text} {after.text}"
+    return None
+
+
+def _is_date(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
 
 
 def _cron_rule(expression: str) -> Rule:
@@ -789,6 +857,11 @@ def parse_when(when: str, tz_name: str, now: datetime, recurrence: str | None = 
     """The model's create_reminder(when, recurrence): ISO 8601 or the /remind
     grammar for ``when``; ``recurrence`` is daily | weekly | monthly |
     weekdays | weekends, a phrase such as "every monday", or a cron line."""
+    with _within_the_calendar():
+        return _parse_when(when, tz_name, now, recurrence)
+
+
+def _parse_when(when: str, tz_name: str, now: datetime, recurrence: str | None) -> Schedule:
     when = (when or "").strip()
     if not when:
         raise ReminderInputError("no_time")
