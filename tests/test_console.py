@@ -38,7 +38,7 @@ def console_env(tmp_path: Path, model: FakeModelServer, **env: str) -> dict[str,
     )
 
 
-async def console_process(tmp_path: Path, model: FakeModelServer, stdin: str, **env: str) -> tuple[int, str, str]:
+async def console_process(tmp_path: Path, model: FakeModelServer, stdin: str | bytes, **env: str) -> tuple[int, str, str]:
     """Run `python -m bot console` with ``stdin`` piped in; (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "console",
@@ -47,7 +47,8 @@ async def console_process(tmp_path: Path, model: FakeModelServer, stdin: str, **
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     # Start-up imports torch and loads the embedder: generous, like every wait here.
-    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), WAIT_LIMIT * 3)
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    out, err = await asyncio.wait_for(process.communicate(data), WAIT_LIMIT * 3)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -77,6 +78,31 @@ async def test_a_piped_console_session_answers_each_line_and_exits_zero(
     chats = model.chat_requests()
     assert len(chats) == 2
     assert "hello there" in [m.get("content") for m in chats[1].messages]
+
+
+async def test_lines_that_once_ended_the_session_get_an_answer_and_the_session_goes_on(
+    tmp_path: Path, model: FakeModelServer
+) -> None:
+    model.responder = lambda request: Reply(text=f"echo: {request.last_user_text}")
+    lines = [
+        b"caf\xe9 from a Latin-1 file",  # not UTF-8
+        b"/remind in 99999999999999999999 minutes x",
+        b"/remind in 100000 years far",
+        b"/remind cron 0 0 31 2 * never",
+        b"/remind 2027-13-01 10:00 x",
+        b"/timezone UTC-13",
+        b"still here",
+    ]
+    code, out, err = await console_process(tmp_path, model, b"\n".join(lines) + b"\n")
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    assert "echo: caf\ufffd from a Latin-1 file" in out
+    assert out.count("further ahead than any calendar") == 2
+    assert "never fires" in out
+    assert "'2027-13-01' is not a date or time on the calendar" in out
+    assert "I don't know the time zone 'UTC-13'" in out
+    assert "echo: still here" in out
+    assert [r.last_user_text for r in model.chat_requests()] == ["caf\ufffd from a Latin-1 file", "still here"]
 
 
 async def test_the_console_needs_no_telegram_token_but_a_model_key(tmp_path: Path, model: FakeModelServer) -> None:

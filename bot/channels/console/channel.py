@@ -103,6 +103,17 @@ class ConsoleOutput:
         self._writer.flush()
 
 
+def _decodable(line: str) -> str:
+    """``line`` with bytes that were not UTF-8 (a Latin-1 or Windows file piped
+    in) as U+FFFD. Python hands them over as lone surrogates, which no
+    encoder takes: printing, storing or sending such a line failed."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return line
+
+
 class ConsoleSink:
     """The ReplySink of one console turn."""
 
@@ -250,13 +261,20 @@ class ConsoleChannel(Channel):
                 break
             text = line.strip()
             if text:
-                await self.handle_line(text)
+                await self._handle_safely(text)
+
+    async def _handle_safely(self, text: str) -> None:
+        """One line; a failure in it is told and logged, and the session goes
+        on with the next line, as a Telegram chat does after an error."""
+        try:
+            await self.handle_line(text)
+        except Exception:  # noqa: BLE001 - one bad line must not end the session
+            log.exception("console: a line failed")
+            await self._say(t("internal_error", self._user.language or "en"))
 
     def _read(self) -> str | None:
-        if self.interactive:
-            return input(PROMPT)
-        line = self._reader.readline()
-        return line if line else None
+        line = input(PROMPT) if self.interactive else self._reader.readline()
+        return _decodable(line) if line else None
 
     async def handle_line(self, text: str) -> None:
         assert self._core is not None, "connect() first"
