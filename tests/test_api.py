@@ -4,6 +4,7 @@ the fake model server, Telegram the fake Bot API; one process serves both."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from bot.memory.embedder import Embedder
 from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory
-from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, StreamFault
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support.api import ANN, BOB, Api, error_of, key_for
 from tests.support.processes import cli
@@ -150,6 +151,11 @@ async def test_a_revoked_key_is_refused_at_once(api_bot: tuple[Arium, Api]) -> N
         ({"messages": [{"role": "user", "content": "   "}]}, "bad_input"),
         ({"messages": [{"role": "user", "content": "x" * 50_000}]}, "bad_input"),
         ({"messages": "hello"}, "invalid_request"),
+        # A lone surrogate (an emoji cut in half by a JavaScript client) is the
+        # client's error, not a model outage: no request, no retries, no breaker.
+        ({"messages": [{"role": "user", "content": "hi \ud800 there"}]}, "invalid_text"),
+        ({"messages": [{"role": "system", "content": "be \udfff"}, {"role": "user", "content": "hi"}]}, "invalid_text"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a \ud83d"}]}]}, "invalid_text"),
     ],
 )
 async def test_bad_chat_requests_get_a_clear_400(
@@ -157,7 +163,11 @@ async def test_bad_chat_requests_get_a_clear_400(
 ) -> None:
     app, api = api_bot
     key = await key_for(app, ANN, "k")
-    response = await api.call("POST", "/v1/chat/completions", key, json=body)
+    # JSON with \u escapes, as a client's encoder writes a lone surrogate.
+    encoded = json.dumps(body, ensure_ascii=True)
+    response = await api.call(
+        "POST", "/v1/chat/completions", key, content=encoded, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert error_of(response)["code"] == code
     assert model.chat_requests() == []
@@ -190,6 +200,26 @@ async def test_a_model_outage_is_a_503_not_a_hang(api_bot: tuple[Arium, Api], mo
             json={"model": "arium", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
         )
         assert response.status_code == 503 and error_of(response)["code"] == "model_unavailable"
+
+
+async def test_an_answer_cut_off_mid_stream_says_so_streamed_or_not(
+    api_bot: tuple[Arium, Api], model: FakeModelServer
+) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    body = {"model": "arium", "messages": [{"role": "user", "content": "tell me a long story"}]}
+    model.script(StreamFault(mode="drop", text_before="Once upon a time"))
+    whole = await api.call("POST", "/v1/chat/completions", key, json=body)
+    assert whole.status_code == 200, whole.text
+    [choice] = whole.json()["choices"]
+    assert choice["finish_reason"] == "length", "a client can tell the answer is not whole"
+    content = choice["message"]["content"]
+    assert content.startswith("Once upon a time") and content != "Once upon a time", "with the cut-off note"
+    model.script(StreamFault(mode="drop", text_before="Once upon a time"))
+    streamed = await api.call("POST", "/v1/chat/completions", key, json={**body, "stream": True})
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == content
 
 
 async def test_the_user_s_rate_limit_answers_429_with_retry_after(start_bot: BotFactory) -> None:

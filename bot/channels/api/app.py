@@ -195,6 +195,11 @@ async def client_messages(body: ChatCompletionBody, images: ApiImages | None = N
         if message.role == "tool":
             raise ApiError(400, "tool messages are not accepted: Arium runs its tools on the server", "tool_messages")
         text, raw_images = _parts_of(message.content)
+        if not _is_unicode(text):
+            raise ApiError(
+                400, "a message holds a lone UTF-16 surrogate (an emoji cut in half?); send valid Unicode text",
+                "invalid_text",
+            )
         if raw_images and message.role != "user":
             raise ApiError(400, "images are accepted in user messages only", "unsupported_content")
         pictures += len(raw_images)
@@ -204,6 +209,16 @@ async def client_messages(body: ChatCompletionBody, images: ApiImages | None = N
     if not any(m.role == "user" for m in messages):
         raise ApiError(400, "the conversation has no user message", "no_user_message")
     return messages
+
+
+def _is_unicode(text: str) -> bool:
+    """JSON can spell a lone surrogate ("\\ud800"), which no encoder takes: sent
+    on to a model, it failed every endpoint's request as if the model were down."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parts_of(content: str | list[ContentPart] | None) -> tuple[str, list[bytes]]:
@@ -259,6 +274,7 @@ class CollectingSink:
 
     def __init__(self) -> None:
         self.events: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.final = ""  # the answer as finished, with any note (a cut-off stream's)
 
     def end(self) -> None:
         self.events.put_nowait(("end", ""))
@@ -267,6 +283,7 @@ class CollectingSink:
         self.events.put_nowait(("text", text))
 
     async def finish(self, text: str) -> None:
+        self.final = text
         self.events.put_nowait(("text", text))
 
     async def notice(self, text: str) -> None:
@@ -471,9 +488,13 @@ class _Turn:
                 "object": "chat.completion",
                 "created": self._created,
                 "model": self._model,
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": result.text}, "finish_reason": "stop"}
-                ],
+                # A cut-off answer says so, as the streamed one does: its note,
+                # and finish_reason "length" rather than "stop".
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self._sink.final or result.text},
+                    "finish_reason": _finish_reason(result),
+                }],
                 "usage": usage_of(result),
             }
         )
@@ -510,7 +531,7 @@ class _Turn:
                     sent = text
                 event = await self._next_event()
             result = await self._task
-            yield self._chunk({}, finish_reason="stop" if result.status == "complete" else "length")
+            yield self._chunk({}, finish_reason=_finish_reason(result))
             if include_usage:
                 yield _sse({**self._head(), "choices": [], "usage": usage_of(result)})
             yield "data: [DONE]\n\n"
@@ -523,6 +544,10 @@ class _Turn:
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         return _sse({**self._head(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+
+def _finish_reason(result: TurnResult) -> str:
+    return "stop" if result.status == "complete" else "length"
 
 
 def _sse(payload: dict[str, Any]) -> str:
