@@ -105,6 +105,22 @@ async def test_lines_that_once_ended_the_session_get_an_answer_and_the_session_g
     assert [r.last_user_text for r in model.chat_requests()] == ["caf\ufffd from a Latin-1 file", "still here"]
 
 
+async def test_the_reminder_list_shows_every_time_in_the_zone_its_header_names(
+    tmp_path: Path, model: FakeModelServer
+) -> None:
+    lines = [
+        "/timezone Europe/Berlin",
+        "/remind 2027-01-01 10:00 set in Berlin",
+        "/timezone Asia/Kolkata",
+        "/reminders",
+    ]
+    code, out, err = await console_process(tmp_path, model, "\n".join(lines) + "\n")
+    assert code == 0, err
+    assert "(Asia/Kolkata)" in out
+    # 10:00 in Berlin (UTC+1 in winter) is 14:30 in Kolkata (UTC+5:30).
+    assert "set in Berlin — 2027-01-01 14:30" in out, out
+
+
 async def test_the_console_needs_no_telegram_token_but_a_model_key(tmp_path: Path, model: FakeModelServer) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "console", cwd=tmp_path,

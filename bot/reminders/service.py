@@ -195,5 +195,6 @@ class ReminderService:
         local, offset = describe(zone_name, now)
         return len(changed), local, offset
 
-    def when_of(self, record: ReminderRecord) -> str:
-        return format_local(record.next_fire_at, record.timezone) if record.next_fire_at else "-"
+    def when_of(self, record: ReminderRecord, zone: str | None = None) -> str:
+        """The next firing in ``zone`` (default: the reminder's own)."""
+        return format_local(record.next_fire_at, zone or record.timezone) if record.next_fire_at else "-"

@@ -58,17 +58,22 @@ async def reminder_list(service: ReminderService, ctx: RequestContext) -> Remind
     if not records:
         return ReminderList([], None, [t("rem_list_empty", ctx.language)])
     shown = records[:LIST_LIMIT]
-    lines = [list_line(service, number, record, ctx.language) for number, record in enumerate(shown, start=1)]
+    lines = [
+        list_line(service, number, record, ctx.language, ctx.timezone) for number, record in enumerate(shown, start=1)
+    ]
     if len(records) > LIST_LIMIT:
         lines.append(t("rem_list_more", ctx.language, count=len(records) - LIST_LIMIT))
     return ReminderList(shown, t("rem_list_header", ctx.language, zone=ctx.timezone), lines)
 
 
-def list_line(service: ReminderService, number: int, record: ReminderRecord, language: str) -> str:
+def list_line(service: ReminderService, number: int, record: ReminderRecord, language: str, zone: str) -> str:
+    """One reminder of the list, its time in ``zone``: the list's header names
+    the user's zone, and a one-off set before a /timezone keeps its moment
+    (and its old zone in the record)."""
     text = record.text if len(record.text) <= 80 else record.text[:79] + "…"
     if record.status == "paused":
         return t("rem_list_paused", language, n=number, text=text)
-    line = t("rem_list_item", language, n=number, text=text, when=service.when_of(record))
+    line = t("rem_list_item", language, n=number, text=text, when=service.when_of(record, zone))
     rule = rule_of(record)
     return f"{line} (🔁 {describe_rule(rule, language)})" if rule else line
 
