@@ -106,7 +106,7 @@ class Linker:
         code = normalized_code(text)
         if code is None:
             raise LinkRefused("malformed")
-        issued = await self._identities.take_code(code, self._clock.now())
+        issued = await self._identities.take_code(code, self._clock.now(), taker=ctx.user_id)
         if issued is None:
             raise LinkRefused("unknown")
         if issued.user_id == ctx.user_id:

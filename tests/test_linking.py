@@ -214,6 +214,9 @@ async def test_link_codes_refuse_what_they_cannot_join(
     own = (await api.call("POST", "/v1/link/code", key)).json()["code"]
     same = await api.call("POST", "/v1/link", key, json={"code": own})
     assert same.status_code == 400 and error_of(same)["code"] == "link_same_user"
+    # The mistake does not use the code up: it still is this user's live code.
+    still = await api.call("POST", "/v1/link", key, json={"code": own})
+    assert still.status_code == 400 and error_of(still)["code"] == "link_same_user"
 
     # Expired after ten minutes.
     stale = code_in((await ask(tg, "/link", ANN)).text)

@@ -55,15 +55,19 @@ class IdentityRepository:
             s.add(LinkCode(code_hash=hash_code(code), user_id=user_id, channel=channel,
                            created_at=utcnow(), expires_at=expires_at))
 
-    async def take_code(self, code: str, now: datetime) -> IssuedCode | None:
+    async def take_code(self, code: str, now: datetime, *, taker: int | None = None) -> IssuedCode | None:
         """The code's owner, consuming the code; None when unknown or expired.
-        Expired codes are swept on the way."""
+        Expired codes are swept on the way. The owner entering their own code
+        (``taker``) does not consume it: they mistook the place, and the code
+        is still for the other one."""
         async with self._db.session() as s:
             await s.execute(delete(LinkCode).where(LinkCode.expires_at <= now))
             row = await s.get(LinkCode, hash_code(code))
             if row is None:
                 return None
             issued = IssuedCode(row.user_id, row.channel)
+            if row.user_id == taker:
+                return issued
             # Whoever deletes the row owns the code: two people entering it at
             # once (another process, on PostgreSQL) cannot both use it.
             taken = await s.execute(delete(LinkCode).where(LinkCode.code_hash == row.code_hash))
