@@ -160,3 +160,18 @@ async def test_the_database_refuses_a_second_memory_under_one_key(memory: Memory
     with pytest.raises(StorageError):
         await memory.add(ANN, [NewMemory("Likes jazz a lot", idempotency_key="tg7:remember")])
     assert await memory.count(ANN) == 1
+
+
+async def test_forget_command_says_when_more_match_than_one_forget_takes(memory: MemoryService) -> None:
+    from bot.memory.commands import FORGET_SEARCH, forget_request
+
+    ann = context(ANN)
+    await memory.add(ANN, [NewMemory(f"Fact number {n} about gardening") for n in range(FORGET_SEARCH + 3)])
+    many = await forget_request(memory, ann, "gardening")
+    assert len(many.ids) == FORGET_SEARCH and many.more
+    assert "run /forget again for the rest" in many.prompt("en")
+
+    await memory.add(BOB, [NewMemory("Fact about chess")])
+    few = await forget_request(memory, context(BOB), "chess")
+    assert len(few.ids) == 1 and not few.more
+    assert "run /forget again" not in few.prompt("en")

@@ -69,6 +69,7 @@ class ForgetRequest:
     texts: list[str]
     answer: str | None = None
     everything: int = 0  # /forget all: how many memories that is
+    more: bool = False  # more memories match than one /forget takes
 
     @property
     def to_confirm(self) -> bool:
@@ -82,7 +83,7 @@ class ForgetRequest:
         count = len(self.ids) if shown is None else shown
         lines = [t("mem_forget_confirm", language, count=count), ""]
         lines += [f"• {shorten(text)}" for text in self.texts[:count]]
-        if count < len(self.ids):
+        if count < len(self.ids) or self.more:
             lines += ["", t("mem_forget_more", language, shown=count)]
         return "\n".join(lines)
 
@@ -96,10 +97,14 @@ async def forget_request(memory: MemoryService, ctx: RequestContext, query: str)
         if count == 0:
             return ForgetRequest([], [], t("mem_empty", ctx.language))
         return ForgetRequest([], [], everything=count)
-    hits = clear_matches(await memory.search(ctx.user_id, query, FORGET_SEARCH, wait=2.0))
+    # One more than is taken: whether the user must be told that more match.
+    hits = clear_matches(await memory.search(ctx.user_id, query, FORGET_SEARCH + 1, wait=2.0))
     if not hits:
         return ForgetRequest([], [], t("mem_forget_none", ctx.language, query=shorten(query)))
-    return ForgetRequest([hit.memory.id for hit in hits], [hit.memory.text for hit in hits])
+    taken = hits[:FORGET_SEARCH]
+    return ForgetRequest(
+        [hit.memory.id for hit in taken], [hit.memory.text for hit in taken], more=len(hits) > FORGET_SEARCH
+    )
 
 
 async def forget(memory: MemoryService, ctx: RequestContext, ids: list[int]) -> str:
