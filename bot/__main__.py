@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no code path may fetch from a mo
 from bot.context import configure_logging  # noqa: E402
 from bot.errors import AriumError, ConfigError  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
+from sqlalchemy.exc import InterfaceError, OperationalError  # noqa: E402
 
 
 def _log_to_file(settings: Settings, *, also_stderr: bool) -> None:
@@ -220,8 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     except AriumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (OSError, OperationalError, InterfaceError) as exc:
+        # What the machine refused (a data directory that cannot be made, a
+        # database that does not answer): the operator's to fix, told in a
+        # line instead of a page of traceback. Bugs still print theirs.
+        logging.getLogger("bot").debug("command failed", exc_info=exc)
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

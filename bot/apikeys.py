@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection
 
 from bot.auth import AuthProvider
 from bot.errors import AriumError
+from bot.identity import USER_ID_LIMIT
 from bot.settings import Settings
 from bot.storage.api_keys import ApiKeyNameTaken, ApiKeyRecord, ApiKeyRepository
 from bot.storage.db import Database
@@ -20,7 +21,7 @@ NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # What each refusal says on the command line (Telegram words them per language).
 MESSAGES = {
     "bad_name": "give the key a name of 1-64 letters, digits, '.', '_' or '-'",
-    "bad_user": "the user id must be a positive number",
+    "bad_user": "the user id must be a positive number below 2**52",
     "taken": "a key named {name!r} exists already; pick another name",
     "not_found": "no active key named {name!r} (apikey list shows them)",
 }
@@ -47,7 +48,7 @@ async def create_key(
     """A new key for ``owner`` (created as a user if they never wrote): the
     record and the key itself, which exists nowhere else."""
     name = checked_name(name)
-    if owner < 1:
+    if not 1 <= owner < USER_ID_LIMIT:
         raise ApiKeyCommandError("bad_user")
     if await users.get(owner) is None:
         role = AuthProvider(frozenset(admin_ids)).effective_role(owner, None).value

@@ -17,7 +17,7 @@ CONSOLE = "console"
 API = "api"
 
 # Telegram's ids stay within +-2**52; each local channel owns a range below -2**60.
-_TELEGRAM_LIMIT = 2**52
+USER_ID_LIMIT = 2**52
 _LOCAL_BASE = {API: -(2**61), CONSOLE: -(2**62)}
 
 
@@ -37,7 +37,7 @@ def identity_channel(chat_type: str) -> str | None:
 def local_chat_id(channel: str, user_id: int) -> int:
     """The chat of ``user_id`` in the console or the API: one per user and
     channel, never equal to a Telegram chat id."""
-    if not -_TELEGRAM_LIMIT < user_id < _TELEGRAM_LIMIT:
+    if not -USER_ID_LIMIT < user_id < USER_ID_LIMIT:
         raise ValueError(f"user id {user_id} is outside the range of Telegram's ids")
     return _LOCAL_BASE[channel] - abs(user_id) * 2 - (user_id < 0)
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
+from bot.identity import USER_ID_LIMIT
 
 Provider = Literal["mistral", "openai"]
 PROVIDERS: tuple[str, ...] = ("mistral", "openai")
@@ -355,7 +356,7 @@ class Settings(BaseSettings):
     # lowest id in BOT_ADMIN_IDS (the owner: the same memories, reminders and
     # conversation as in Telegram), else 1; the console user is an admin
     # unless BOT_CONSOLE_ADMIN=false.
-    bot_console_user_id: int | None = Field(default=None, ge=1)
+    bot_console_user_id: int | None = Field(default=None, ge=1, lt=USER_ID_LIMIT)
     bot_console_user_name: str = "Owner"
     bot_console_admin: bool = True
     # The HTTP API (OpenAI-compatible chat completions, memories, reminders).
@@ -803,10 +804,14 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning validation errors into one readable ConfigError."""
+    import tomllib
+
     from pydantic import ValidationError
 
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"BOT_CONFIG {os.environ.get('BOT_CONFIG')!r} is not valid TOML: {exc}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

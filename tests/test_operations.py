@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from bot.doctor import run_doctor
 from tests.conftest import fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
@@ -29,6 +31,38 @@ def test_run_without_model_key_names_it(tmp_path: Path) -> None:
 def test_sync_database_url_is_rejected_with_the_fix(tmp_path: Path) -> None:
     result = cli(tmp_path, "migrate", DATABASE_URL="postgresql://u@localhost/db")
     assert result.returncode == 2 and "postgresql+asyncpg://" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "code", "said"),
+    [
+        pytest.param({"toml": "this is [not toml"}, ("doctor",), 2, "is not valid TOML", id="broken-toml"),
+        pytest.param(
+            {"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/nope"}, ("migrate",), 1, "Connect call failed",
+            id="database-down",
+        ),
+        pytest.param({"BOT_DATA_DIR": "/proc/nope"}, ("migrate",), 1, "/proc/nope", id="data-dir-impossible"),
+        pytest.param(
+            {}, ("apikey", "create", "--name", "huge", "--user-id", "99999999999999999999"), 1, "below 2**52",
+            id="key-for-a-huge-id",
+        ),
+        pytest.param(
+            {"BOT_CONSOLE_USER_ID": "99999999999999999999"}, ("migrate",), 2, "BOT_CONSOLE_USER_ID", id="huge-console-id"
+        ),
+    ],
+)
+def test_what_the_operator_got_wrong_is_one_line_not_a_traceback(
+    tmp_path: Path, setup: dict[str, str], args: tuple[str, ...], code: int, said: str
+) -> None:
+    env = dict(setup)
+    if "toml" in env:
+        (tmp_path / "bot.toml").write_text(env.pop("toml"))
+        env["BOT_CONFIG"] = str(tmp_path / "bot.toml")
+    result = cli(tmp_path, *args, **env)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], result.stderr
 
 
 def test_migrate_alone_creates_the_database(tmp_path: Path) -> None:
