@@ -190,6 +190,19 @@ async def test_the_piped_sink_prints_the_final_answer_and_notices_without_markup
     assert out.getvalue() == "the answer\nHeads up & more\n"
 
 
+async def test_control_characters_are_shown_not_obeyed_by_the_terminal() -> None:
+    # A model's answer (or a fetched page it quotes, or a reminder's text)
+    # could clear the screen or retitle the window with escape sequences.
+    out = io.StringIO()
+    streamed = ConsoleSink(ConsoleOutput(out), streaming=True)
+    await streamed.update("\x1b[2J")
+    await streamed.finish("\x1b[2Jclear\x07\tand\x9b on")
+    ConsoleOutput(out).line("⏰ \x1b]0;title\x07 call mom\r")
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown and "\r" not in shown
+    assert "␛[2Jclear␇\tand\ufffd on" in shown and "⏰ ␛]0;title␇ call mom␍\n" in shown
+
+
 async def test_an_interactive_session_streams_the_answer_at_a_prompt(tmp_path: Path, model: FakeModelServer) -> None:
     """On a terminal (a pseudo-terminal here, driven by pexpect): a welcome
     line, a prompt, the answer as it streams, and Ctrl-D ends the session."""

@@ -34,7 +34,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "mem_export_caption": "Your data: profile, memories and history, as JSON.",
         "mem_export_failed": "Sorry, I couldn't prepare your export. Please try again later.",
         "mem_deleteme_confirm": (
-            "Erase everything I know about you: your profile, everything I remember, and our chat history? "
+            "Erase everything I know about you: your profile, everything I remember, our chat history, "
+            "your reminders, your files and your API keys? "
             "This cannot be undone. (/export first if you want a copy.)"
         ),
         "mem_yes_erase": "Yes, erase everything",
@@ -73,7 +74,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "mem_export_caption": "Ваши данные: профиль, память и история, в формате JSON.",
         "mem_export_failed": "Не получилось подготовить выгрузку. Попробуйте позже.",
         "mem_deleteme_confirm": (
-            "Стереть всё, что я о вас знаю: профиль, всё, что я помню, и историю переписки? "
+            "Стереть всё, что я о вас знаю: профиль, всё, что я помню, историю переписки, "
+            "напоминания, файлы и API-ключи? "
             "Это нельзя отменить. (Сначала /export, если нужна копия.)"
         ),
         "mem_yes_erase": "Да, стереть всё",

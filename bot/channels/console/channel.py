@@ -87,6 +87,14 @@ class ConsoleServices:
     agents: AgentDesk | None = None  # None: no [agents.NAME] configured
 
 
+# Control characters as their visible pictures (ESC as ␛): text from a model,
+# a fetched page or a reminder must not drive the terminal (clear it, move the
+# cursor, retitle the window). Tab and newline stay as they are.
+_VISIBLE_CONTROLS = {code: 0x2400 + code for code in range(0x20) if chr(code) not in "\t\n"} | {0x7F: 0x2421} | {
+    code: 0xFFFD for code in range(0x80, 0xA0)
+}
+
+
 class ConsoleOutput:
     """Writes to the terminal (or a pipe); a stream being shown is tracked so
     the final answer prints only what is not on the screen yet."""
@@ -95,11 +103,11 @@ class ConsoleOutput:
         self._writer = writer
 
     def line(self, text: str) -> None:
-        self._writer.write(text + "\n")
+        self._writer.write(text.translate(_VISIBLE_CONTROLS) + "\n")
         self._writer.flush()
 
     def piece(self, text: str) -> None:
-        self._writer.write(text)
+        self._writer.write(text.translate(_VISIBLE_CONTROLS))
         self._writer.flush()
 
 
