@@ -206,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--name", help="this worker's name in logs and /health (default: host-pid)")
         if name == "apikey":
             command.add_argument("action", choices=["create", "list", "revoke"])
-            command.add_argument("revoke_name", nargs="?", metavar="NAME", help="the key to revoke")
+            command.add_argument("key_name", nargs="?", metavar="NAME", help="the key's name (or --name)")
             command.add_argument("--name", help="a name for the new key (letters, digits, . _ -)")
             command.add_argument("--user-id", type=int, help="whose key it is (default: the console user, the owner)")
     args = parser.parse_args(argv)
-    if args.command == "apikey" and args.action == "revoke":
-        args.name = args.revoke_name or args.name
+    if args.command == "apikey":
+        args.name = args.key_name or args.name
     try:
         settings = load_settings()
         return COMMANDS[args.command][1](settings, args)

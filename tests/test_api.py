@@ -140,6 +140,7 @@ async def test_a_revoked_key_is_refused_at_once(api_bot: tuple[Arium, Api]) -> N
         ({"messages": [{"role": "system", "content": "only a system message"}]}, "no_user_message"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "unsupported_content"),
         ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "unsupported_content"),
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "invalid_request"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,%%"}]}]},
             "bad_image",
@@ -182,6 +183,15 @@ async def test_malformed_json_oversized_bodies_and_unknown_paths(api_bot: tuple[
     assert broken.status_code == 400 and error_of(broken)["type"] == "invalid_request_error"
     huge = await api.call("POST", "/v1/reminders", key, content=b"x" * (2 * 1024 * 1024))
     assert huge.status_code == 413 and error_of(huge)["code"] == "body_too_large"
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(4):
+            yield b"x" * (512 * 1024)
+
+    huge_chunked = await api.call(
+        "POST", "/v1/chat/completions", key, content=chunked(), headers={"Content-Type": "application/json"}
+    )
+    assert huge_chunked.status_code == 413 and error_of(huge_chunked)["code"] == "body_too_large"
     missing = await api.call("GET", "/v1/nothing-here", key)
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
     not_a_number = await api.call("DELETE", "/v1/memories/abc", key)
@@ -277,6 +287,10 @@ async def test_keys_from_the_command_line_work_once_and_are_listed_and_revoked(
     again = cli(tmp_path, "apikey", "create", "--name", "laptop")
     assert again.returncode == 1 and "exists already" in again.stderr and "Traceback" not in again.stderr
     assert cli(tmp_path, "apikey", "create", "--name", "no spaces").returncode == 1
+    # The name as the usage line shows it, without --name.
+    positional = cli(tmp_path, "apikey", "create", "phone", "--user-id", str(ANN))
+    assert positional.returncode == 0, positional.stderr
+    assert "phone\tuser 2001" in cli(tmp_path, "apikey", "list").stdout
 
     app = await start_bot(api_enabled=True, api_port=0)
     api = Api(app)
@@ -285,6 +299,12 @@ async def test_keys_from_the_command_line_work_once_and_are_listed_and_revoked(
     assert cli(tmp_path, "apikey", "revoke", "laptop").returncode == 0
     assert (await api.call("GET", "/v1/memories", key)).status_code == 401
     assert cli(tmp_path, "apikey", "revoke", "laptop").returncode == 1, "nothing left to revoke"
+    # A revoked key's name can be given to a new key; the old key stays refused.
+    renewed = cli(tmp_path, "apikey", "create", "--name", "laptop", "--user-id", str(ANN))
+    assert renewed.returncode == 0, renewed.stderr
+    new_key = renewed.stdout.strip().splitlines()[-1]
+    assert (await api.call("GET", "/v1/memories", new_key)).status_code == 200
+    assert (await api.call("GET", "/v1/memories", key)).status_code == 401
 
 
 async def test_erasing_a_user_erases_their_keys(api_bot: tuple[Arium, Api]) -> None:

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.errors import StorageError
@@ -53,10 +53,12 @@ class ApiKeyRepository:
 
     async def create(self, name: str, user_id: int) -> tuple[ApiKeyRecord, str]:
         """A new key for ``user_id`` (who must exist): the record and the key,
-        which is not kept anywhere and cannot be shown again."""
+        which is not kept anywhere and cannot be shown again. A revoked key's
+        name can be given again: the revoked row goes (its key stays refused)."""
         key = new_key()
         try:
             async with self._db.session() as s:
+                await s.execute(delete(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_not(None)))
                 row = ApiKey(name=name, user_id=user_id, key_hash=hash_key(key), created_at=utcnow())
                 s.add(row)
                 await s.flush()

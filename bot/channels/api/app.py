@@ -97,8 +97,13 @@ def error_response(status: int, message: str, code: str, headers: dict[str, str]
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(StarletteHTTPException):
+    """A chunked body that grew past the limit while being read. An HTTP
+    exception, so FastAPI's body parsing lets it through (anything else
+    raised there becomes its 400 "error parsing the body")."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "the request body is too large")
 
 
 class BodyLimit:
@@ -235,6 +240,9 @@ def _parts_of(content: str | list[ContentPart] | None) -> tuple[str, list[bytes]
         elif part.type == "image_url" and part.image_url is not None:
             url = part.image_url.url if isinstance(part.image_url, ImageUrl) else part.image_url
             images.append(_data_url_bytes(url))
+        elif part.type in ("text", "image_url"):
+            field = "text" if part.type == "text" else "image_url"
+            raise ApiError(400, f"a content part of type {part.type!r} needs its {field!r}", "invalid_request")
         else:
             raise ApiError(
                 400, f"content parts of type {part.type!r} are not supported; send text or image_url", "unsupported_content"
