@@ -112,6 +112,12 @@ async def test_a_user_cannot_see_or_cancel_someone_elses_reminders(tools: Remind
     assert len(await tools.list_reminders(context(1))) == 1
 
 
+@pytest.mark.parametrize("reminder_id", [0, -1, 2**63, 10**30])
+async def test_an_id_no_reminder_can_have_is_no_such_reminder(tools: ReminderTools, reminder_id: int) -> None:
+    with pytest.raises(ToolInputError, match="no active reminder with id"):
+        await tools.cancel_reminder(context(1), reminder_id)
+
+
 @pytest.mark.parametrize(
     ("text", "when", "recurrence", "message"),
     [

@@ -83,9 +83,12 @@ class ReminderTools:
         # Cancelling is idempotent without a key: a call re-run after a crash
         # (or a second "cancel it") finds the reminder already cancelled and
         # says so the same way, instead of "no such reminder".
-        record = await self._service.cancel(ctx.user_id, int(id)) or await self._service.cancelled_before(
-            ctx.user_id, int(id)
-        )
+        reminder_id = int(id)
+        record = None
+        if 1 <= reminder_id < 2**63:  # past a row id's range nothing matches, and the driver refuses the number
+            record = await self._service.cancel(ctx.user_id, reminder_id) or await self._service.cancelled_before(
+                ctx.user_id, reminder_id
+            )
         if record is None:
             raise ToolInputError(f"no active reminder with id {id} belongs to this user; call list_reminders")
         return {"id": record.id, "text": record.text, "cancelled": True}
