@@ -277,6 +277,18 @@ async def test_metrics_count_turns_and_show_the_endpoints_without_a_key(
     assert samples["arium_errors_total"] == 0
 
 
+async def test_a_failing_request_is_a_500_counted_and_reported_like_any_error(api_bot: tuple[Arium, Api]) -> None:
+    app, api = api_bot
+    key = await key_for(app, ANN, "k")
+    async with app.db.engine.begin() as conn:  # a database broken under the running bot
+        await conn.exec_driver_sql("DROP TABLE reminders")
+    response = await api.call("GET", "/v1/reminders", key)
+    assert response.status_code == 500 and error_of(response)["code"] == "internal_error"
+    assert "reminders" not in response.text, "no SQL or traceback reaches the client"
+    metrics = (await api.call("GET", "/metrics")).text
+    assert "arium_errors_total 1.0" in metrics.splitlines()
+
+
 async def test_keys_from_the_command_line_work_once_and_are_listed_and_revoked(
     tmp_path: Path, start_bot: BotFactory
 ) -> None:

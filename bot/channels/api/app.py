@@ -359,7 +359,7 @@ Acting = Annotated[RequestContext, Depends(acting)]
 def build_api(services: ApiServices) -> FastAPI:
     api = FastAPI(title="Arium", version="1", docs_url=None, redoc_url=None)
     api.state.services = services
-    _install_error_handlers(api)
+    _install_error_handlers(api, services.tasks)
     api.add_middleware(BodyLimit, limit=services.max_body_bytes)  # type: ignore[arg-type]
 
     if services.eval_pages is not None:
@@ -566,7 +566,7 @@ def _unavailable() -> ApiError:
     return ApiError(503, "the AI is unavailable right now; try again in a minute", "model_unavailable")
 
 
-def _install_error_handlers(api: FastAPI) -> None:
+def _install_error_handlers(api: FastAPI, tasks: TaskTracker) -> None:
     @api.exception_handler(ApiError)
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.code, exc.headers)
@@ -588,7 +588,9 @@ def _install_error_handlers(api: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), code)
 
     @api.exception_handler(Exception)
-    async def on_error(_: Request, exc: Exception) -> JSONResponse:
-        log.error("API request failed", exc_info=exc)
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        # The one error handler: logged with its traceback, counted in
+        # /metrics and /health, and the admins alerted, as for a Telegram update.
+        tasks.report_error(exc, f"API {request.method} {request.url.path}")
         return error_response(500, "internal error; it was logged", "internal_error")
 
