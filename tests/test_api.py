@@ -16,14 +16,11 @@ from bot.memory.embedder import Embedder
 from bot.memory.records import NewMemory
 from bot.storage.repositories import UserProfile
 from tests.conftest import BotFactory
-from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, StreamFault
+from tests.fakes.model_server import Fault, FakeModelServer, Reply, StreamFault
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support.api import ANN, BOB, Api, error_of, key_for
+from tests.support.chat import system_prompt
 from tests.support.processes import cli
-
-
-def system_prompt(request: Request) -> str:
-    return str(request.messages[0]["content"])
 
 
 @pytest.fixture

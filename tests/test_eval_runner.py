@@ -22,9 +22,8 @@ from bot.storage.repositories import UserProfile
 from bot.storage.models import EVAL_USER_MIN, User
 from tests.conftest import HeadlessStarter
 from tests.fakes.model_server import FakeModelServer, Reply, Request, Step, ToolCallSpec
-from tests.support.processes import clean_env
+from tests.support.processes import REPO, clean_env
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def scripted(request: Request) -> Step:

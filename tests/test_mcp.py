@@ -33,8 +33,8 @@ from tests.fakes.model_server import FakeModelServer, Reply, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support.chat import PRIVATE, tool_results
 from tests.support.contexts import make_ctx
+from tests.support.processes import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 READY_WAIT = 60.0  # a cold interpreter importing the SDK on a busy machine
 FAST_RESTARTS = (0.05, 0.1, 0.2)
 

@@ -22,7 +22,8 @@ from bot.memory.turn import MAX_BATCH_EXCHANGES
 from tests.conftest import BotFactory, eventually, fake_settings, stop_bot
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step, ToolCallSpec
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
-from tests.support.memory_bot import ANN, BOB, Brain, facts, kind_of, requests_of, settle, system_prompt
+from tests.support.chat import system_prompt
+from tests.support.memory_bot import ANN, BOB, Brain, facts, kind_of, requests_of, settle
 
 GROUP = -100555
 T = TypeVar("T")

@@ -9,7 +9,8 @@ from bot.app import Arium
 from tests.conftest import BotFactory
 from tests.fakes.model_server import Fault, FakeModelServer, Reply, Request, Step
 from tests.fakes.telegram_server import FakeTelegram
-from tests.support.memory_bot import ANN, Brain, requests_of, settle, system_prompt
+from tests.support.chat import system_prompt
+from tests.support.memory_bot import ANN, Brain, requests_of, settle
 
 # ~60 tokens each by the bot's estimate (the echoed answer a little more): a
 # 200-token budget holds three messages, so the fourth pushes the first out.

@@ -13,6 +13,7 @@ from bot.doctor import run_doctor
 from tests.conftest import fake_settings
 from tests.fakes.model_server import FakeModelServer, Reply
 from tests.fakes.telegram_server import FakeTelegram
+from tests.support.broker import BROKER
 from tests.support.processes import FAKE_EMBEDDINGS, REPO, clean_env, cli
 
 
@@ -168,7 +169,6 @@ async def test_a_started_bot_freezes_its_start_up_heap(start_bot) -> None:  # ty
 # Redis (6379) and PostgreSQL (TEST_DATABASE_URL) on 127.0.0.1, each skipped
 # when it does not answer.
 
-SCALED_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 SCALED_REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -179,7 +179,7 @@ async def _rabbitmq_prefix() -> str:
     import aio_pika
 
     try:
-        connection = await aio_pika.connect(SCALED_BROKER, timeout=3)
+        connection = await aio_pika.connect(BROKER, timeout=3)
     except Exception:  # noqa: BLE001 - any failure means no broker here
         import pytest
 
@@ -193,7 +193,7 @@ async def _delete_topology(prefix: str, partitions: int) -> None:
 
     from bot.scale.broker import Topology, remove
 
-    connection = await aio_pika.connect(SCALED_BROKER)
+    connection = await aio_pika.connect(BROKER)
     await remove(await connection.channel(), Topology(prefix, partitions))
     await connection.close()
 
@@ -219,7 +219,7 @@ async def test_doctor_reports_rabbitmq_partitions(tmp_path: Path) -> None:
     from bot.scale.broker import Topology, declare
 
     prefix = await _rabbitmq_prefix()
-    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix, broker_partitions=4)
+    settings = _scaled(tmp_path, broker_url=BROKER, broker_prefix=prefix, broker_partitions=4)
     lines: list[str] = []
     # SQLite: the scaled mode's database check fails, RabbitMQ's passes.
     assert not await check_scaled_mode(settings, lines.append)
@@ -227,7 +227,7 @@ async def test_doctor_reports_rabbitmq_partitions(tmp_path: Path) -> None:
     assert lines[1].startswith("ok   rabbitmq: 127.0.0.1:5672/ reachable, x-consistent-hash available; no partition queues")
     assert "guest" not in "".join(lines)
 
-    connection = await aio_pika.connect(SCALED_BROKER)
+    connection = await aio_pika.connect(BROKER)
     try:
         channel = await connection.channel()
         await declare(channel, Topology(prefix, 4))
@@ -262,7 +262,7 @@ async def test_doctor_names_the_missing_consistent_hash_plugin(tmp_path: Path) -
     from bot.scale.doctor import check_scaled_mode
 
     prefix = await _rabbitmq_prefix()
-    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix)
+    settings = _scaled(tmp_path, broker_url=BROKER, broker_prefix=prefix)
     lines: list[str] = []
     assert not await check_scaled_mode(settings, lines.append, exchange_type="x-arium-not-installed")
     assert (
@@ -308,7 +308,7 @@ async def test_doctor_names_the_scheduler_leader(tmp_path: Path, postgres_url: s
     if not postgres_url:
         pytest.skip("TEST_DATABASE_URL not set: the leader is read from a real PostgreSQL")
     prefix = await _rabbitmq_prefix()
-    settings = _scaled(tmp_path, broker_url=SCALED_BROKER, broker_prefix=prefix, database_url=postgres_url)
+    settings = _scaled(tmp_path, broker_url=BROKER, broker_prefix=prefix, database_url=postgres_url)
     lines: list[str] = []
     assert await check_scaled_mode(settings, lines.append), lines
     assert lines[0] == "ok   scaled mode database: PostgreSQL, as the workers need"

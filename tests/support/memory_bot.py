@@ -33,10 +33,6 @@ def requests_of(model: FakeModelServer, kind: str) -> list[Request]:
     return [r for r in model.chat_requests() if kind_of(r) == kind]
 
 
-def system_prompt(request: Request) -> str:
-    return str(request.messages[0]["content"])
-
-
 def facts(*items: str | dict[str, Any]) -> Reply:
     listed = [{"text": i, "kind": "fact", "importance": 3} if isinstance(i, str) else i for i in items]
     return Reply(text=json.dumps({"facts": listed}))
