@@ -123,6 +123,8 @@ def test_hours_count_real_time_and_days_keep_the_wall_clock_across_dst() -> None
         # Now is not a time to remind at, and not "no time given" (tomorrow morning).
         ("in 0 minutes zero", "past"),
         ("через 0 минут ноль", "past"),
+        ("in -5 minutes neg", "bad_date"),
+        ("через −5 минут минус", "bad_date"),
     ],
 )
 def test_bad_requests_are_refused_not_guessed(request_text: str, code: str) -> None:
@@ -138,6 +140,7 @@ def test_bad_requests_are_refused_not_guessed(request_text: str, code: str) -> N
         ("tomorrow at 9 buy 2.5 kg of apples", "buy 2.5 kg of apples", "2026-11-22 09:00"),
         ("tomorrow at 9 read chapter march 45", "read chapter march 45", "2026-11-22 09:00"),
         ("on february 29 at 9 leap", "leap", "2028-02-29 09:00"),
+        ("tomorrow at 9 list -2 ways in -2 ways", "list -2 ways in -2 ways", "2026-11-22 09:00"),
     ],
 )
 def test_possible_dates_and_numbers_left_in_the_text_stay_there(request_text: str, text: str, fires: str) -> None:

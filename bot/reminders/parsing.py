@@ -764,6 +764,9 @@ def _parse_reminder(request: str, tz_name: str, now: datetime) -> ParsedReminder
         rule = _cron_rule(cron.group(1))
         text = _check_text(_clean_text(cron.group(2) or ""))
         return ParsedReminder(text, _check_future(Schedule(rule.next_after(now, tz_name), rule), now, tz_name))
+    negative = _NEGATIVE_DURATION.search(request)
+    if negative:  # the tokens drop the sign: "in -5 minutes" read as "in 5 minutes"
+        raise ReminderInputError("bad_date", value=negative.group(1))
     tokens = tokenize(request)
     span = _best_span(tokens)
     if span is None:
@@ -773,6 +776,14 @@ def _parse_reminder(request: str, tz_name: str, now: datetime) -> ParsedReminder
     text = request[: tokens[start].start] + " " + request[tokens[end - 1].end :]
     text = _check_text(_clean_text(text))
     return ParsedReminder(text, _check_future(resolve(found, now, tz_name), now, tz_name))
+
+
+_NEGATIVE_DURATION = re.compile(
+    r"(?:\bin|через)\s+([-−]\s*\d+(?:[.,]\d+)?\s*(?:"
+    + "|".join(sorted(map(re.escape, _UNITS), key=len, reverse=True))
+    + r"))(?!\w)",
+    re.IGNORECASE,
+)
 
 
 def _refuse_impossible_dates(leftover: list[Token]) -> None:
