@@ -743,7 +743,11 @@ def _within_the_calendar() -> Iterator[None]:
         raise
     except RuleError as exc:
         raise ReminderInputError("bad_cron", detail=str(exc)) from None
-    except (OverflowError, ValueError):
+    except OverflowError:  # a timedelta or an int past what the C types hold
+        raise ReminderInputError("out_of_range") from None
+    except ValueError as exc:
+        if "out of range" not in str(exc):  # datetime's "year 102026 is out of range"; any other is a bug
+            raise
         raise ReminderInputError("out_of_range") from None
 
 
