@@ -219,6 +219,8 @@ async def test_an_interactive_session_streams_the_answer_at_a_prompt(tmp_path: P
         child.sendline("hi")
         await child.expect_exact("Hello from the terminal.", async_=True)
         await child.expect_exact("you> ", async_=True)
+        child.sendline("")  # an empty line at the prompt is nothing, not the end
+        await child.expect_exact("you> ", async_=True)
         child.sendeof()
         await child.expect(pexpect.EOF, async_=True)
     finally:

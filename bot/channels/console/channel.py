@@ -281,7 +281,11 @@ class ConsoleChannel(Channel):
             await self._say(t("internal_error", self._user.language or "en"))
 
     def _read(self) -> str | None:
-        line = input(PROMPT) if self.interactive else self._reader.readline()
+        """The next line; None at the end of piped input (a terminal's end,
+        Ctrl-D, raises EOFError in input())."""
+        if self.interactive:
+            return _decodable(input(PROMPT))  # "" is an empty line here, not the end
+        line = self._reader.readline()
         return _decodable(line) if line else None
 
     async def handle_line(self, text: str) -> None:
