@@ -500,7 +500,7 @@ class _Turn:
                 # and finish_reason "length" rather than "stop".
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": self._sink.final or result.text},
+                    "message": {"role": "assistant", "content": _content(result, self._sink)},
                     "finish_reason": _finish_reason(result),
                 }],
                 "usage": usage_of(result),
@@ -552,6 +552,11 @@ class _Turn:
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         return _sse({**self._head(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+
+
+def _content(result: TurnResult, sink: CollectingSink) -> str:
+    """A whole answer's text; a cut-off one as the user saw it, with its note."""
+    return sink.final or result.text if result.status == "partial" else result.text
 
 
 def _finish_reason(result: TurnResult) -> str:
