@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,7 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: committed on success, rolled back on error."""
-        if self._write_lock is None:
-            async with self._transaction() as session:
-                yield session
-            return
-        async with self._write_lock, self._transaction() as session:
+        async with self._writers(), self._transaction() as session:
             yield session
 
     @asynccontextmanager
@@ -101,11 +97,7 @@ class Database:
         built once: a turn's own writes. A turn's calls take a third to a
         half of the CPU they took through an ORM session, whose bookkeeping
         cost more than such statements (BENCHMARKS.md, "P2: a turn's SQL")."""
-        if self._write_lock is None:
-            async with self._connection(write=True) as conn:
-                yield conn
-            return
-        async with self._write_lock, self._connection(write=True) as conn:
+        async with self._writers(), self._connection(write=True) as conn:
             yield conn
 
     @asynccontextmanager
@@ -114,22 +106,22 @@ class Database:
         async with self._connection(write=False) as conn:
             yield conn
 
+    def _writers(self) -> AbstractAsyncContextManager[Any]:
+        """The queue a writer waits in: SQLite's lock; none for PostgreSQL."""
+        return self._write_lock if self._write_lock is not None else nullcontext()
+
     @asynccontextmanager
     async def _connection(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
-        try:
+        with _as_storage_errors():
             async with self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
-            try:
+            with _as_storage_errors():
                 async with session.begin():
                     yield session
-            except SQLAlchemyError as exc:
-                raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
@@ -149,6 +141,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@contextmanager
+def _as_storage_errors() -> Iterator[None]:
+    """SQLAlchemy's errors as ours, at the storage boundary."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
 
 # An advisory lock key of its own (PostgreSQL): "arium:migrate" as 8 bytes.
