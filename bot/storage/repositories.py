@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, String, and_, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.identity import TELEGRAM, channel_of_chat
 from bot.storage.db import Database, dialect_insert, insert_for
-from bot.storage.models import UNFINISHED, Base, Chat, Conversation, Identity, Message, User, table_of
+from bot.storage.models import UNFINISHED, Chat, Conversation, Identity, Message, User, table_of
 from bot.runtime.clock import utcnow
 
 # How many recent rows a history query reads before applying the token budget;
@@ -65,11 +65,6 @@ class StoredMessage:
     tokens: int
     status: str
     user_id: int | None
-
-
-async def _insert_ignore(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING, so two first messages at once do not race."""
-    await session.execute(insert_for(session)(model).values(**values).on_conflict_do_nothing())
 
 
 # How stale last_seen_at may get before a message rewrites it: a write per
@@ -255,7 +250,8 @@ class UserRepository:
     async def _update(self, user_id: int, values: dict[str, Any], *, create: bool) -> UserRecord | None:
         async with self._db.session() as s:
             if create:
-                await _insert_ignore(s, User, self._placeholder(user_id))
+                # Or nothing, when the user exists (or is being created by their first message).
+                await s.execute(insert_for(s)(User).values(**self._placeholder(user_id)).on_conflict_do_nothing())
             user = await s.get(User, user_id)
             if user is None:
                 return None
