@@ -14,6 +14,7 @@ from bot.i18n import t
 from bot.reminders.parsing import ReminderInputError
 from bot.errors import ToolError
 from bot.reminders.service import ReminderService, describe_rule, rule_of
+from bot.storage.models import MAX_ROW_ID
 
 
 def explain(error: ReminderInputError, language: str = "en") -> str:
@@ -85,7 +86,7 @@ class ReminderTools:
         # says so the same way, instead of "no such reminder".
         reminder_id = int(id)
         record = None
-        if 1 <= reminder_id < 2**63:  # past a row id's range nothing matches, and the driver refuses the number
+        if 1 <= reminder_id <= MAX_ROW_ID:  # past it nothing matches, and the driver refuses the number
             record = await self._service.cancel(ctx.user_id, reminder_id) or await self._service.cancelled_before(
                 ctx.user_id, reminder_id
             )

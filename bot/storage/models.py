@@ -30,6 +30,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.runtime.clock import utcnow
 
+# The largest id a BigInteger column holds: a number past it names no row.
+MAX_ROW_ID = 2**63 - 1
+
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 

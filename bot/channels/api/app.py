@@ -41,6 +41,7 @@ from bot.reminders.parsing import ReminderInputError
 from bot.reminders.service import ReminderService
 from bot.reminders.views import explain
 from bot.storage.api_keys import ApiKeyRepository
+from bot.storage.models import MAX_ROW_ID
 from bot.storage.reminders import ReminderRecord
 from bot.storage.repositories import UserProfile, UserRepository
 from bot.runtime.tasks import TaskTracker
@@ -49,7 +50,7 @@ from bot.personal_data import UserData
 log = logging.getLogger(__name__)
 
 # Ids are 64-bit in the database: a larger number is a 400, not a driver overflow.
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 MODEL_ID = "arium"  # what /v1/models lists; the fallback chain picks the real model
 MAX_MESSAGES = 200
 MAX_PAGE = 1000
@@ -556,7 +557,7 @@ class _Turn:
 
 def _content(result: TurnResult, sink: CollectingSink) -> str:
     """A whole answer's text; a cut-off one as the user saw it, with its note."""
-    return sink.final or result.text if result.status == "partial" else result.text
+    return (sink.final or result.text) if result.status == "partial" else result.text
 
 
 def _finish_reason(result: TurnResult) -> str:
